@@ -1,0 +1,253 @@
+"""The storage interface labcache shares with LabChain, kept name for name.
+
+``BaseStorage`` stores opaque entries by ``(hashcode, context)``;
+``BaseLockingStorage`` adds the named locks that let exactly one process
+compute a result.  A class written against LabChain's documentation (it
+implements only the abstract methods here) works with ``@cached`` as is.
+
+What differs from LabChain, on purpose:
+
+* ``BaseSingleton`` keeps one instance per class *and configuration*, so
+  ``LocalStorage("/a")`` and ``LocalStorage("/b")`` are two objects.
+* ``lock_info``, ``list_locks`` and ``break_lock`` exist with safe defaults,
+  so the widget, the CLI and waiting messages can say who holds a lock.
+* ``wait_for_unlock`` logs to the ``labcache`` logger instead of printing.
+
+labcache's own backends derive from :class:`labcache.locks.RecordLockingStorage`,
+which implements the lock methods once (tokens, heartbeat, stale rules) on
+top of a few primitives per backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = ["BaseLockingStorage", "BaseSingleton", "BaseStorage", "LockInfo"]
+
+logger = logging.getLogger("labcache")
+
+
+class BaseSingleton:
+    """One shared instance per class and constructor arguments.
+
+    Building a storage twice with the same configuration returns the same
+    object (so its held locks and connections are shared); a different
+    configuration gives a different object.  Arguments that cannot be
+    hashed (an existing client object, say) always give a new instance.
+
+    Example:
+        >>> class Shelf(BaseSingleton):
+        ...     def __init__(self, where: str) -> None:
+        ...         self.where = where
+        >>> Shelf("/a") is Shelf("/a"), Shelf("/a") is Shelf("/b")
+        (True, False)
+    """
+
+    _instances: ClassVar[dict[Any, Any]] = {}
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+    _verbose: bool = True
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            config: Any = (cls, args, tuple(sorted(kwargs.items())))
+            hash(config)
+        except TypeError:
+            return super().__new__(cls)
+        with BaseSingleton._instances_lock:
+            instance = BaseSingleton._instances.get(config)
+            if instance is None:
+                instance = super().__new__(cls)
+                BaseSingleton._instances[config] = instance
+            return instance
+
+
+class BaseStorage(BaseSingleton, ABC):
+    """Where entries live: bytes stored under ``(hashcode, context)``.
+
+    ``context`` groups entries (labcache uses one context per function) and
+    ``hashcode`` names one entry in it.
+
+    Example:
+        >>> from labcache import LocalStorage
+        >>> import tempfile
+        >>> store = LocalStorage(tempfile.mkdtemp())
+        >>> store.upload_file(b"hello", "greeting", "demo")
+        'greeting'
+        >>> store.download_file("greeting", "demo")
+        b'hello'
+    """
+
+    @abstractmethod
+    def get_root_path(self) -> str:
+        """The root this storage keeps its entries under (a path or URL)."""
+
+    @abstractmethod
+    def upload_file(
+        self, file: object, file_name: str, context: str, direct_stream: bool = False
+    ) -> str | None:
+        """Store ``file`` (bytes or a readable binary object) as ``file_name``.
+
+        Returns the stored name, or ``None`` if nothing was stored.
+        """
+
+    @abstractmethod
+    def download_file(self, hashcode: str, context: str) -> Any:
+        """Return the stored bytes of ``hashcode`` in ``context``."""
+
+    @abstractmethod
+    def list_stored_files(self, context: str) -> list[Any]:
+        """Names of the entries stored in ``context`` (empty if none)."""
+
+    @abstractmethod
+    def get_file_by_hashcode(self, hashcode: str, context: str) -> Any:
+        """The stored entry as a readable object (or its bytes)."""
+
+    @abstractmethod
+    def check_if_exists(self, hashcode: str, context: str) -> bool:
+        """Whether ``hashcode`` is stored in ``context``."""
+
+    @abstractmethod
+    def delete_file(self, hashcode: str, context: str) -> None:
+        """Remove ``hashcode`` from ``context``."""
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds a lock and whether the hold is still alive.
+
+    Times are Unix seconds.  ``heartbeat`` is the time of the last beat
+    (the acquisition time if the holder does not beat).
+
+    Example:
+        >>> info = LockInfo("k", "alice", "gpu-3", 4242, "t0k", 100.0, 130.0,
+        ...                 3600, 30, False)
+        >>> info.holder
+        'alice@gpu-3 pid 4242'
+    """
+
+    name: str
+    user: str
+    host: str
+    pid: int
+    token: str
+    acquired: float
+    heartbeat: float
+    ttl: float
+    heartbeat_interval: float | None
+    stale: bool
+
+    @property
+    def holder(self) -> str:
+        """The holder as people read it: ``user@host pid N``."""
+        return f"{self.user}@{self.host} pid {self.pid}"
+
+
+class BaseLockingStorage(BaseStorage):
+    """A storage that also offers named, atomic, expiring locks.
+
+    Exactly one process (on any machine sharing the storage) can hold a lock
+    name at a time; a lock whose holder stopped beating, or outlived ``ttl``
+    without a heartbeat, is stale and may be taken over.
+
+    Example:
+        >>> from labcache import LocalStorage
+        >>> import tempfile
+        >>> store = LocalStorage(tempfile.mkdtemp())
+        >>> if store.try_acquire_lock("train-abc", ttl=60):
+        ...     try:
+        ...         pass  # compute and store the result here
+        ...     finally:
+        ...         store.release_lock("train-abc")
+        >>> store._is_locked("train-abc")
+        False
+    """
+
+    #: How often ``@cached`` waiters look at a held lock, in seconds.
+    wake_poll_interval: float = 0.05
+
+    @abstractmethod
+    def try_acquire_lock(
+        self, lock_name: str, ttl: int = 3600, heartbeat_interval: int | None = None
+    ) -> bool:
+        """Take ``lock_name`` if it is free or stale; never wait.
+
+        Returns True if this process now holds the lock.
+        """
+
+    @abstractmethod
+    def release_lock(self, lock_name: str) -> None:
+        """Give up ``lock_name``; harmless if it is not held."""
+
+    def wait_for_unlock(
+        self,
+        lock_name: str,
+        timeout: int = 7200,
+        initial_poll_interval: float = 0.5,
+        max_poll_interval: float = 10.0,
+        backoff_factor: float = 1.5,
+    ) -> bool:
+        """Poll until ``lock_name`` is free or stale, backing off between looks.
+
+        The pause starts at ``initial_poll_interval`` and grows by
+        ``backoff_factor`` up to ``max_poll_interval``.  Returns False if the
+        lock is still held after ``timeout`` seconds.
+
+        Example:
+            >>> from labcache import LocalStorage
+            >>> import tempfile
+            >>> LocalStorage(tempfile.mkdtemp()).wait_for_unlock("free", timeout=1)
+            True
+        """
+        started = time.monotonic()
+        pause = initial_poll_interval
+        checks = 0
+        while time.monotonic() - started < timeout:
+            if not self._is_locked(lock_name):
+                logger.debug(
+                    "lock %s free after %d checks (%.1f s)",
+                    lock_name, checks, time.monotonic() - started,
+                )
+                return True
+            time.sleep(pause)
+            checks += 1
+            pause = min(pause * backoff_factor, max_poll_interval)
+        logger.info("still locked: %s after %d checks (%s s)", lock_name, checks, timeout)
+        return False
+
+    @abstractmethod
+    def _is_locked(self, lock_name: str) -> bool:
+        """True if ``lock_name`` is held and not stale."""
+
+    def _get_lock_path(self, lock_name: str) -> str:
+        """Where ``lock_name`` lives inside the storage: ``locks/<name>.lock``."""
+        return f"locks/{lock_name}.lock"
+
+    # -- improvements over the seed, with defaults a seed-style class inherits
+
+    def lock_info(self, lock_name: str) -> LockInfo | None:
+        """Who holds ``lock_name``, or None if it is free or unknown."""
+        return None
+
+    def list_locks(self) -> list[LockInfo]:
+        """Every lock currently present (fresh or stale)."""
+        return []
+
+    def break_lock(self, lock_name: str) -> bool:
+        """Remove ``lock_name`` whoever holds it (a tool for people).
+
+        Returns True if a lock was removed.  The default can only ask the
+        seed's ``release_lock``.
+        """
+        held = self._is_locked(lock_name)
+        self.release_lock(lock_name)
+        return held
+
+    def _wait_for_change(self, lock_name: str, seconds: float) -> None:
+        """Pause a waiter for up to ``seconds``; backends that can be told of
+        a release (Redis pub/sub) return as soon as it happens."""
+        time.sleep(seconds)

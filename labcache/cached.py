@@ -1,0 +1,335 @@
+"""``@cached``: the decorator people put on expensive functions."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import os
+import platform
+import reprlib
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar, overload
+
+from . import entry, keys
+from .base import BaseStorage
+from .locks import this_host, this_user
+from .names import context_for
+from .protocol import Call, run_async, run_sync
+from .report import Reporter
+
+__all__ = ["CachedFunction", "cached"]
+
+R = TypeVar("R")
+_ON_STORAGE_ERROR = ("compute", "raise")
+_summary = reprlib.Repr()
+_summary.maxstring = _summary.maxother = 60
+
+
+class CachedFunction(Generic[R]):
+    """A function whose results are cached; made by :func:`cached`.
+
+    Calling it returns the cached result or computes it under the
+    acquire-or-wait protocol.  Its helper methods take the same arguments as
+    the function itself.
+
+    Example:
+        >>> import tempfile
+        >>> from labcache import LocalStorage
+        >>> @cached(storage=LocalStorage(tempfile.mkdtemp()))
+        ... def square(x):
+        ...     return x * x
+        >>> square(4), square.is_cached(4), square.is_cached(5)
+        (16, True, False)
+        >>> square.invalidate(4), square.is_cached(4)
+        (True, False)
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., R],
+        *,
+        storage: BaseStorage | str | None = None,
+        ttl: float = 3600,
+        heartbeat_interval: float | None = 30,
+        wait_timeout: float = 7200,
+        ignore: Iterable[str] = (),
+        version: object = None,
+        on_storage_error: str = "compute",
+        expires_after: float | None = None,
+    ) -> None:
+        functools.update_wrapper(self, func)
+        self.__wrapped__ = func
+        self._signature = inspect.signature(func)
+        self._ignore = tuple(ignore)
+        self._options = dict(storage=storage, ttl=ttl, heartbeat_interval=heartbeat_interval,
+                             wait_timeout=wait_timeout, ignore=self._ignore, version=version,
+                             on_storage_error=on_storage_error, expires_after=expires_after)
+        _check_options(func, self._signature, self._options)
+        self.context = context_for(func.__module__ or "", func.__qualname__)
+        self._identity: bytes | None = None
+        self._opened: BaseStorage | None = None
+        self._is_async = inspect.iscoroutinefunction(func)
+        if self._is_async:
+            _mark_coroutine_function(self)
+
+    # -- calling -------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        call = self._prepare(args, kwargs)
+        if self._is_async:
+            return run_async(call, self.__wrapped__, args, kwargs)  # type: ignore[return-value]
+        result: R = run_sync(call, self.__wrapped__, args, kwargs)
+        return result
+
+    def refresh(self, *args: Any, **kwargs: Any) -> R:
+        """Recompute this call now and overwrite its entry (under the lock)."""
+        call = self._prepare(args, kwargs, force=True)
+        if self._is_async:
+            return run_async(call, self.__wrapped__, args, kwargs)  # type: ignore[return-value]
+        result: R = run_sync(call, self.__wrapped__, args, kwargs)
+        return result
+
+    # -- helpers -------------------------------------------------------------------
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        """The hex key of this call: the same in every process and machine."""
+        return keys.call_key(self._function_identity(), self._bind(args, kwargs))
+
+    def is_cached(self, *args: Any, **kwargs: Any) -> bool:
+        """Whether this call has a stored entry that has not expired."""
+        key = self.key(*args, **kwargs)
+        storage = self.storage
+        if not storage.check_if_exists(key, self.context):
+            return False
+        expires_after = self._options["expires_after"]
+        if expires_after is None:
+            return True
+        return not self._expired(storage, key, expires_after)
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Remove this call's entry; True if there was one."""
+        try:
+            self.storage.delete_file(self.key(*args, **kwargs), self.context)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def clear(self) -> int:
+        """Remove every entry of this function (all versions of its source).
+
+        Returns how many entries were removed.
+        """
+        storage, removed = self.storage, 0
+        for name in storage.list_stored_files(self.context):
+            with contextlib.suppress(FileNotFoundError):
+                storage.delete_file(name, self.context)
+                removed += 1
+        return removed
+
+    @property
+    def storage(self) -> BaseStorage:
+        """The storage this function's entries live in."""
+        spec = self._options["storage"]
+        if isinstance(spec, BaseStorage):
+            return spec
+        from .storage import default_storage, open_storage
+
+        if spec is None:
+            return default_storage()
+        if self._opened is None:
+            self._opened = open_storage(spec)
+        return self._opened
+
+    # -- Python plumbing -------------------------------------------------------------
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return _BoundCached(self, instance)
+
+    def __repr__(self) -> str:
+        return f"<cached {self.__module__}.{self.__qualname__}>"
+
+    def __reduce__(self) -> Any:
+        module = sys.modules.get(self.__module__)
+        if module is not None and _lookup(module, self.__qualname__) is self:
+            return self.__qualname__  # importable: pickle by reference
+        return (_rebuild, (self.__wrapped__, self._options))
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _function_identity(self) -> bytes:
+        if self._identity is None:
+            self._identity = keys.function_identity(self.__wrapped__, self._options["version"])
+        return self._identity
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        return keys.bind_arguments(self._signature, args, kwargs, self._ignore)
+
+    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any], force: bool = False) -> Call:
+        arguments = self._bind(args, kwargs)
+        key = keys.call_key(self._function_identity(), arguments)
+        name = f"{self.__module__}.{self.__qualname__}"
+        options = self._options
+        return Call(
+            storage=self.storage, context=self.context, key=key, function=name,
+            ttl=options["ttl"], heartbeat_interval=options["heartbeat_interval"],
+            wait_timeout=options["wait_timeout"], expires_after=options["expires_after"],
+            on_storage_error=options["on_storage_error"],
+            meta=_metadata(name, key, arguments), reporter=Reporter(name), force=force,
+        )
+
+    def _expired(self, storage: BaseStorage, key: str, expires_after: float) -> bool:
+        import time
+
+        try:
+            source = storage.get_file_by_hashcode(key, self.context)
+            with contextlib.closing(source) if hasattr(source, "close") else contextlib.nullcontext():
+                created = entry.read_header(source).get("meta", {}).get("created", 0.0)
+        except (OSError, ValueError):
+            return True
+        return bool(time.time() - created > expires_after)
+
+
+class _BoundCached:
+    """A cached method bound to its instance (``obj.method``)."""
+
+    def __init__(self, cached: CachedFunction[Any], instance: object) -> None:
+        self._cached, self._instance = cached, instance
+        self.__wrapped__ = cached.__wrapped__.__get__(instance)
+        self.__doc__ = cached.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._cached(self._instance, *args, **kwargs)
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        return self._cached.key(self._instance, *args, **kwargs)
+
+    def is_cached(self, *args: Any, **kwargs: Any) -> bool:
+        return self._cached.is_cached(self._instance, *args, **kwargs)
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        return self._cached.invalidate(self._instance, *args, **kwargs)
+
+    def refresh(self, *args: Any, **kwargs: Any) -> Any:
+        return self._cached.refresh(self._instance, *args, **kwargs)
+
+    def clear(self) -> int:
+        return self._cached.clear()
+
+
+@overload
+def cached(func: Callable[..., R], /) -> CachedFunction[R]: ...
+
+
+@overload
+def cached(
+    func: None = None, /, *, storage: BaseStorage | str | None = None, ttl: float = 3600,
+    heartbeat_interval: float | None = 30, wait_timeout: float = 7200,
+    ignore: Iterable[str] = (), version: object = None, on_storage_error: str = "compute",
+    expires_after: float | None = None,
+) -> Callable[[Callable[..., R]], CachedFunction[R]]: ...
+
+
+def cached(func: Callable[..., R] | None = None, /, **options: Any) -> Any:
+    """Cache a function's results; one process computes, the others wait.
+
+    Args:
+        storage: a storage instance or URL (``file:///…``); default
+            ``LABCACHE_STORAGE`` or a folder in the user cache dir.
+        ttl: seconds after which a lock without heartbeat counts as dead.
+        heartbeat_interval: seconds between heartbeats of a held lock (None
+            turns them off); a holder that misses 3 beats is taken over.
+        wait_timeout: seconds to wait for another holder before
+            ``LockTimeout``.
+        ignore: parameter names left out of the key (``verbose``, ``n_jobs``).
+        version: bump it to get new keys without editing the source.
+        on_storage_error: ``"compute"`` (warn and compute uncached) or
+            ``"raise"``.
+        expires_after: entries older than this many seconds count as misses.
+
+    Example:
+        >>> import tempfile
+        >>> from labcache import LocalStorage
+        >>> calls = []
+        >>> @cached(storage=LocalStorage(tempfile.mkdtemp()), ignore=("verbose",))
+        ... def slow_add(a, b=1, verbose=False):
+        ...     calls.append(a)
+        ...     return a + b
+        >>> slow_add(1), slow_add(a=1, verbose=True), slow_add(1, b=1), len(calls)
+        (2, 2, 2, 1)
+    """
+    if func is not None:
+        return CachedFunction(func, **options)
+    return functools.partial(CachedFunction, **options)
+
+
+def _check_options(func: Callable[..., Any], signature: inspect.Signature,
+                   options: dict[str, Any]) -> None:
+    unknown = [name for name in options["ignore"] if name not in signature.parameters]
+    if isinstance(options["ignore"], str) or unknown:
+        raise ValueError(
+            f"ignore={options['ignore']!r} names {unknown or options['ignore']!r}, which "
+            f"{func.__qualname__} has no parameter of; pass a tuple of parameter names"
+        )
+    if options["on_storage_error"] not in _ON_STORAGE_ERROR:
+        raise ValueError(f"on_storage_error must be one of {_ON_STORAGE_ERROR}, "
+                         f"not {options['on_storage_error']!r}")
+    for name in ("ttl", "wait_timeout"):
+        if not options[name] > 0:
+            raise ValueError(f"{name} must be a positive number of seconds")
+    for name in ("heartbeat_interval", "expires_after"):
+        if options[name] is not None and not options[name] > 0:
+            raise ValueError(f"{name} must be a positive number of seconds or None")
+    storage = options["storage"]
+    if storage is not None and not isinstance(storage, (BaseStorage, str)):
+        raise TypeError(f"storage must be a storage or a URL string, not {type(storage).__name__}")
+
+
+def _metadata(function: str, key: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    from . import __version__
+
+    return {
+        "function": function,
+        "key": key,
+        "arguments": {name: _describe(value) for name, value in arguments.items()},
+        "user": this_user(),
+        "host": this_host(),
+        "pid": os.getpid(),
+        "python": platform.python_version(),
+        "labcache": __version__,
+    }
+
+
+def _describe(value: object) -> str:
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:  # arrays: never print the data
+        return f"{type(value).__name__}(shape={tuple(shape)}, dtype={dtype})"
+    try:
+        return _summary.repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _lookup(module: object, qualname: str) -> object:
+    target = module
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    return target
+
+
+def _rebuild(func: Callable[..., Any], options: dict[str, Any]) -> CachedFunction[Any]:
+    return CachedFunction(func, **options)
+
+
+def _mark_coroutine_function(obj: object) -> None:
+    """Make ``inspect``/``asyncio.iscoroutinefunction`` recognise ``obj``."""
+    if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
+        inspect.markcoroutinefunction(obj)  # type: ignore[arg-type]
+    else:
+        import asyncio.coroutines
+
+        obj._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+

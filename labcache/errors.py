@@ -1,0 +1,122 @@
+"""Every error labcache raises, under one root.
+
+Each error also subclasses the builtin a caller would naturally catch, so
+``except TimeoutError`` keeps working around a cached call::
+
+    LabcacheError(Exception)
+    ├── LockTimeout(TimeoutError)           waited ``wait_timeout`` for a holder
+    ├── UnhashableArgumentError(TypeError)  an argument has no stable hash
+    ├── UnpicklableResultError(TypeError)   the result cannot be serialized
+    ├── InvalidNameError(ValueError)        a context, file or lock name is unsafe
+    ├── CorruptEntryError(ValueError)       an entry failed its checksum or parse
+    │   └── SignatureError                  an entry is unsigned or badly signed
+    ├── StorageError(OSError)               the storage could not be reached or written
+    └── HolderFailedError(RuntimeError)     the holder failed with an exception
+                                            that could not be shipped as itself
+
+All of them pickle, so they cross process boundaries (multiprocessing, dask).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptEntryError",
+    "HolderFailedError",
+    "InvalidNameError",
+    "LabcacheError",
+    "LockTimeout",
+    "SignatureError",
+    "StorageError",
+    "UnhashableArgumentError",
+    "UnpicklableResultError",
+]
+
+
+class LabcacheError(Exception):
+    """Root of every labcache error.
+
+    Example:
+        >>> issubclass(LockTimeout, LabcacheError)
+        True
+    """
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        # Subclasses take the message as their only argument, so rebuilding
+        # from ``args`` is enough to cross a process boundary.
+        return (type(self), self.args)
+
+
+class LockTimeout(LabcacheError, TimeoutError):
+    """A call waited longer than ``wait_timeout`` for another holder.
+
+    Example:
+        >>> raise LockTimeout("gave up after 5 s waiting for bob@gpu-1 pid 42")
+        Traceback (most recent call last):
+        labcache.errors.LockTimeout: gave up after 5 s waiting for bob@gpu-1 pid 42
+    """
+
+
+class UnhashableArgumentError(LabcacheError, TypeError):
+    """An argument of a cached call cannot be turned into a stable key.
+
+    Example:
+        >>> issubclass(UnhashableArgumentError, TypeError)
+        True
+    """
+
+
+class UnpicklableResultError(LabcacheError, TypeError):
+    """The value a cached function returned cannot be serialized.
+
+    Example:
+        >>> issubclass(UnpicklableResultError, TypeError)
+        True
+    """
+
+
+class InvalidNameError(LabcacheError, ValueError):
+    """A context, file or lock name would be unsafe on a storage.
+
+    Example:
+        >>> issubclass(InvalidNameError, ValueError)
+        True
+    """
+
+
+class CorruptEntryError(LabcacheError, ValueError):
+    """A stored entry is truncated, altered or cannot be read back.
+
+    Example:
+        >>> issubclass(CorruptEntryError, ValueError)
+        True
+    """
+
+
+class SignatureError(CorruptEntryError):
+    """``LABCACHE_SECRET`` is set and an entry is unsigned or badly signed.
+
+    Example:
+        >>> issubclass(SignatureError, CorruptEntryError)
+        True
+    """
+
+
+class StorageError(LabcacheError, OSError):
+    """The storage could not be reached, read or written.
+
+    Example:
+        >>> issubclass(StorageError, OSError)
+        True
+    """
+
+
+class HolderFailedError(LabcacheError, RuntimeError):
+    """The holder of a lock failed with an exception that could not be shared.
+
+    Raised in waiting callers when the holder's own exception would not
+    pickle; the message carries its type and text.
+
+    Example:
+        >>> issubclass(HolderFailedError, RuntimeError)
+        True
+    """

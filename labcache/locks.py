@@ -1,0 +1,354 @@
+"""Lock semantics written once for every labcache backend.
+
+A backend only supplies six primitives on a small lock record (create if
+absent, read, compare-and-swap, compare-and-delete, touch, list); this module
+turns them into the seed's ``try_acquire_lock`` / ``release_lock`` /
+``_is_locked`` plus ``lock_info``, ``list_locks`` and ``break_lock``:
+
+* every acquisition carries a random token, and only the owner of that token
+  releases the lock, so a holder whose lock was taken over cannot delete the
+  new holder's lock;
+* a heartbeat thread keeps a held lock fresh past its ``ttl``;
+* a lock is stale when its holder stopped beating for 3 intervals, when it
+  outlived ``ttl`` without a heartbeat, or at once when the holder's process
+  on this very host is gone;
+* a stale lock is taken over by compare-and-swap, so of many processes that
+  see it stale at the same moment exactly one wins.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from abc import abstractmethod
+from dataclasses import dataclass
+from .base import BaseLockingStorage, LockInfo
+from .names import check_name
+
+__all__ = ["RawLock", "LockRecord", "RecordLockingStorage", "this_host", "this_user"]
+
+logger = logging.getLogger("labcache")
+
+#: Beats a holder may miss before its lock counts as stale.
+MISSED_BEATS = 3
+#: Age after which a lock record nobody can parse counts as stale.
+UNREADABLE_LOCK_TTL = 3600.0
+
+
+def this_host() -> str:
+    """This machine's name as lock records show it (``LABCACHE_HOSTNAME`` overrides)."""
+    return os.environ.get("LABCACHE_HOSTNAME") or socket.gethostname()
+
+
+def this_user() -> str:
+    """The user name lock records and entries show."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (some containers)
+        return f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def _boot_id() -> str:
+    # Two hosts in different containers can share a name but not a boot id;
+    # a pid is only meaningful on the same host *and* the same boot.
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+_BOOT_ID = _boot_id()
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """What a lock says about its holder; serialized as JSON."""
+
+    user: str
+    host: str
+    boot: str
+    pid: int
+    token: str
+    acquired: float
+    ttl: float
+    heartbeat_interval: float | None
+
+    @classmethod
+    def new(cls, ttl: float, heartbeat_interval: float | None) -> LockRecord:
+        return cls(this_user(), this_host(), _BOOT_ID, os.getpid(), secrets.token_hex(16),
+                   time.time(), float(ttl), heartbeat_interval)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.__dict__, sort_keys=True).encode()
+
+    @classmethod
+    def parse(cls, data: bytes) -> LockRecord | None:
+        """The record in ``data``, or None if it is not a valid record."""
+        try:
+            fields = json.loads(data)
+            record = cls(**fields)
+            float(record.acquired), float(record.ttl), int(record.pid)
+            return record
+        except (ValueError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class RawLock:
+    """A lock as a backend read it.
+
+    ``beat`` is when the lock was created or last touched, by the storage's
+    clock where it has one; ``version`` is the backend's handle for
+    compare-and-swap (a content digest, an ETag, the token).
+    """
+
+    data: bytes
+    beat: float
+    version: str
+
+
+class _Heartbeat(threading.Thread):
+    """Touches one held lock every ``interval`` seconds until stopped."""
+
+    def __init__(self, storage: RecordLockingStorage, name: str, version: str,
+                 interval: float) -> None:
+        super().__init__(name=f"labcache-heartbeat-{name}", daemon=True)
+        self.storage, self.lock_name, self.version = storage, name, version
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                version = self.storage._lock_touch(self.lock_name, self.version)
+            except Exception as exc:  # a network blip: try again next beat
+                logger.warning("heartbeat for lock %s failed: %s", self.lock_name, exc)
+                continue
+            if version is None:
+                logger.warning("lock %s was taken over by another process; "
+                               "stopping its heartbeat", self.lock_name)
+                return
+            self.version = version
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self is not threading.current_thread():
+            self.join()
+
+
+@dataclass
+class _Held:
+    token: str
+    heartbeat: _Heartbeat | None
+
+
+class RecordLockingStorage(BaseLockingStorage):
+    """Base of labcache's backends: the lock rules on top of six primitives.
+
+    Subclasses implement ``_lock_create``, ``_lock_read``, ``_lock_replace``,
+    ``_lock_delete``, ``_lock_touch`` and ``_lock_names`` (and the seed's
+    entry methods); everything else is inherited.
+
+    Example:
+        >>> from labcache import LocalStorage
+        >>> import tempfile
+        >>> store = LocalStorage(tempfile.mkdtemp())
+        >>> store.try_acquire_lock("job", ttl=60, heartbeat_interval=5)
+        True
+        >>> store.lock_info("job").stale
+        False
+        >>> store.release_lock("job")
+    """
+
+    def _init_locks(self) -> None:
+        self._held: dict[str, _Held] = {}
+        self._held_guard = threading.Lock()
+
+    # -- primitives each backend provides ---------------------------------
+
+    @abstractmethod
+    def _lock_create(self, name: str, data: bytes) -> str | None:
+        """Create the lock record if absent; its version, or None if present."""
+
+    @abstractmethod
+    def _lock_read(self, name: str) -> RawLock | None:
+        """The lock record, or None if there is none."""
+
+    @abstractmethod
+    def _lock_replace(self, name: str, version: str, data: bytes) -> str | None:
+        """Replace the record if it is still ``version``; the new version or None."""
+
+    @abstractmethod
+    def _lock_delete(self, name: str, version: str) -> bool:
+        """Delete the record if it is still ``version``."""
+
+    @abstractmethod
+    def _lock_touch(self, name: str, version: str) -> str | None:
+        """Refresh the beat if the record is still ``version``; new version or None."""
+
+    @abstractmethod
+    def _lock_names(self) -> list[str]:
+        """Names of all lock records present."""
+
+    def _now(self) -> float:
+        """The clock ``beat`` is compared with (a backend may use its server's)."""
+        return time.time()
+
+    # -- the seed's lock methods ---------------------------------------------
+
+    def try_acquire_lock(
+        self, lock_name: str, ttl: int = 3600, heartbeat_interval: int | None = None
+    ) -> bool:
+        """Take the lock if it is free or stale; returns True if now held.
+
+        With ``heartbeat_interval`` a background thread keeps the lock fresh
+        until ``release_lock``.
+        """
+        check_name(lock_name, "lock name")
+        if heartbeat_interval is not None and heartbeat_interval <= 0:
+            raise ValueError("heartbeat_interval must be positive or None")
+        record = LockRecord.new(ttl, heartbeat_interval)
+        data = record.to_bytes()
+        version = self._lock_create(lock_name, data)
+        if version is None:
+            version = self._take_over_if_stale(lock_name, data)
+        if version is None:
+            return False
+        self._hold(lock_name, record, version)
+        return True
+
+    def release_lock(self, lock_name: str) -> None:
+        """Release the lock if this process still owns it; otherwise do nothing."""
+        check_name(lock_name, "lock name")
+        with self._held_guard:
+            held = self._held.pop(lock_name, None)
+        if held is None:
+            return
+        if held.heartbeat is not None:
+            held.heartbeat.stop()
+        raw = self._lock_read(lock_name)
+        record = LockRecord.parse(raw.data) if raw else None
+        if raw is None or record is None or record.token != held.token:
+            logger.warning("lock %s is no longer ours (taken over after it went "
+                           "stale); leaving it to its new holder", lock_name)
+            return
+        self._lock_delete(lock_name, raw.version)
+
+    def _is_locked(self, lock_name: str) -> bool:
+        """True if the lock exists and is not stale."""
+        info = self.lock_info(lock_name)
+        return info is not None and not info.stale
+
+    # -- improvements ----------------------------------------------------------
+
+    def lock_info(self, lock_name: str) -> LockInfo | None:
+        """Holder, times and staleness of a lock, or None if it is free.
+
+        Example:
+            >>> from labcache import LocalStorage
+            >>> import tempfile
+            >>> LocalStorage(tempfile.mkdtemp()).lock_info("nobody") is None
+            True
+        """
+        check_name(lock_name, "lock name")
+        raw = self._lock_read(lock_name)
+        return None if raw is None else self._describe(lock_name, raw)
+
+    def list_locks(self) -> list[LockInfo]:
+        """Every lock present, fresh or stale, sorted by name."""
+        found = []
+        for name in sorted(self._lock_names()):
+            raw = self._lock_read(name)
+            if raw is not None:
+                found.append(self._describe(name, raw))
+        return found
+
+    def break_lock(self, lock_name: str) -> bool:
+        """Remove a lock whoever holds it; True if one was removed.
+
+        Meant for people (the CLI, the widget) clearing a lock they know is
+        dead; ``@cached`` itself only ever takes over stale locks.
+        """
+        check_name(lock_name, "lock name")
+        raw = self._lock_read(lock_name)
+        if raw is None:
+            return False
+        with self._held_guard:
+            held = self._held.pop(lock_name, None)
+        if held is not None and held.heartbeat is not None:
+            held.heartbeat.stop()
+        removed = self._lock_delete(lock_name, raw.version)
+        if removed:
+            logger.warning("broke lock %s", lock_name)
+        return removed
+
+    def is_stale(self, record: LockRecord | None, beat: float) -> bool:
+        """Whether a lock with this record, last beating at ``beat``, is dead."""
+        now = self._now()
+        if record is None:  # unreadable: only its age can retire it
+            return now - beat > UNREADABLE_LOCK_TTL
+        if record.host == this_host() and record.boot == _BOOT_ID and not _pid_alive(record.pid):
+            return True
+        if record.heartbeat_interval:
+            return now - beat > MISSED_BEATS * record.heartbeat_interval
+        return now - record.acquired > record.ttl
+
+    # -- internals ---------------------------------------------------------------
+
+    def _take_over_if_stale(self, lock_name: str, data: bytes) -> str | None:
+        raw = self._lock_read(lock_name)
+        if raw is None:  # released since our create failed: one more try
+            return self._lock_create(lock_name, data)
+        old = LockRecord.parse(raw.data)
+        if not self.is_stale(old, raw.beat):
+            return None
+        version = self._lock_replace(lock_name, raw.version, data)
+        if version is not None:
+            who = f"{old.user}@{old.host} pid {old.pid}" if old else "an unreadable record"
+            logger.warning("took over stale lock %s from %s", lock_name, who)
+        return version
+
+    def _hold(self, lock_name: str, record: LockRecord, version: str) -> None:
+        beat = None
+        if record.heartbeat_interval:
+            beat = _Heartbeat(self, lock_name, version, record.heartbeat_interval)
+            beat.start()
+        with self._held_guard:
+            self._held[lock_name] = _Held(record.token, beat)
+
+    def _describe(self, name: str, raw: RawLock) -> LockInfo:
+        record = LockRecord.parse(raw.data)
+        stale = self.is_stale(record, raw.beat)
+        if record is None:
+            return LockInfo(name, "?", "?", 0, "", raw.beat, raw.beat,
+                            UNREADABLE_LOCK_TTL, None, stale)
+        return LockInfo(name, record.user, record.host, record.pid, record.token,
+                        record.acquired, raw.beat, record.ttl,
+                        record.heartbeat_interval, stale)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # The state letter follows the parenthesized command name.
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True

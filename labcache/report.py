@@ -1,0 +1,122 @@
+"""What a cached call tells people: the kernel's counters and status lines.
+
+The protocol reports events here; in a script they go to the ``labcache``
+logger, and the Jupyter front end replaces the reporter with one that draws
+a live status line in the cell.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .base import LockInfo
+
+__all__ = ["Reporter", "Stats", "format_seconds", "stats"]
+
+logger = logging.getLogger("labcache")
+
+
+@dataclass
+class Stats:
+    """This process's cache activity (the widget shows it).
+
+    Example:
+        >>> s = Stats()
+        >>> s.hits, s.misses
+        (0, 0)
+    """
+
+    hits: int = 0
+    misses: int = 0
+    waits: int = 0
+    computations: int = 0
+    failures: int = 0
+    seconds_saved: float = 0.0
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: float) -> None:
+        """Add to counters by name, safely from any thread."""
+        with self._guard:
+            for name, amount in counts.items():
+                setattr(self, name, getattr(self, name) + amount)
+
+
+#: The counters of this process.
+stats = Stats()
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration as people read it.
+
+    Example:
+        >>> format_seconds(0.0213), format_seconds(41), format_seconds(133)
+        ('0.02 s', '41 s', '2 m 13 s')
+    """
+    if seconds < 10:
+        return f"{seconds:.2f} s" if seconds < 1 else f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} m {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} m"
+
+
+class Reporter:
+    """Receives the events of one cached call; this one logs them.
+
+    Example:
+        >>> Reporter("f").loaded(load_seconds=0.02, compute_seconds=41.0)
+    """
+
+    #: Minimum seconds between two "still waiting" lines.
+    waiting_every: float = 30.0
+
+    def __init__(self, function: str) -> None:
+        self.function = function
+        self._last_wait_line = 0.0
+
+    def loaded(self, load_seconds: float, compute_seconds: float | None) -> None:
+        """A hit: the result came from the cache."""
+        saved = max((compute_seconds or 0.0) - load_seconds, 0.0)
+        stats.add(hits=1, seconds_saved=saved)
+        logger.debug("%s: loaded from cache in %s, saved %s", self.function,
+                     format_seconds(load_seconds), format_seconds(saved))
+
+    def computing(self) -> None:
+        """This call holds the lock and starts computing."""
+        stats.add(misses=1)
+        logger.debug("%s: computing", self.function)
+
+    def computed(self, seconds: float) -> None:
+        """The computation finished and its result was stored."""
+        stats.add(computations=1)
+        logger.debug("%s: computed in %s", self.function, format_seconds(seconds))
+
+    def waiting(self, holder: LockInfo | None, waited: float) -> None:
+        """Called on every poll while another process holds the lock."""
+        if waited == 0.0:
+            stats.add(waits=1)
+        now = time.monotonic()
+        if now - self._last_wait_line < self.waiting_every and waited > 0.0:
+            return
+        self._last_wait_line = now
+        if holder is None:
+            logger.info("%s: waiting for another process, %s", self.function,
+                        format_seconds(waited))
+            return
+        beat = format_seconds(max(time.time() - holder.heartbeat, 0.0))
+        logger.info("%s: waiting for %s, %s, last beat %s ago", self.function,
+                    holder.holder, format_seconds(waited), beat)
+
+    def failed(self, error: BaseException) -> None:
+        """The computation (ours or the holder's) raised."""
+        stats.add(failures=1)
+        logger.debug("%s: failed with %s", self.function, type(error).__name__)
+
+    def finished(self) -> None:
+        """The call is over, whatever happened."""

@@ -1,0 +1,131 @@
+"""Storage backends and the URL registry that opens them.
+
+Backends are named by dotted path and imported only when a URL asks for
+them, so ``import labcache`` stays light.  Third-party backends register a
+callable ``opener(url) -> storage`` under the entry-point group
+``labcache.storages``, named after their URL scheme::
+
+    [project.entry-points."labcache.storages"]
+    gcs = "mypackage.storage:open_gcs"
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ..base import BaseStorage
+
+__all__ = ["default_storage", "known_schemes", "open_storage"]
+
+Opener = Callable[[str], BaseStorage]
+
+# scheme -> (dotted path of an opener taking the URL, what to install for it)
+_BUILTIN: dict[str, tuple[str, str]] = {
+    "file": ("labcache.storage:_open_file", "labcache"),
+}
+
+_defaults: dict[tuple[str | None, str | None], BaseStorage] = {}
+_defaults_guard = threading.Lock()
+
+
+def known_schemes() -> list[str]:
+    """URL schemes ``open_storage`` understands (built in and registered).
+
+    Example:
+        >>> "file" in known_schemes()
+        True
+    """
+    return sorted(set(_BUILTIN) | set(_entry_points()))
+
+
+def open_storage(url: str) -> BaseStorage:
+    """Open the storage a URL names, e.g. ``file:///shared/team``.
+
+    Raises ``ValueError`` for a malformed URL or an unknown scheme before
+    touching any network.
+
+    Example:
+        >>> open_storage("file:///tmp/labcache-doc")
+        LocalStorage('/tmp/labcache-doc')
+        >>> open_storage("/tmp/x")
+        Traceback (most recent call last):
+        ValueError: storage URL '/tmp/x' has no scheme; write it as scheme://..., with a scheme among: file
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(
+            f"storage URL {url!r} has no scheme; write it as scheme://..., "
+            f"with a scheme among: {', '.join(known_schemes())}"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    return _opener(scheme, url)(url)
+
+
+def default_storage() -> BaseStorage:
+    """``LABCACHE_STORAGE`` if set, else ``LocalStorage`` in the default folder.
+
+    Example:
+        >>> type(default_storage()).__name__
+        'LocalStorage'
+    """
+    config = (os.environ.get("LABCACHE_STORAGE") or None, os.environ.get("LABCACHE_DIR"))
+    storage = _defaults.get(config)
+    if storage is not None:
+        return storage
+    with _defaults_guard:
+        if config[0]:
+            storage = open_storage(config[0])
+        else:
+            from .local import LocalStorage
+
+            storage = LocalStorage()
+        _defaults[config] = storage
+    return storage
+
+
+def _opener(scheme: str, url: str) -> Opener:
+    if scheme in _BUILTIN:
+        target, install = _BUILTIN[scheme]
+        module_name, _, attribute = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ValueError(
+                f"storage URL {url!r} needs an optional dependency ({exc.name}); "
+                f"install it with: pip install '{install}'"
+            ) from exc
+        opener: Opener = getattr(module, attribute)
+        return opener
+    found = _entry_points().get(scheme)
+    if found is None:
+        raise ValueError(
+            f"unknown storage scheme {scheme!r} in {url!r}; known schemes: "
+            f"{', '.join(known_schemes())}"
+        )
+    loaded: Opener = found.load()
+    return loaded
+
+
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group="labcache.storages")}
+
+
+def _open_file(url: str) -> BaseStorage:
+    from .local import LocalStorage
+
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(
+            f"file URL {url!r} names host {parts.netloc!r}; use file:///absolute/path "
+            "(mount a shared folder to reach another machine's files)"
+        )
+    path = unquote(parts.path)
+    if not path or not path.startswith("/"):
+        raise ValueError(f"file URL {url!r} has no absolute path; use file:///absolute/path")
+    return LocalStorage(path)

@@ -1,0 +1,279 @@
+"""LocalStorage: entries and locks as files in a folder, shared or not.
+
+The folder may sit on a network file system shared by several users and
+hosts, so correctness rests only on operations that are atomic there:
+``link``/``O_EXCL`` to create a file only if it is absent, and ``rename`` to
+replace one.  No process-local lock is ever relied on.
+
+* An entry is written to a hidden temp file beside its final name and
+  renamed into place: readers see the old entry or the new one, never half.
+* A lock record is written aside and hard-linked to ``locks/<name>.lock``,
+  so it is never visible empty; its file mtime is the heartbeat.
+* Replacing or deleting a lock record (a takeover, a release) first takes a
+  *claim* on that exact record version: a file created with ``O_EXCL`` whose
+  name carries the version, so only one process may change a given version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from ..errors import InvalidNameError
+from ..locks import RawLock, RecordLockingStorage
+from ..names import check_context, check_name
+
+__all__ = ["LocalStorage", "default_root"]
+
+#: A claim older than this belongs to a process that died mid-operation.
+CLAIM_STALE_SECONDS = 30.0
+#: How many levels of "claim on a stale claim" to try before giving up.
+MAX_CLAIM_LEVEL = 3
+_LOCK_DIR = "locks"
+
+
+def default_root() -> Path:
+    """``LABCACHE_DIR`` if set, else the user cache dir (e.g. ``~/.cache/labcache``).
+
+    Example:
+        >>> import os
+        >>> os.environ["LABCACHE_DIR"] = "/tmp/lc-doc"
+        >>> str(default_root())
+        '/tmp/lc-doc'
+        >>> del os.environ["LABCACHE_DIR"]
+    """
+    configured = os.environ.get("LABCACHE_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("labcache", appauthor=False))
+
+
+class LocalStorage(RecordLockingStorage):
+    """Entries under ``root/<context>/``, locks under ``root/locks/``.
+
+    Example:
+        >>> import tempfile
+        >>> store = LocalStorage(tempfile.mkdtemp())
+        >>> store.upload_file(b"42", "answer", "demo")
+        'answer'
+        >>> store.list_stored_files("demo"), store.check_if_exists("answer", "demo")
+        (['answer'], True)
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        if self.__dict__.get("_ready"):  # the same configured instance again
+            return
+        self.root = Path(path).expanduser().absolute() if path else default_root().absolute()
+        self._init_locks()
+        self._ready = True
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self.root),))
+
+    # -- entries (the seed's BaseStorage) ---------------------------------------
+
+    def get_root_path(self) -> str:
+        """The folder this storage lives in."""
+        return str(self.root)
+
+    def upload_file(
+        self, file: object, file_name: str, context: str, direct_stream: bool = False
+    ) -> str | None:
+        """Atomically store ``file`` (bytes, an encoded entry or a binary file)."""
+        path = self._entry_path(file_name, context)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, file)
+        return file_name
+
+    def download_file(self, hashcode: str, context: str) -> bytes:
+        """The stored bytes; ``FileNotFoundError`` if there is no such entry."""
+        return self._entry_path(hashcode, context).read_bytes()
+
+    def get_file_by_hashcode(self, hashcode: str, context: str) -> Any:
+        """The entry opened for binary reading (the caller closes it)."""
+        return open(self._entry_path(hashcode, context), "rb")
+
+    def check_if_exists(self, hashcode: str, context: str) -> bool:
+        """Whether the entry exists."""
+        return self._entry_path(hashcode, context).is_file()
+
+    def delete_file(self, hashcode: str, context: str) -> None:
+        """Remove the entry; ``FileNotFoundError`` if it is not there."""
+        self._entry_path(hashcode, context).unlink()
+
+    def list_stored_files(self, context: str) -> list[str]:
+        """Names of the entries in ``context``, sorted; temp files left out."""
+        folder = self.root / self._check_context(context)
+        try:
+            with os.scandir(folder) as entries:
+                return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_file())
+        except FileNotFoundError:
+            return []
+
+    def entry_path(self, hashcode: str, context: str) -> Path:
+        """Where an entry lives on disk (for memory-mapped loads and tools)."""
+        return self._entry_path(hashcode, context)
+
+    def _entry_path(self, hashcode: str, context: str) -> Path:
+        return self.root / self._check_context(context) / check_name(hashcode, "file name")
+
+    def _check_context(self, context: str) -> str:
+        check_context(context)
+        if context.replace("\\", "/").split("/")[0] == _LOCK_DIR:
+            raise InvalidNameError(f"invalid context {context!r}: '{_LOCK_DIR}' is reserved for locks")
+        return context
+
+    # -- lock primitives -----------------------------------------------------------
+
+    def _lock_file(self, name: str) -> Path:
+        return self.root / self._get_lock_path(check_name(name, "lock name"))
+
+    def _lock_create(self, name: str, data: bytes) -> str | None:
+        path = self._lock_file(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_name(f".{name}.{secrets.token_hex(8)}.tmp")
+        aside.write_bytes(data)
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            return None
+        except OSError:  # no hard links here: O_EXCL, briefly empty (never stale)
+            if not _create_exclusive(path, data):
+                return None
+        finally:
+            aside.unlink(missing_ok=True)
+        return _version(data)
+
+    def _lock_read(self, name: str) -> RawLock | None:
+        try:
+            with open(self._lock_file(name), "rb") as f:
+                beat = os.fstat(f.fileno()).st_mtime
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        return RawLock(data, beat, _version(data))
+
+    def _lock_replace(self, name: str, version: str, data: bytes) -> str | None:
+        path = self._lock_file(name)
+        with self._claim(name, version) as claimed:
+            if not claimed or not self._still(name, version):
+                return None
+            aside = path.with_name(f".{name}.{secrets.token_hex(8)}.tmp")
+            aside.write_bytes(data)
+            os.replace(aside, path)
+        return _version(data)
+
+    def _lock_delete(self, name: str, version: str) -> bool:
+        with self._claim(name, version) as claimed:
+            if not claimed or not self._still(name, version):
+                return False
+            self._lock_file(name).unlink(missing_ok=True)
+        return True
+
+    def _lock_touch(self, name: str, version: str) -> str | None:
+        try:
+            os.utime(self._lock_file(name))
+        except FileNotFoundError:
+            return None
+        # If the record was replaced we touched the new holder's file, which
+        # only refreshes a lock that is alive anyway.
+        return version if self._still(name, version) else None
+
+    def _lock_names(self) -> list[str]:
+        try:
+            with os.scandir(self.root / _LOCK_DIR) as entries:
+                return [e.name[: -len(".lock")] for e in entries
+                        if e.name.endswith(".lock") and not e.name.startswith(".")]
+        except FileNotFoundError:
+            return []
+
+    def _still(self, name: str, version: str) -> bool:
+        raw = self._lock_read(name)
+        return raw is not None and raw.version == version
+
+    @contextlib.contextmanager
+    def _claim(self, name: str, version: str) -> Iterator[bool]:
+        base = self.root / _LOCK_DIR / f".{name}.{version}"
+        path = _take_claim(base, 1)
+        try:
+            yield path is not None
+        finally:
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+
+def _version(data: bytes) -> str:
+    # Records hold a random token, so their content digest names them uniquely.
+    return xxhash.xxh3_64_hexdigest(data)
+
+
+def _create_exclusive(path: Path, data: bytes = b"") -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return True
+
+
+def _take_claim(base: Path, level: int) -> Path | None:
+    """Create ``<base>.claim<level>``; clear a dead claim under a higher level."""
+    path = Path(f"{base}.claim{level}")
+    if _create_exclusive(path):
+        return path
+    try:
+        seen = os.stat(path)
+    except FileNotFoundError:
+        return path if _create_exclusive(path) else None
+    if level >= MAX_CLAIM_LEVEL or time.time() - seen.st_mtime < CLAIM_STALE_SECONDS:
+        return None
+    upper = _take_claim(base, level + 1)
+    if upper is None:
+        return None
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            now = os.stat(path)
+            if (now.st_ino, now.st_mtime_ns) == (seen.st_ino, seen.st_mtime_ns):
+                os.unlink(path)
+        return path if _create_exclusive(path) else None
+    finally:
+        upper.unlink(missing_ok=True)
+
+
+def _write_atomically(path: Path, file: object) -> None:
+    aside = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        with open(aside, "wb") as out:
+            _copy_into(out, file)
+        os.replace(aside, path)
+    except BaseException:
+        aside.unlink(missing_ok=True)
+        raise
+
+
+def _copy_into(out: Any, file: object) -> None:
+    if hasattr(file, "iter_chunks"):
+        for chunk in file.iter_chunks():
+            out.write(chunk)
+    elif isinstance(file, (bytes, bytearray, memoryview)):
+        out.write(file)
+    elif hasattr(file, "read"):
+        shutil.copyfileobj(file, out, 16 * 1024 * 1024)
+    else:
+        raise TypeError(
+            f"upload_file needs bytes or a binary file object, not {type(file).__name__}"
+        )
