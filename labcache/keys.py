@@ -217,7 +217,7 @@ def _feed_dict(h: _Hasher, obj: object, active: set[int]) -> None:
 
 def _feed_set(h: _Hasher, obj: object, active: set[int]) -> None:
     assert isinstance(obj, (set, frozenset))
-    h.update(b"S%d:" % len(obj))
+    h.update(b"%s%d:" % (type(obj).__name__.encode(), len(obj)))
     with _visiting(obj, active):
         for item_digest in sorted(_digest(item, active) for item in obj):
             h.update(item_digest)

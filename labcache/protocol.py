@@ -31,7 +31,7 @@ from .base import BaseLockingStorage, BaseStorage, LockInfo
 from .errors import CorruptEntryError, LabcacheError, LockTimeout, StorageError
 from .report import Reporter
 
-__all__ = ["Call", "CacheWarning", "MISS", "run_async", "run_sync"]
+__all__ = ["MISS", "CacheWarning", "Call", "lock_name_for", "run_async", "run_sync"]
 
 logger = logging.getLogger("labcache")
 
@@ -74,7 +74,13 @@ class Call:
 
     @property
     def lock_name(self) -> str:
-        return f"{self.context[:140]}.{self.key}"
+        return lock_name_for(self.context, self.key)
+
+
+def lock_name_for(context: str, key: str) -> str:
+    """The lock that guards one key: readable in listings, short enough for
+    any file system (the context is cut, the key never)."""
+    return f"{context[:140]}.{key}"
 
 
 # -- steps the protocol yields --------------------------------------------------
