@@ -178,7 +178,8 @@ class CachedFunction(Generic[R]):
             ttl=options["ttl"], heartbeat_interval=options["heartbeat_interval"],
             wait_timeout=options["wait_timeout"], expires_after=options["expires_after"],
             on_storage_error=options["on_storage_error"],
-            meta=_metadata(name, key, arguments), reporter=Reporter(name), force=force,
+            metadata=functools.partial(_metadata, name, key, arguments),
+            reporter=Reporter(name), force=force,
         )
 
     def _expired(self, storage: BaseStorage, key: str, expires_after: float) -> bool:

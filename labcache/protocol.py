@@ -65,7 +65,7 @@ class Call:
     wait_timeout: float
     expires_after: float | None
     on_storage_error: str
-    meta: dict[str, Any]
+    metadata: Callable[[], dict[str, Any]]  # built only when an entry is stored
     reporter: Reporter
     force: bool = False
     computed: bool = False
@@ -337,7 +337,7 @@ def _open_entry(storage: BaseStorage, key: str, context: str) -> Any:
 
 def store(call: Call, value: Any, seconds: float) -> None:
     """Encode and upload the value, then forget any earlier failure of this key."""
-    meta = dict(call.meta, created=time.time(), compute_seconds=round(seconds, 6))
+    meta = dict(call.metadata(), created=time.time(), compute_seconds=round(seconds, 6))
     encoded = entry.encode(value, meta)
     call.storage.upload_file(encoded, call.key, call.context)
     if call.storage.check_if_exists(call.key, FAILURES_CONTEXT):

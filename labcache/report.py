@@ -79,13 +79,15 @@ class Reporter:
     def __init__(self, function: str) -> None:
         self.function = function
         self._last_wait_line = 0.0
+        self._waited = False
 
     def loaded(self, load_seconds: float, compute_seconds: float | None) -> None:
         """A hit: the result came from the cache."""
         saved = max((compute_seconds or 0.0) - load_seconds, 0.0)
         stats.add(hits=1, seconds_saved=saved)
-        logger.debug("%s: loaded from cache in %s, saved %s", self.function,
-                     format_seconds(load_seconds), format_seconds(saved))
+        if logger.isEnabledFor(logging.DEBUG):  # formatting costs more than a hit
+                logger.debug("%s: loaded from cache in %s, saved %s", self.function,
+                             format_seconds(load_seconds), format_seconds(saved))
 
     def computing(self) -> None:
         """This call holds the lock and starts computing."""
@@ -99,10 +101,11 @@ class Reporter:
 
     def waiting(self, holder: LockInfo | None, waited: float) -> None:
         """Called on every poll while another process holds the lock."""
-        if waited == 0.0:
-            stats.add(waits=1)
         now = time.monotonic()
-        if now - self._last_wait_line < self.waiting_every and waited > 0.0:
+        if not self._waited:
+            self._waited = True
+            stats.add(waits=1)
+        elif now - self._last_wait_line < self.waiting_every:
             return
         self._last_wait_line = now
         if holder is None:

@@ -181,7 +181,7 @@ def test_waiter_loads_what_the_holder_stored(storage):
     from labcache.report import Reporter
 
     call = Call(storage, value.context, value.key(2), "value", 3600, None, 60, None,
-                "compute", {}, Reporter("value"))
+                "compute", dict, Reporter("value"))
     store(call, "from-holder", 0.1)
     storage.release_lock(name)
     waiter.join(10)

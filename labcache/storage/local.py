@@ -74,6 +74,7 @@ class LocalStorage(RecordLockingStorage):
         if self.__dict__.get("_ready"):  # the same configured instance again
             return
         self.root = Path(path).expanduser().absolute() if path else default_root().absolute()
+        self._folders: dict[str, str] = {}  # context -> validated folder path
         self._init_locks()
         self._ready = True
 
@@ -94,13 +95,14 @@ class LocalStorage(RecordLockingStorage):
     ) -> str | None:
         """Atomically store ``file`` (bytes, an encoded entry or a binary file)."""
         path = self._entry_path(file_name, context)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         _write_atomically(path, file)
         return file_name
 
     def download_file(self, hashcode: str, context: str) -> bytes:
         """The stored bytes; ``FileNotFoundError`` if there is no such entry."""
-        return self._entry_path(hashcode, context).read_bytes()
+        with open(self._entry_path(hashcode, context), "rb") as f:
+            return f.read()
 
     def get_file_by_hashcode(self, hashcode: str, context: str) -> Any:
         """The entry opened for binary reading (the caller closes it)."""
@@ -108,15 +110,15 @@ class LocalStorage(RecordLockingStorage):
 
     def check_if_exists(self, hashcode: str, context: str) -> bool:
         """Whether the entry exists."""
-        return self._entry_path(hashcode, context).is_file()
+        return os.path.isfile(self._entry_path(hashcode, context))
 
     def delete_file(self, hashcode: str, context: str) -> None:
         """Remove the entry; ``FileNotFoundError`` if it is not there."""
-        self._entry_path(hashcode, context).unlink()
+        os.unlink(self._entry_path(hashcode, context))
 
     def list_stored_files(self, context: str) -> list[str]:
         """Names of the entries in ``context``, sorted; temp files left out."""
-        folder = self.root / self._check_context(context)
+        folder = self._folder(context)
         try:
             with os.scandir(folder) as entries:
                 return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_file())
@@ -125,16 +127,21 @@ class LocalStorage(RecordLockingStorage):
 
     def entry_path(self, hashcode: str, context: str) -> Path:
         """Where an entry lives on disk (for memory-mapped loads and tools)."""
-        return self._entry_path(hashcode, context)
+        return Path(self._entry_path(hashcode, context))
 
-    def _entry_path(self, hashcode: str, context: str) -> Path:
-        return self.root / self._check_context(context) / check_name(hashcode, "file name")
+    def _entry_path(self, hashcode: str, context: str) -> str:
+        # Plain strings, not pathlib: this runs on every cache hit.
+        return os.path.join(self._folder(context), check_name(hashcode, "file name"))
 
-    def _check_context(self, context: str) -> str:
-        check_context(context)
-        if context.replace("\\", "/").split("/")[0] == _LOCK_DIR:
-            raise InvalidNameError(f"invalid context {context!r}: '{_LOCK_DIR}' is reserved for locks")
-        return context
+    def _folder(self, context: str) -> str:
+        folder = self._folders.get(context)
+        if folder is None:
+            check_context(context)
+            if context.replace("\\", "/").split("/")[0] == _LOCK_DIR:
+                raise InvalidNameError(
+                    f"invalid context {context!r}: '{_LOCK_DIR}' is reserved for locks")
+            folder = self._folders[context] = os.path.join(self.root, context)
+        return folder
 
     # -- lock primitives -----------------------------------------------------------
 
@@ -254,14 +261,16 @@ def _take_claim(base: Path, level: int) -> Path | None:
         upper.unlink(missing_ok=True)
 
 
-def _write_atomically(path: Path, file: object) -> None:
-    aside = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+def _write_atomically(path: str, file: object) -> None:
+    folder, name = os.path.split(path)
+    aside = os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp")
     try:
         with open(aside, "wb") as out:
             _copy_into(out, file)
         os.replace(aside, path)
     except BaseException:
-        aside.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(aside)
         raise
 
 
