@@ -16,7 +16,7 @@ from . import entry, keys
 from .base import BaseStorage
 from .locks import this_host, this_user
 from .names import context_for
-from .protocol import Call, run_async, run_sync
+from .protocol import Call, open_entry, run_async, run_sync
 from .report import Reporter
 
 __all__ = ["CachedFunction", "cached"]
@@ -186,8 +186,9 @@ class CachedFunction(Generic[R]):
         import time
 
         try:
-            source = storage.get_file_by_hashcode(key, self.context)
-            with contextlib.closing(source) if hasattr(source, "close") else contextlib.nullcontext():
+            with open_entry(storage, key, self.context) as source:
+                if source is None:
+                    return True
                 created = entry.read_header(source).get("meta", {}).get("created", 0.0)
         except (OSError, ValueError):
             return True

@@ -115,7 +115,7 @@ def encode(value: object, meta: dict[str, Any]) -> Encoded:
     return Encoded(chunks, header, sum(memoryview(c).nbytes for c in chunks))
 
 
-def decode(source: Any, verify_key: bytes | None | bool = True) -> tuple[Any, dict[str, Any]]:
+def decode(source: Any, verify_key: bytes | bool | None = True) -> tuple[Any, dict[str, Any]]:
     """Read an entry back: ``(value, header)``.
 
     ``source`` is bytes or a binary file object.  Raises
@@ -223,7 +223,8 @@ def _check_header(header: Any) -> None:
             "it was written by another labcache version"
         )
     sizes = header.get("sizes")
-    if not (isinstance(sizes, list) and sizes and all(isinstance(s, int) and s >= 0 for s in sizes)):
+    valid = isinstance(sizes, list) and all(isinstance(s, int) and s >= 0 for s in sizes)
+    if not (valid and sizes):
         raise CorruptEntryError("header has no valid part sizes")
     if not isinstance(header.get("checksum"), str):
         raise CorruptEntryError("header has no checksum")

@@ -28,6 +28,7 @@ import threading
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
+
 from .base import BaseLockingStorage, LockInfo
 from .names import check_name
 

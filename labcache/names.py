@@ -30,7 +30,7 @@ def check_name(name: object, what: str = "name") -> str:
         'abc123'
         >>> check_name("../etc")
         Traceback (most recent call last):
-        labcache.errors.InvalidNameError: invalid name '../etc': path separators are not allowed; use letters, digits, '.', '_' or '-'
+        labcache.errors.InvalidNameError: invalid name '../etc': path separators are not ...
     """
     _check_common(name, what, MAX_NAME_BYTES)
     assert isinstance(name, str)
@@ -52,7 +52,7 @@ def check_context(context: object) -> str:
         'project/model.fit'
         >>> check_context("/etc")
         Traceback (most recent call last):
-        labcache.errors.InvalidNameError: invalid context '/etc': absolute paths are not allowed; use letters, digits, '.', '_' or '-'
+        labcache.errors.InvalidNameError: invalid context '/etc': absolute paths are not ...
     """
     _check_common(context, "context", MAX_CONTEXT_BYTES)
     assert isinstance(context, str)

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -299,11 +299,10 @@ def _release(storage: BaseLockingStorage, name: str) -> None:
 def load(call: Call) -> Any:
     """The stored value of this call, or MISS (a bad entry is removed)."""
     began = time.monotonic()
-    source = _open_entry(call.storage, call.key, call.context)
-    if source is None:
-        return MISS
     try:
-        with contextlib.closing(source) if hasattr(source, "close") else contextlib.nullcontext():
+        with open_entry(call.storage, call.key, call.context) as source:
+            if source is None:
+                return MISS
             value, header = entry.decode(source)
     except CorruptEntryError as exc:
         warnings.warn(f"{call.function}: cached entry {call.key} is unusable ({exc}); "
@@ -319,18 +318,28 @@ def load(call: Call) -> Any:
     return value
 
 
-def _open_entry(storage: BaseStorage, key: str, context: str) -> Any:
+@contextlib.contextmanager
+def open_entry(storage: BaseStorage, key: str, context: str) -> Iterator[Any]:
+    """The stored entry as bytes or an open binary file (closed on exit),
+    or None if there is none."""
+    found = _find_entry(storage, key, context)
+    try:
+        yield found
+    finally:
+        if hasattr(found, "close"):
+            found.close()
+
+
+def _find_entry(storage: BaseStorage, key: str, context: str) -> Any:
     from .locks import RecordLockingStorage
 
     if not isinstance(storage, RecordLockingStorage) and not storage.check_if_exists(key, context):
-        return None
+        return None  # a seed-style storage may raise anything for a missing entry
     try:
         found = storage.get_file_by_hashcode(key, context)
     except (FileNotFoundError, KeyError):
         return None
-    if found is None:
-        return None
-    if isinstance(found, (bytes, bytearray, memoryview)) or hasattr(found, "read"):
+    if found is None or isinstance(found, (bytes, bytearray, memoryview)) or hasattr(found, "read"):
         return found
     return storage.download_file(key, context)
 
@@ -369,11 +378,10 @@ def record_failure(call: Call, storage: BaseLockingStorage, error: BaseException
 
 def read_failure(call: Call, holder: LockInfo | None) -> BaseException | None:
     """The recorded exception of the holder this call waited on, if any."""
-    source = _open_entry(call.storage, call.key, FAILURES_CONTEXT)
-    if source is None:
-        return None
     try:
-        with contextlib.closing(source) if hasattr(source, "close") else contextlib.nullcontext():
+        with open_entry(call.storage, call.key, FAILURES_CONTEXT) as source:
+            if source is None:
+                return None
             error, header = entry.decode(source)
     except CorruptEntryError:
         return None

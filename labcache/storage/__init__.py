@@ -54,7 +54,7 @@ def open_storage(url: str) -> BaseStorage:
         LocalStorage('/tmp/labcache-doc')
         >>> open_storage("/tmp/x")
         Traceback (most recent call last):
-        ValueError: storage URL '/tmp/x' has no scheme; write it as scheme://..., with a scheme among: file
+        ValueError: storage URL '/tmp/x' has no scheme; write it as scheme://..., ...
     """
     if not isinstance(url, str) or "://" not in url:
         raise ValueError(
