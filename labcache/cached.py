@@ -63,11 +63,12 @@ class CachedFunction(Generic[R]):
         self.__wrapped__ = func
         self._signature = inspect.signature(func)
         self._ignore = tuple(ignore)
-        self._options = dict(storage=storage, ttl=ttl, heartbeat_interval=heartbeat_interval,
+        self._options: dict[str, Any] = dict(storage=storage, ttl=ttl, heartbeat_interval=heartbeat_interval,
                              wait_timeout=wait_timeout, ignore=self._ignore, version=version,
                              on_storage_error=on_storage_error, expires_after=expires_after)
         _check_options(func, self._signature, self._options)
         self.context = context_for(func.__module__ or "", func.__qualname__)
+        self._name = f"{func.__module__}.{func.__qualname__}"
         self._identity: bytes | None = None
         self._opened: BaseStorage | None = None
         self._is_async = inspect.iscoroutinefunction(func)
@@ -150,12 +151,13 @@ class CachedFunction(Generic[R]):
         return _BoundCached(self, instance)
 
     def __repr__(self) -> str:
-        return f"<cached {self.__module__}.{self.__qualname__}>"
+        return f"<cached {self._name}>"
 
     def __reduce__(self) -> Any:
-        module = sys.modules.get(self.__module__)
-        if module is not None and _lookup(module, self.__qualname__) is self:
-            return self.__qualname__  # importable: pickle by reference
+        qualname = self.__wrapped__.__qualname__
+        module = sys.modules.get(self.__wrapped__.__module__)
+        if module is not None and _lookup(module, qualname) is self:
+            return qualname  # importable: pickle by reference
         return (_rebuild, (self.__wrapped__, self._options))
 
     # -- internals ---------------------------------------------------------------------
@@ -171,8 +173,7 @@ class CachedFunction(Generic[R]):
     def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any], force: bool = False) -> Call:
         arguments = self._bind(args, kwargs)
         key = keys.call_key(self._function_identity(), arguments)
-        name = f"{self.__module__}.{self.__qualname__}"
-        options = self._options
+        name, options = self._name, self._options
         return Call(
             storage=self.storage, context=self.context, key=key, function=name,
             ttl=options["ttl"], heartbeat_interval=options["heartbeat_interval"],
@@ -329,7 +330,7 @@ def _rebuild(func: Callable[..., Any], options: dict[str, Any]) -> CachedFunctio
 def _mark_coroutine_function(obj: object) -> None:
     """Make ``inspect``/``asyncio.iscoroutinefunction`` recognise ``obj``."""
     if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
-        inspect.markcoroutinefunction(obj)  # type: ignore[arg-type]
+        inspect.markcoroutinefunction(obj)  # type: ignore[arg-type,unused-ignore]
     else:
         import asyncio.coroutines
 

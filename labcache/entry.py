@@ -96,8 +96,9 @@ def encode(value: object, meta: dict[str, Any]) -> Encoded:
     pickled, buffers = _pickle(value)
     sizes = [len(pickled)] + [view.nbytes for view in buffers]
     checksum = xxhash.xxh3_128()
-    for part in (pickled, *buffers):
-        checksum.update(part)
+    checksum.update(pickled)
+    for view in buffers:
+        checksum.update(view)
     key = secret()
     header = {
         "format": FORMAT_VERSION,

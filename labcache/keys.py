@@ -170,7 +170,8 @@ def _feed_bool(h: _Hasher, obj: object, active: set[int]) -> None:
 
 
 def _feed_int(h: _Hasher, obj: object, active: set[int]) -> None:
-    h.update(b"i%d;" % obj)  # type: ignore[str-bytes-safe]
+    assert isinstance(obj, int)
+    h.update(b"i%d;" % obj)
 
 
 def _feed_float(h: _Hasher, obj: object, active: set[int]) -> None:
