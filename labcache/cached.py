@@ -63,9 +63,11 @@ class CachedFunction(Generic[R]):
         self.__wrapped__ = func
         self._signature = inspect.signature(func)
         self._ignore = tuple(ignore)
-        self._options: dict[str, Any] = dict(storage=storage, ttl=ttl, heartbeat_interval=heartbeat_interval,
-                             wait_timeout=wait_timeout, ignore=self._ignore, version=version,
-                             on_storage_error=on_storage_error, expires_after=expires_after)
+        self._options: dict[str, Any] = dict(
+            storage=storage, ttl=ttl, heartbeat_interval=heartbeat_interval,
+            wait_timeout=wait_timeout, ignore=self._ignore, version=version,
+            on_storage_error=on_storage_error, expires_after=expires_after,
+        )
         _check_options(func, self._signature, self._options)
         self.context = context_for(func.__module__ or "", func.__qualname__)
         self._name = f"{func.__module__}.{func.__qualname__}"

@@ -209,7 +209,7 @@ def _read_prefix_and_header(reader: _Reader) -> tuple[bytes, dict[str, Any]]:
     head = reader.read_exact(length)
     try:
         header = json.loads(head)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise CorruptEntryError(f"unreadable header ({exc})") from None
     _check_header(header)
     return raw + head, header
@@ -237,7 +237,8 @@ def _read_parts(reader: _Reader, offset: int, header: dict[str, Any]) -> list[An
     offset += sizes[0]
     for size in sizes[1:]:
         pad = _padding(offset)
-        reader.read_exact(pad)
+        if reader.read_exact(pad) != bytes(pad):
+            raise CorruptEntryError("damaged padding between parts")
         parts.append(reader.read_into_new(size))
         offset += pad + size
     if reader.has_more():
@@ -252,11 +253,21 @@ class _Reader:
         if isinstance(source, (bytes, bytearray, memoryview)):
             self._view: memoryview | None = memoryview(source).cast("B")
             self._file = None
+            self._size: int | None = len(self._view)
         else:
             self._view, self._file = None, source
+            self._size = _file_size(source)
         self._pos = 0
 
+    def _check_available(self, size: int) -> None:
+        # The header's sizes are not trusted before the checksum: never
+        # allocate more than the source can hold.
+        if self._size is not None and size > self._size - self._pos:
+            raise CorruptEntryError(
+                f"truncated entry: needs {size} more bytes, has {self._size - self._pos}")
+
     def read_exact(self, size: int) -> bytes:
+        self._check_available(size)
         if self._view is not None:
             chunk = self._view[self._pos : self._pos + size].tobytes()
         else:
@@ -267,6 +278,7 @@ class _Reader:
     def read_into_new(self, size: int) -> Any:
         """A fresh writable buffer filled from the source (numpy arrays
         rebuilt on it stay writable, as they were when stored)."""
+        self._check_available(size)
         target = _allocate(size)
         if self._view is not None:
             got = len(self._view[self._pos : self._pos + size])
@@ -285,6 +297,20 @@ class _Reader:
         self._pos += got
         if got != wanted:
             raise CorruptEntryError(f"truncated entry: expected {wanted} more bytes, got {got}")
+
+
+def _file_size(file: Any) -> int | None:
+    try:
+        return os.fstat(file.fileno()).st_size - file.tell()
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:  # a seekable stream such as BytesIO
+        here = file.tell()
+        end = file.seek(0, os.SEEK_END)
+        file.seek(here)
+        return int(end - here)
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _allocate(size: int) -> Any:

@@ -36,8 +36,8 @@ def check_name(name: object, what: str = "name") -> str:
     assert isinstance(name, str)
     if "/" in name or "\\" in name:
         _fail(name, what, "path separators are not allowed")
-    if name in (".", ".."):
-        _fail(name, what, "'.' and '..' are not allowed")
+    if name.startswith("."):  # ".", ".." and the storages' own hidden files
+        _fail(name, what, "names may not start with '.'")
     return name
 
 
@@ -88,7 +88,11 @@ def _check_common(name: object, what: str, limit: int) -> None:
         _fail(name, what, "it is empty")
     if "\x00" in name:
         _fail(name, what, "NUL characters are not allowed")
-    if len(name.encode("utf-8", "surrogatepass")) > limit:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        _fail(name, what, "it is not valid Unicode (a lone surrogate)")
+    if len(encoded) > limit:
         _fail(name, what, f"longer than {limit} bytes")
 
 

@@ -70,10 +70,16 @@ class LocalStorage(RecordLockingStorage):
         (['answer'], True)
     """
 
+    def __new__(cls, path: str | os.PathLike[str] | None = None) -> LocalStorage:
+        # One instance per *resolved* folder: LocalStorage(), LocalStorage(p),
+        # LocalStorage(str(p)) and a pickled copy all share locks and state.
+        instance: LocalStorage = super().__new__(cls, str(_resolve(path)))
+        return instance
+
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         if self.__dict__.get("_ready"):  # the same configured instance again
             return
-        self.root = Path(path).expanduser().absolute() if path else default_root().absolute()
+        self.root = _resolve(path)
         self._folders: dict[str, str] = {}  # context -> validated folder path
         self._init_locks()
         self._ready = True
@@ -139,7 +145,8 @@ class LocalStorage(RecordLockingStorage):
             check_context(context)
             if context.replace("\\", "/").split("/")[0] == _LOCK_DIR:
                 raise InvalidNameError(
-                    f"invalid context {context!r}: '{_LOCK_DIR}' is reserved for locks")
+                    f"invalid context {context!r}: '{_LOCK_DIR}' is reserved for the "
+                    "storage's locks; choose another context")
             folder = self._folders[context] = os.path.join(self.root, context)
         return folder
 
@@ -220,6 +227,10 @@ class LocalStorage(RecordLockingStorage):
         finally:
             if path is not None:
                 path.unlink(missing_ok=True)
+
+
+def _resolve(path: str | os.PathLike[str] | None) -> Path:
+    return Path(path).expanduser().absolute() if path else default_root().absolute()
 
 
 def _version(data: bytes) -> str:
