@@ -301,7 +301,7 @@ class _Reader:
 
 def _file_size(file: Any) -> int | None:
     try:
-        return os.fstat(file.fileno()).st_size - file.tell()
+        return int(os.fstat(file.fileno()).st_size - file.tell())
     except (AttributeError, OSError, ValueError):
         pass
     try:  # a seekable stream such as BytesIO
