@@ -4,7 +4,7 @@ Decorate a function with :func:`cached`; the first call anywhere computes
 and stores its result, later calls in any process, kernel or machine sharing
 the storage load it, and concurrent calls compute it only once.
 
-Example:
+Examples:
     >>> import tempfile
     >>> from labcache import cached, LocalStorage
     >>> @cached(storage=LocalStorage(tempfile.mkdtemp()))

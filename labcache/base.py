@@ -40,7 +40,7 @@ class BaseSingleton:
     configuration gives a different object.  Arguments that cannot be
     hashed (an existing client object, say) always give a new instance.
 
-    Example:
+    Examples:
         >>> class Shelf(BaseSingleton):
         ...     def __init__(self, where: str) -> None:
         ...         self.where = where
@@ -72,7 +72,7 @@ class BaseStorage(BaseSingleton, ABC):
     ``context`` groups entries (labcache uses one context per function) and
     ``hashcode`` names one entry in it.
 
-    Example:
+    Examples:
         >>> from labcache import LocalStorage
         >>> import tempfile
         >>> store = LocalStorage(tempfile.mkdtemp())
@@ -123,7 +123,7 @@ class LockInfo:
     Times are Unix seconds.  ``heartbeat`` is the time of the last beat
     (the acquisition time if the holder does not beat).
 
-    Example:
+    Examples:
         >>> info = LockInfo("k", "alice", "gpu-3", 4242, "t0k", 100.0, 130.0,
         ...                 3600, 30, False)
         >>> info.holder
@@ -154,7 +154,7 @@ class BaseLockingStorage(BaseStorage):
     name at a time; a lock whose holder stopped beating, or outlived ``ttl``
     without a heartbeat, is stale and may be taken over.
 
-    Example:
+    Examples:
         >>> from labcache import LocalStorage
         >>> import tempfile
         >>> store = LocalStorage(tempfile.mkdtemp())
@@ -197,7 +197,7 @@ class BaseLockingStorage(BaseStorage):
         ``backoff_factor`` up to ``max_poll_interval``.  Returns False if the
         lock is still held after ``timeout`` seconds.
 
-        Example:
+        Examples:
             >>> from labcache import LocalStorage
             >>> import tempfile
             >>> LocalStorage(tempfile.mkdtemp()).wait_for_unlock("free", timeout=1)

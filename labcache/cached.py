@@ -34,7 +34,7 @@ class CachedFunction(Generic[R]):
     acquire-or-wait protocol.  Its helper methods take the same arguments as
     the function itself.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from labcache import LocalStorage
         >>> @cached(storage=LocalStorage(tempfile.mkdtemp()))
@@ -241,21 +241,26 @@ def cached(
 def cached(func: Callable[..., R] | None = None, /, **options: Any) -> Any:
     """Cache a function's results; one process computes, the others wait.
 
-    Args:
-        storage: a storage instance or URL (``file:///…``); default
-            ``LABCACHE_STORAGE`` or a folder in the user cache dir.
-        ttl: seconds after which a lock without heartbeat counts as dead.
-        heartbeat_interval: seconds between heartbeats of a held lock (None
-            turns them off); a holder that misses 3 beats is taken over.
-        wait_timeout: seconds to wait for another holder before
-            ``LockTimeout``.
-        ignore: parameter names left out of the key (``verbose``, ``n_jobs``).
-        version: bump it to get new keys without editing the source.
-        on_storage_error: ``"compute"`` (warn and compute uncached) or
-            ``"raise"``.
-        expires_after: entries older than this many seconds count as misses.
+    Keyword Args:
+        storage (BaseStorage | str | None): a storage instance or URL
+            (``file:///…``); default ``LABCACHE_STORAGE`` or a folder in the
+            user cache dir.
+        ttl (float): seconds after which a lock without heartbeat counts as
+            dead (default 3600).
+        heartbeat_interval (float | None): seconds between heartbeats of a
+            held lock (default 30; None turns them off); a holder that misses
+            3 beats is taken over.
+        wait_timeout (float): seconds to wait for another holder before
+            ``LockTimeout`` (default 7200).
+        ignore (tuple[str, ...]): parameter names left out of the key
+            (``verbose``, ``n_jobs``).
+        version (object): bump it to get new keys without editing the source.
+        on_storage_error (str): ``"compute"`` (default: warn and compute
+            uncached) or ``"raise"``.
+        expires_after (float | None): entries older than this many seconds
+            count as misses.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from labcache import LocalStorage
         >>> calls = []

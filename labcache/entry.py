@@ -88,7 +88,7 @@ class Encoded:
 def encode(value: object, meta: dict[str, Any]) -> Encoded:
     """Serialize ``value`` into an entry; raises ``UnpicklableResultError``.
 
-    Example:
+    Examples:
         >>> entry = encode([1, 2, 3], {"function": "demo"})
         >>> decode(bytes(entry))[0]
         [1, 2, 3]
@@ -149,7 +149,7 @@ def decode(source: Any, verify_key: bytes | bool | None = True) -> tuple[Any, di
 def read_header(source: Any) -> dict[str, Any]:
     """Only the header of an entry (cheap: for listings).
 
-    Example:
+    Examples:
         >>> read_header(bytes(encode(None, {"function": "f"})))["meta"]
         {'function': 'f'}
     """

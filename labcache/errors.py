@@ -35,7 +35,7 @@ __all__ = [
 class LabcacheError(Exception):
     """Root of every labcache error.
 
-    Example:
+    Examples:
         >>> issubclass(LockTimeout, LabcacheError)
         True
     """
@@ -49,7 +49,7 @@ class LabcacheError(Exception):
 class LockTimeout(LabcacheError, TimeoutError):
     """A call waited longer than ``wait_timeout`` for another holder.
 
-    Example:
+    Examples:
         >>> raise LockTimeout("gave up after 5 s waiting for bob@gpu-1 pid 42")
         Traceback (most recent call last):
         labcache.errors.LockTimeout: gave up after 5 s waiting for bob@gpu-1 pid 42
@@ -59,7 +59,7 @@ class LockTimeout(LabcacheError, TimeoutError):
 class UnhashableArgumentError(LabcacheError, TypeError):
     """An argument of a cached call cannot be turned into a stable key.
 
-    Example:
+    Examples:
         >>> issubclass(UnhashableArgumentError, TypeError)
         True
     """
@@ -68,7 +68,7 @@ class UnhashableArgumentError(LabcacheError, TypeError):
 class UnpicklableResultError(LabcacheError, TypeError):
     """The value a cached function returned cannot be serialized.
 
-    Example:
+    Examples:
         >>> issubclass(UnpicklableResultError, TypeError)
         True
     """
@@ -77,7 +77,7 @@ class UnpicklableResultError(LabcacheError, TypeError):
 class InvalidNameError(LabcacheError, ValueError):
     """A context, file or lock name would be unsafe on a storage.
 
-    Example:
+    Examples:
         >>> issubclass(InvalidNameError, ValueError)
         True
     """
@@ -86,7 +86,7 @@ class InvalidNameError(LabcacheError, ValueError):
 class CorruptEntryError(LabcacheError, ValueError):
     """A stored entry is truncated, altered or cannot be read back.
 
-    Example:
+    Examples:
         >>> issubclass(CorruptEntryError, ValueError)
         True
     """
@@ -95,7 +95,7 @@ class CorruptEntryError(LabcacheError, ValueError):
 class SignatureError(CorruptEntryError):
     """``LABCACHE_SECRET`` is set and an entry is unsigned or badly signed.
 
-    Example:
+    Examples:
         >>> issubclass(SignatureError, CorruptEntryError)
         True
     """
@@ -104,7 +104,7 @@ class SignatureError(CorruptEntryError):
 class StorageError(LabcacheError, OSError):
     """The storage could not be reached, read or written.
 
-    Example:
+    Examples:
         >>> issubclass(StorageError, OSError)
         True
     """
@@ -116,7 +116,7 @@ class HolderFailedError(LabcacheError, RuntimeError):
     Raised in waiting callers when the holder's own exception would not
     pickle; the message carries its type and text.
 
-    Example:
+    Examples:
         >>> issubclass(HolderFailedError, RuntimeError)
         True
     """

@@ -35,7 +35,7 @@ def function_identity(func: Callable[..., Any], version: object = None) -> bytes
     The notebook cell a function was defined in is not part of it, so the
     same definition run in another cell or kernel gives the same identity.
 
-    Example:
+    Examples:
         >>> def f(x):
         ...     return x + 1
         >>> len(function_identity(f))
@@ -56,7 +56,7 @@ def bind_arguments(
 ) -> dict[str, Any]:
     """Arguments by parameter name, defaults applied, ``ignore`` left out.
 
-    Example:
+    Examples:
         >>> def f(x, y=2, verbose=False): ...
         >>> bind_arguments(inspect.signature(f), (1,), {}, ignore=("verbose",))
         {'x': 1, 'y': 2}
@@ -70,7 +70,7 @@ def bind_arguments(
 def call_key(identity: bytes, arguments: dict[str, Any]) -> str:
     """Hex key of one call; raises ``UnhashableArgumentError`` naming the argument.
 
-    Example:
+    Examples:
         >>> call_key(b"id", {"x": 1}) == call_key(b"id", {"x": 1})
         True
         >>> call_key(b"id", {"x": 1}) == call_key(b"id", {"x": 2})
@@ -92,7 +92,7 @@ def call_key(identity: bytes, arguments: dict[str, Any]) -> str:
 def hash_value(value: object) -> str:
     """Hex digest of one value, as keys see it.
 
-    Example:
+    Examples:
         >>> hash_value({"b": 1, "a": 2}) == hash_value({"a": 2, "b": 1})
         True
     """

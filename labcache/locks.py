@@ -157,7 +157,7 @@ class RecordLockingStorage(BaseLockingStorage):
     ``_lock_delete``, ``_lock_touch`` and ``_lock_names`` (and the seed's
     entry methods); everything else is inherited.
 
-    Example:
+    Examples:
         >>> from labcache import LocalStorage
         >>> import tempfile
         >>> store = LocalStorage(tempfile.mkdtemp())
@@ -252,7 +252,7 @@ class RecordLockingStorage(BaseLockingStorage):
     def lock_info(self, lock_name: str) -> LockInfo | None:
         """Holder, times and staleness of a lock, or None if it is free.
 
-        Example:
+        Examples:
             >>> from labcache import LocalStorage
             >>> import tempfile
             >>> LocalStorage(tempfile.mkdtemp()).lock_info("nobody") is None

@@ -25,7 +25,7 @@ _UNSAFE_CONTEXT_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
 def check_name(name: object, what: str = "name") -> str:
     """Return ``name`` if it is a safe single path component, else raise.
 
-    Example:
+    Examples:
         >>> check_name("abc123")
         'abc123'
         >>> check_name("../etc")
@@ -47,7 +47,7 @@ def check_context(context: object) -> str:
     A context may have several ``/``-separated parts, none of them empty,
     ``.`` or ``..``.
 
-    Example:
+    Examples:
         >>> check_context("project/model.fit")
         'project/model.fit'
         >>> check_context("/etc")
@@ -72,7 +72,7 @@ def context_for(module: str, qualname: str) -> str:
     Characters that some file systems or object stores reject are replaced,
     and the result is a single safe path component.
 
-    Example:
+    Examples:
         >>> context_for("__main__", "outer.<locals>.inner")
         '__main__.outer._locals_.inner'
     """

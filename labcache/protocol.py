@@ -304,6 +304,11 @@ def load(call: Call) -> Any:
             if source is None:
                 return MISS
             value, header = entry.decode(source)
+        stored_key = (header.get("meta") or {}).get("key")
+        if stored_key is not None and stored_key != call.key:
+            # Signed content is not enough: an entry copied over another key
+            # would hand back a genuine result of a different call.
+            raise CorruptEntryError(f"it holds the result of key {stored_key}")
     except CorruptEntryError as exc:
         warnings.warn(f"{call.function}: cached entry {call.key} is unusable ({exc}); "
                       "recomputing it", CacheWarning, stacklevel=2)

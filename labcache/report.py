@@ -23,7 +23,7 @@ logger = logging.getLogger("labcache")
 class Stats:
     """This process's cache activity (the widget shows it).
 
-    Example:
+    Examples:
         >>> s = Stats()
         >>> s.hits, s.misses
         (0, 0)
@@ -51,7 +51,7 @@ stats = Stats()
 def format_seconds(seconds: float) -> str:
     """A duration as people read it.
 
-    Example:
+    Examples:
         >>> format_seconds(0.0213), format_seconds(41), format_seconds(133)
         ('0.02 s', '41 s', '2 m 13 s')
     """
@@ -69,7 +69,7 @@ def format_seconds(seconds: float) -> str:
 class Reporter:
     """Receives the events of one cached call; this one logs them.
 
-    Example:
+    Examples:
         >>> Reporter("f").loaded(load_seconds=0.02, compute_seconds=41.0)
     """
 

@@ -322,3 +322,21 @@ def test_bad_options_are_refused():
         cached(ttl=0)(f)
     with pytest.raises(TypeError, match="storage"):
         cached(storage=42)(f)
+
+
+def test_entry_copied_over_another_key_is_refused(storage):
+    runs = Counter()
+
+    @cached(storage=storage)
+    def ident(x):
+        runs()
+        return x
+
+    ident(1)
+    ident(2)
+    one = storage.entry_path(ident.key(1), ident.context)
+    two = storage.entry_path(ident.key(2), ident.context)
+    two.write_bytes(one.read_bytes())  # a genuine entry, under the wrong key
+    with pytest.warns(CacheWarning, match="result of key"):
+        assert ident(2) == 2
+    assert runs.calls == 3

@@ -36,7 +36,7 @@ _defaults_guard = threading.Lock()
 def known_schemes() -> list[str]:
     """URL schemes ``open_storage`` understands (built in and registered).
 
-    Example:
+    Examples:
         >>> "file" in known_schemes()
         True
     """
@@ -49,7 +49,7 @@ def open_storage(url: str) -> BaseStorage:
     Raises ``ValueError`` for a malformed URL or an unknown scheme before
     touching any network.
 
-    Example:
+    Examples:
         >>> open_storage("file:///tmp/labcache-doc")
         LocalStorage('/tmp/labcache-doc')
         >>> open_storage("/tmp/x")
@@ -68,7 +68,7 @@ def open_storage(url: str) -> BaseStorage:
 def default_storage() -> BaseStorage:
     """``LABCACHE_STORAGE`` if set, else ``LocalStorage`` in the default folder.
 
-    Example:
+    Examples:
         >>> type(default_storage()).__name__
         'LocalStorage'
     """

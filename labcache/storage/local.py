@@ -43,7 +43,7 @@ _LOCK_DIR = "locks"
 def default_root() -> Path:
     """``LABCACHE_DIR`` if set, else the user cache dir (e.g. ``~/.cache/labcache``).
 
-    Example:
+    Examples:
         >>> import os
         >>> os.environ["LABCACHE_DIR"] = "/tmp/lc-doc"
         >>> str(default_root())
@@ -61,7 +61,7 @@ def default_root() -> Path:
 class LocalStorage(RecordLockingStorage):
     """Entries under ``root/<context>/``, locks under ``root/locks/``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> store = LocalStorage(tempfile.mkdtemp())
         >>> store.upload_file(b"42", "answer", "demo")

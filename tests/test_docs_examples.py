@@ -1,0 +1,116 @@
+"""Every runnable Python example in ``docs/*.md`` runs.
+
+Each fenced block opened with ```` ```python ```` is run on its own, in a fresh
+namespace named ``__main__`` (as in a notebook or a script), with the working
+directory and ``LABCACHE_DIR`` set to a private temp folder.
+
+A block that only illustrates (a path such as ``/shared/team``, ``...``
+bodies) says so in its title, which readers see above the code::
+
+    ```python title="Illustration: a team folder"
+
+and is skipped here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
+_ILLUSTRATION = re.compile(r'\btitle="Illustration', re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Block:
+    page: str
+    line: int  # 1-based line of the opening fence
+    info: str
+    code: str
+
+    @property
+    def runnable(self) -> bool:
+        words = self.info.split()
+        return bool(words) and words[0] == "python" and not _ILLUSTRATION.search(self.info)
+
+    @property
+    def id(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+def fenced_blocks(page: Path) -> Iterator[Block]:
+    """The fenced code blocks of one Markdown page, indented ones included."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    opened: tuple[int, str, str, str] | None = None  # line, indent, fence, info
+    body: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if opened is None:
+            match = _FENCE.match(line)
+            if match:
+                opened = (number, match["indent"], match["fence"], match["info"].strip())
+                body = []
+            continue
+        start, indent, fence, info = opened
+        if line.strip() == fence and line.startswith(indent):
+            code = textwrap.dedent("\n".join(body)) + "\n"
+            yield Block(page.name, start, info, code)
+            opened = None
+        else:
+            body.append(line)
+    assert opened is None, f"{page.name}:{opened[0]}: unclosed code fence"
+
+
+def _all_blocks() -> list[Block]:
+    return [block for page in sorted(DOCS.glob("*.md")) for block in fenced_blocks(page)]
+
+
+RUNNABLE = [block for block in _all_blocks() if block.runnable]
+
+
+@pytest.mark.parametrize("block", RUNNABLE, ids=[block.id for block in RUNNABLE])
+def test_example_runs(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LABCACHE_DIR", str(tmp_path / "default-cache"))
+    saved_environ = dict(os.environ)
+    # A real file, so that inspect.getsource (and so the cache key) sees the
+    # example's functions as it would in a script.
+    source = tmp_path / f"example_{block.page.removesuffix('.md')}_{block.line}.py"
+    source.write_text(block.code, encoding="utf-8")
+    try:
+        exec(compile(block.code, str(source), "exec"), {"__name__": "__main__"})
+    finally:  # an example may set LABCACHE_SECRET and the like
+        os.environ.clear()
+        os.environ.update(saved_environ)
+
+
+def test_the_key_examples_stay_runnable() -> None:
+    """The first cached function and the custom-storage examples must not
+    quietly become illustrations."""
+    pages = [(block.page, block.code) for block in RUNNABLE]
+    assert any(page == "index.md" and "@cached" in code for page, code in pages)
+    for base in ("(BaseLockingStorage)", "(RecordLockingStorage)"):
+        assert any(page == "storages.md" and base in code for page, code in pages), base
+
+
+def test_fences_are_found(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "text\n"
+        "```python\nx = 1\n```\n"
+        '!!! note\n    ```python title="Illustration"\n    y = ...\n    ```\n'
+        "````markdown\n```python\nnot a block of its own\n```\n````\n",
+        encoding="utf-8",
+    )
+    blocks = list(fenced_blocks(page))
+    assert [(b.line, b.runnable, b.code) for b in blocks] == [
+        (2, True, "x = 1\n"),
+        (6, False, "y = ...\n"),
+        (9, False, "```python\nnot a block of its own\n```\n"),
+    ]
