@@ -290,6 +290,12 @@ class RecordLockingStorage(BaseLockingStorage):
             logger.warning("broke lock %s", lock_name)
         return removed
 
+    def held_token(self, lock_name: str) -> str | None:
+        """The token of this process's hold on ``lock_name``, if it holds it."""
+        with self._held_guard:
+            held = self._held.get(lock_name)
+        return held.token if held else None
+
     def is_stale(self, record: LockRecord | None, beat: float) -> bool:
         """Whether a lock with this record, last beating at ``beat``, is dead."""
         now = self._now()

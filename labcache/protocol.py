@@ -29,6 +29,7 @@ from typing import Any
 from . import entry
 from .base import BaseLockingStorage, BaseStorage, LockInfo
 from .errors import CorruptEntryError, LabcacheError, LockTimeout, StorageError
+from .locks import RecordLockingStorage
 from .report import Reporter
 
 __all__ = ["MISS", "CacheWarning", "Call", "lock_name_for", "run_async", "run_sync"]
@@ -336,8 +337,6 @@ def open_entry(storage: BaseStorage, key: str, context: str) -> Iterator[Any]:
 
 
 def _find_entry(storage: BaseStorage, key: str, context: str) -> Any:
-    from .locks import RecordLockingStorage
-
     if not isinstance(storage, RecordLockingStorage) and not storage.check_if_exists(key, context):
         return None  # a seed-style storage may raise anything for a missing entry
     try:
@@ -367,6 +366,11 @@ def record_failure(call: Call, storage: BaseLockingStorage, error: BaseException
     """
     try:
         info = storage.lock_info(call.lock_name)
+        own = None
+        if isinstance(storage, RecordLockingStorage):
+            own = storage.held_token(call.lock_name)
+        if own is not None and (info is None or info.token != own):
+            return  # our lock was taken over: its waiters wait on someone else now
         meta = {"token": info.token if info else "", "failed_at": time.time(),
                 "pid": os.getpid(), "function": call.function}
         try:
