@@ -3,12 +3,14 @@
     python benchmarks/quick.py
 
 Prints medians and ratios measured in this one run: hit overhead for a
-small int argument, hashing a 100 MB array, and storing / loading a 200 MB
-array result. The full suite (issue 5) will live beside this file.
+small int argument, hashing a 100 MB array, storing / loading a 200 MB
+array result, and how fast a waiting process notices the holder finished.
+The full suite (issue 5) will live beside this file.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 import tempfile
 import time
@@ -111,12 +113,52 @@ def big_result(root: Path) -> None:
     assert np.array_equal(ours(0), array)
 
 
+def _hold(root: str, trial: int, ready: object) -> float:
+    fn = cached(storage=LocalStorage(root))(_slow_identity)
+    ready.wait()  # type: ignore[attr-defined]
+    fn(trial)
+    return time.time()  # the lock is released when the call returns
+
+
+def _wait(root: str, trial: int, ready: object) -> float:
+    fn = cached(storage=LocalStorage(root))(_slow_identity)
+    ready.wait()  # type: ignore[attr-defined]
+    time.sleep(0.1)  # let the holder win the lock
+    fn(trial)
+    return time.time()
+
+
+def _slow_identity(x: int) -> int:
+    # A random length, so the waiter's polls fall anywhere relative to the end.
+    time.sleep(0.3 + random.random() * 0.2)
+    return x
+
+
+def wake_up(root: Path, trials: int = 20) -> None:
+    """Holder finishes -> waiter returns, two real processes per trial."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    delays = []
+    with context.Manager() as manager, context.Pool(2) as pool:
+        for trial in range(trials):
+            ready = manager.Barrier(2)
+            held = pool.apply_async(_hold, (str(root / "wake"), trial, ready))
+            waited = pool.apply_async(_wait, (str(root / "wake"), trial, ready))
+            delays.append(waited.get(30) - held.get(30))
+    delays.sort()
+    p95 = delays[min(len(delays) - 1, int(0.95 * len(delays)))]
+    print(f"\nwaiter wake-up after the holder returns, LocalStorage ({trials} trials)")
+    print(f"  median {statistics.median(delays) * 1000:6.1f} ms   p95 {p95 * 1000:6.1f} ms")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         hit_overhead(root)
         hashing()
         big_result(root)
+        wake_up(root)
 
 
 if __name__ == "__main__":
