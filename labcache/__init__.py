@@ -35,6 +35,28 @@ from .storage.local import LocalStorage
 
 __version__ = "0.1.0"
 
+# Backends with heavy clients are imported on first use, never by
+# ``import labcache``: name -> (module, what to pip install for it).
+_LAZY = {
+    "RedisStorage": ("labcache.storage.redis", "labcache[redis]"),
+    "S3Storage": ("labcache.storage.s3", "labcache[s3]"),
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'labcache' has no attribute {name!r}")
+    import importlib
+
+    module_name, install = _LAZY[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImportError(
+            f"labcache.{name} needs {exc.name}; install it with: pip install '{install}'"
+        ) from exc
+    return getattr(module, name)
+
 __all__ = [
     "CacheWarning",
     "CachedFunction",
@@ -44,6 +66,8 @@ __all__ = [
     "LabcacheError",
     "LocalStorage",
     "LockTimeout",
+    "RedisStorage",
+    "S3Storage",
     "SignatureError",
     "StorageError",
     "UnhashableArgumentError",

@@ -94,10 +94,11 @@ class LockRecord:
         """The record in ``data``, or None if it is not a valid record."""
         try:
             fields = json.loads(data)
-            record = cls(**fields)
+            # Backends may keep extra fields (S3 keeps its beat time here).
+            record = cls(**{name: fields[name] for name in cls.__dataclass_fields__})
             float(record.acquired), float(record.ttl), int(record.pid)
             return record
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, KeyError):
             return None
 
 

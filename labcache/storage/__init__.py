@@ -27,6 +27,9 @@ Opener = Callable[[str], BaseStorage]
 # scheme -> (dotted path of an opener taking the URL, what to install for it)
 _BUILTIN: dict[str, tuple[str, str]] = {
     "file": ("labcache.storage:_open_file", "labcache"),
+    "redis": ("labcache.storage.redis:RedisStorage", "labcache[redis]"),
+    "rediss": ("labcache.storage.redis:RedisStorage", "labcache[redis]"),
+    "s3": ("labcache.storage.s3:S3Storage", "labcache[s3]"),
 }
 
 _defaults: dict[tuple[str | None, str | None], BaseStorage] = {}
