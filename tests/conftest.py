@@ -9,6 +9,9 @@ import pytest
 
 from labcache import LocalStorage
 
+# Fixtures that start real services, shared by every test module.
+pytest_plugins = ["tests.services_redis"]
+
 
 @pytest.fixture(autouse=True)
 def private_default_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

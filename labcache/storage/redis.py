@@ -1,0 +1,378 @@
+"""RedisStorage: entries and locks in a Redis server shared by a team.
+
+* An entry is one Redis value when small; a large one is split into chunks
+  written under a fresh generation id, and a small manifest naming them is
+  swapped in last, so a reader sees the old entry or the new one, and values
+  past Redis's 512 MB limit still store.  Old chunks expire a minute after
+  being replaced, so a reader in the middle of them finishes.
+* A lock is ``SET NX PX`` of its record; releasing, taking over and beating
+  are Lua compare-and-delete / compare-and-set / compare-and-extend on that
+  exact record, so only its holder changes it.  A dead holder's lock expires
+  by itself (``PX`` is three heartbeats, or ``ttl`` without heartbeat), and
+  the remaining ``PTTL`` tells when it last beat by the server's clock.
+* A release is published on a channel, so waiters wake at once instead of
+  polling; polling once a second is only the fallback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import redis
+
+from ..errors import InvalidNameError, StorageError
+from ..locks import LockRecord, RawLock, RecordLockingStorage
+from ..names import check_context, check_name
+
+__all__ = ["RedisStorage"]
+
+T = TypeVar("T")
+
+_INLINE = b"I"  # the value is the entry itself
+_MANIFEST = b"M"  # the value names the chunks holding the entry
+_INLINE_LIMIT = 1 << 20
+_CHUNK = 64 << 20
+_OLD_CHUNKS_LINGER = 60  # seconds a replaced entry's chunks stay readable
+
+# KEYS[1] lock; ARGV[1] the record we expect. Each acts only on that record.
+_REPLACE = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
+           "return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) else return false end"
+_DELETE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]); " \
+          "redis.call('PUBLISH', KEYS[2], 'released'); return 1 else return 0 end"
+_EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
+          "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
+
+
+def _translated(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn redis-py's errors into StorageError naming the server (not its password)."""
+
+    @functools.wraps(method)
+    def wrapper(self: RedisStorage, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except redis.RedisError as exc:
+            raise StorageError(
+                f"Redis at {self.get_root_path()} failed: {type(exc).__name__}: {exc}. "
+                "Check that the server is running and reachable"
+            ) from None
+
+    return wrapper
+
+
+class RedisStorage(RecordLockingStorage):
+    """Entries and locks in Redis, under keys that start with ``prefix``.
+
+    Examples:
+        >>> RedisStorage("redis://:s3cret@db.example:6379/0", prefix="team")
+        RedisStorage('redis://:***@db.example:6379/0', prefix='team')
+        >>> RedisStorage("redis://")
+        Traceback (most recent call last):
+        ValueError: Redis URL 'redis://' has no host; write redis://host:6379/0
+    """
+
+    #: Waiters are woken by pub/sub; this is only how often they re-check.
+    wake_poll_interval = 1.0
+
+    def __init__(self, url: str | redis.Redis = "redis://localhost:6379/0",
+                 prefix: str = "labcache", *, chunk_size: int = _CHUNK) -> None:
+        if self.__dict__.get("_ready"):
+            return
+        check_name(prefix, "prefix")
+        self.prefix, self.chunk_size = prefix, chunk_size
+        # redis-py's responses are typed bytes | str; ours are always bytes.
+        self.client: Any
+        if isinstance(url, str):
+            self.url = _check_url(url)
+            # Long socket timeout: a 64 MB chunk must fit through it.
+            self.client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=60)
+        else:
+            self.client, self.url = url, _url_of(url)
+        self._scripts = {name: self.client.register_script(source) for name, source in
+                         (("replace", _REPLACE), ("delete", _DELETE), ("extend", _EXTEND))}
+        self._init_locks()
+        self._ready = True
+
+    def __repr__(self) -> str:
+        return f"RedisStorage({_redact(self.url)!r}, prefix={self.prefix!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.url, self.prefix), None)
+
+    def get_root_path(self) -> str:
+        """The server and key prefix, without any password."""
+        return f"{_redact(self.url)} prefix {self.prefix}"
+
+    # -- entries -----------------------------------------------------------------
+
+    @_translated
+    def upload_file(self, file: object, file_name: str, context: str,
+                    direct_stream: bool = False) -> str | None:
+        """Store an entry; big ones in chunks, made visible all at once."""
+        key = self._entry_key(file_name, context)
+        pieces = list(_pieces(file, self.chunk_size))
+        size = sum(len(p) for p in pieces)
+        if size <= _INLINE_LIMIT:
+            old = self.client.set(key, b"".join([_INLINE, *pieces]), get=True)
+        else:
+            old = self.client.set(key, self._write_chunks(pieces, size), get=True)
+        self._retire(old, linger=True)
+        return file_name
+
+    @_translated
+    def download_file(self, hashcode: str, context: str) -> bytes:
+        """The entry's bytes; ``FileNotFoundError`` if missing."""
+        with self.get_file_by_hashcode(hashcode, context) as stream:
+            return stream.read()  # type: ignore[no-any-return]
+
+    @_translated
+    def get_file_by_hashcode(self, hashcode: str, context: str) -> Any:
+        """The entry as a file object that fetches chunks as they are read."""
+        value = self.client.get(self._entry_key(hashcode, context))
+        if value is None:
+            raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+        if value[:1] == _INLINE:
+            return _Chunks(self.client, [], memoryview(value)[1:])
+        manifest = json.loads(value[1:])
+        keys = [self._chunk_key(manifest["gen"], i) for i in range(len(manifest["sizes"]))]
+        return _Chunks(self.client, keys)
+
+    @_translated
+    def check_if_exists(self, hashcode: str, context: str) -> bool:
+        """Whether the entry exists."""
+        return bool(self.client.exists(self._entry_key(hashcode, context)))
+
+    @_translated
+    def delete_file(self, hashcode: str, context: str) -> None:
+        """Remove the entry; ``FileNotFoundError`` if it is not there."""
+        old = self.client.getdel(self._entry_key(hashcode, context))
+        if old is None:
+            raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+        self._retire(old, linger=False)
+
+    @_translated
+    def list_stored_files(self, context: str) -> list[str]:
+        """Entry names in ``context``, found with SCAN (never KEYS)."""
+        start = self._entry_key("x", context)[:-1]
+        pattern = _glob_escape(start) + "*"
+        return sorted(key[len(start):].decode() for key in
+                      self.client.scan_iter(match=pattern, count=1000))
+
+    def _entry_key(self, name: str, context: str) -> str:
+        check_name(name, "file name")
+        check_context(context)
+        if context.split("/")[0] == "locks":
+            raise InvalidNameError(f"invalid context {context!r}: 'locks' is reserved for "
+                                   "the storage's locks; choose another context")
+        # Quoting keeps ':' out of the context, so a prefix match never
+        # reaches into another context.
+        return f"{self.prefix}:e:{quote(context, safe='/')}:{name}"
+
+    def _chunk_key(self, generation: str, index: int) -> str:
+        return f"{self.prefix}:c:{generation}:{index}"
+
+    def _write_chunks(self, pieces: list[memoryview], size: int) -> bytes:
+        generation = secrets.token_hex(8)
+        sizes: list[int] = []
+        pipe = self.client.pipeline(transaction=False)
+        for piece in pieces:
+            if not sizes or sizes[-1] + len(piece) > self.chunk_size:
+                sizes.append(0)
+            pipe.append(self._chunk_key(generation, len(sizes) - 1), piece)
+            sizes[-1] += len(piece)
+        pipe.execute()
+        return _MANIFEST + json.dumps({"gen": generation, "sizes": sizes}).encode()
+
+    def _retire(self, old: bytes | None, linger: bool) -> None:
+        """Drop the chunks of a replaced entry (after a grace period for readers)."""
+        if not old or old[:1] != _MANIFEST:
+            return
+        manifest = json.loads(old[1:])
+        keys = [self._chunk_key(manifest["gen"], i) for i in range(len(manifest["sizes"]))]
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.expire(key, _OLD_CHUNKS_LINGER) if linger else pipe.delete(key)
+        pipe.execute()
+
+    # -- lock primitives ------------------------------------------------------------
+
+    @_translated
+    def _lock_create(self, name: str, data: bytes) -> str | None:
+        created = self.client.set(self._lock_key(name), data, nx=True, px=_expiry_ms(data))
+        return data.decode("latin-1") if created else None
+
+    @_translated
+    def _lock_read(self, name: str) -> RawLock | None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(self._lock_key(name))
+        pipe.pttl(self._lock_key(name))
+        data, remaining_ms = pipe.execute()
+        if data is None:
+            return None
+        return RawLock(data, _last_beat(data, remaining_ms), data.decode("latin-1"))
+
+    @_translated
+    def _lock_replace(self, name: str, version: str, data: bytes) -> str | None:
+        done = self._scripts["replace"](keys=[self._lock_key(name)],
+                                        args=[version.encode("latin-1"), data, _expiry_ms(data)])
+        return data.decode("latin-1") if done else None
+
+    @_translated
+    def _lock_delete(self, name: str, version: str) -> bool:
+        keys = [self._lock_key(name), self._channel(name)]
+        return bool(self._scripts["delete"](keys=keys, args=[version.encode("latin-1")]))
+
+    @_translated
+    def _lock_touch(self, name: str, version: str) -> str | None:
+        data = version.encode("latin-1")
+        done = self._scripts["extend"](keys=[self._lock_key(name)], args=[data, _expiry_ms(data)])
+        return version if done else None
+
+    @_translated
+    def _lock_names(self) -> list[str]:
+        start = f"{self.prefix}:locks/"
+        keys = self.client.scan_iter(match=_glob_escape(start) + "*.lock", count=1000)
+        return [key.decode()[len(start):-len(".lock")] for key in keys]
+
+    @_translated
+    def _wait_for_change(self, lock_name: str, seconds: float) -> None:
+        """Sleep until the lock's release is published, or ``seconds`` pass."""
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self._channel(lock_name))
+            if not self.client.exists(self._lock_key(lock_name)):
+                return  # released before we subscribed
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                if pubsub.get_message(timeout=left) is not None:
+                    return
+        finally:
+            pubsub.close()
+
+    def _lock_key(self, name: str) -> str:
+        return f"{self.prefix}:{self._get_lock_path(check_name(name, 'lock name'))}"
+
+    def _channel(self, name: str) -> str:
+        return f"{self.prefix}:released:{name}"
+
+
+class _Chunks:
+    """A read-only binary file over an entry's chunks, fetched one at a time
+    so a load never holds the whole entry twice."""
+
+    def __init__(self, client: Any, keys: list[str], first: Any = b"") -> None:
+        self._client, self._keys = client, list(keys)
+        self._current = memoryview(first)
+
+    def readinto(self, target: Any) -> int:
+        view = memoryview(target).cast("B")
+        done = 0
+        while done < len(view):
+            if not self._current and not self._next_chunk():
+                break
+            taken = min(len(view) - done, len(self._current))
+            view[done:done + taken] = self._current[:taken]
+            self._current = self._current[taken:]
+            done += taken
+        return done
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            parts = [bytes(self._current)]
+            self._current = memoryview(b"")
+            while self._next_chunk():
+                parts.append(bytes(self._current))
+                self._current = memoryview(b"")
+            return b"".join(parts)
+        buffer = bytearray(size)
+        return bytes(buffer[: self.readinto(buffer)])
+
+    def _next_chunk(self) -> bool:
+        if not self._keys:
+            return False
+        try:
+            value = self._client.get(self._keys.pop(0))
+        except redis.RedisError as exc:
+            raise StorageError(f"Redis failed while reading an entry: {exc}") from None
+        self._current = memoryview(value or b"")  # a vanished chunk reads as truncation
+        return value is not None
+
+    def close(self) -> None:
+        self._keys, self._current = [], memoryview(b"")
+
+    def __enter__(self) -> _Chunks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _pieces(file: object, limit: int) -> Iterator[memoryview]:
+    """The upload as memoryviews of at most ``limit`` bytes, without joining."""
+    if hasattr(file, "iter_chunks"):
+        chunks: Any = file.iter_chunks()
+    elif isinstance(file, (bytes, bytearray, memoryview)):
+        chunks = [file]
+    elif hasattr(file, "read"):
+        chunks = iter(lambda: file.read(limit), b"")
+    else:
+        raise TypeError(f"upload_file needs bytes or a binary file, not {type(file).__name__}")
+    for chunk in chunks:
+        view = memoryview(chunk).cast("B")
+        for start in range(0, len(view), limit):
+            yield view[start:start + limit]
+
+
+def _expiry_ms(data: bytes) -> int:
+    """How long a lock lives without a beat: 3 heartbeats, or its ttl."""
+    record = LockRecord.parse(data)
+    if record is None:
+        return 3600_000
+    seconds = 3 * record.heartbeat_interval if record.heartbeat_interval else record.ttl
+    return max(int(seconds * 1000), 1)
+
+
+def _last_beat(data: bytes, remaining_ms: int) -> float:
+    """When the lock was last set or extended, from the server's countdown."""
+    now = time.time()
+    record = LockRecord.parse(data)
+    if remaining_ms < 0 or record is None:  # no expiry, or not ours to read
+        return record.acquired if record else now
+    return now - (_expiry_ms(data) - remaining_ms) / 1000
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"Redis URL {_redact(url)!r} must start with redis:// or rediss://")
+    if not parts.hostname:
+        raise ValueError(f"Redis URL {_redact(url)!r} has no host; write redis://host:6379/0")
+    return url
+
+
+def _url_of(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
+    password = kwargs.get("password")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/{db}"
+
+
+def _redact(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
