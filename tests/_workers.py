@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from labcache import LocalStorage, cached
+from labcache.base import BaseStorage
 from labcache.locks import LockRecord
 
 #: How long a body or worker waits for a signal file before giving up.
@@ -76,10 +77,15 @@ def create_once(path: str | os.PathLike[str]) -> bool:
     return True
 
 
-def make_cached(body: Any, root: str, heartbeat_interval: float | None = 30,
+def as_storage(root: Any) -> Any:
+    """The storage a test handed over: a (pickled) storage, or a LocalStorage path."""
+    return root if isinstance(root, BaseStorage) else LocalStorage(root)
+
+
+def make_cached(body: Any, root: Any, heartbeat_interval: float | None = 30,
                 ttl: float = 3600) -> Any:
-    """``body`` cached in ``LocalStorage(root)``, as every process builds it."""
-    return cached(storage=LocalStorage(root), ttl=ttl,
+    """``body`` cached in the test's storage, as every process builds it."""
+    return cached(storage=as_storage(root), ttl=ttl,
                   heartbeat_interval=heartbeat_interval)(body)
 
 
@@ -174,7 +180,7 @@ def keyed(config: dict[str, Any], tags: set[str], nested: tuple[Any, ...], array
 # -- process targets -------------------------------------------------------------------------
 
 
-def call_after_barrier(root: str, log_dir: str, x: int, barrier: Any, queue: Any) -> None:
+def call_after_barrier(root: Any, log_dir: str, x: int, barrier: Any, queue: Any) -> None:
     """Wait for everybody, then call the cached ``slow_square(x)``."""
     try:
         f = make_cached(slow_square, root)
@@ -184,7 +190,7 @@ def call_after_barrier(root: str, log_dir: str, x: int, barrier: Any, queue: Any
         _crash(queue)
 
 
-def hanging_holder(root: str, log_dir: str, started: str, x: int,
+def hanging_holder(root: Any, log_dir: str, started: str, x: int,
                    heartbeat_interval: float, ttl: float, foreign: bool) -> None:
     """Start ``hang_first_time(x)`` and hang in it (the test kills us)."""
     if foreign:  # a holder on "another host": only its heartbeat tells it is alive
@@ -193,7 +199,7 @@ def hanging_holder(root: str, log_dir: str, started: str, x: int,
     f(x, log_dir, started)
 
 
-def takeover_waiter(root: str, log_dir: str, started: str, x: int,
+def takeover_waiter(root: Any, log_dir: str, started: str, x: int,
                     heartbeat_interval: float, ttl: float, signal_dir: str,
                     queue: Any) -> None:
     """Call ``hang_first_time(x)`` while the hanging holder has it; report the
@@ -207,7 +213,7 @@ def takeover_waiter(root: str, log_dir: str, started: str, x: int,
         _crash(queue)
 
 
-def call_fail_while_flagged(root: str, log_dir: str, go: str, fail_flag: str, x: int,
+def call_fail_while_flagged(root: Any, log_dir: str, go: str, fail_flag: str, x: int,
                             signal_dir: str | None, queue: Any) -> None:
     """Call ``fail_while_flagged(x)``; report the result or the error raised."""
     try:
@@ -225,7 +231,7 @@ def call_fail_while_flagged(root: str, log_dir: str, go: str, fail_flag: str, x:
         _crash(queue)
 
 
-def call_unpicklable(root: str, log_dir: str, go: str, kind: str, signal_dir: str,
+def call_unpicklable(root: Any, log_dir: str, go: str, kind: str, signal_dir: str,
                      queue: Any) -> None:
     """Call ``unpicklable_result(kind)`` while another process holds it."""
     try:
@@ -241,7 +247,7 @@ def call_unpicklable(root: str, log_dir: str, go: str, kind: str, signal_dir: st
         _crash(queue)
 
 
-def call_roles_in_turn(root: str, log_dir: str, marker_dir: str, x: int,
+def call_roles_in_turn(root: Any, log_dir: str, marker_dir: str, x: int,
                        heartbeat_interval: float | None, ttl: float, foreign: bool,
                        signal_dir: str | None, queue: Any) -> None:
     """Call ``roles_in_turn(x)``; report the result or the error raised."""
@@ -261,14 +267,14 @@ def call_roles_in_turn(root: str, log_dir: str, marker_dir: str, x: int,
         _crash(queue)
 
 
-def hold_until(root: str, name: str, ttl: float, foreign: bool, release: Any,
+def hold_until(root: Any, name: str, ttl: float, foreign: bool, release: Any,
                queue: Any) -> None:
     """Take lock ``name`` (no heartbeat), report (won, token), then on the
     ``release`` event call ``release_lock`` and report the lock seen after it."""
     try:
         if foreign:
             os.environ["LABCACHE_HOSTNAME"] = FOREIGN_HOST
-        storage = LocalStorage(root)
+        storage = as_storage(root)
         won = storage.try_acquire_lock(name, ttl=ttl)
         held = storage._held.get(name)
         queue.put(("acquired", os.getpid(), (won, held.token if held else None)))
@@ -282,9 +288,9 @@ def hold_until(root: str, name: str, ttl: float, foreign: bool, release: Any,
         _crash(queue)
 
 
-def acquire_and_die(root: str, name: str) -> None:
+def acquire_and_die(root: Any, name: str) -> None:
     """Take lock ``name`` and exit without releasing it (a crashed holder)."""
-    storage = LocalStorage(root)
+    storage = as_storage(root)
     if not storage.try_acquire_lock(name, ttl=3600):
         os._exit(3)
     os._exit(0)
@@ -300,15 +306,15 @@ def exit_at_once() -> None:
 STALE_KINDS = ("dead_pid", "expired_ttl", "missed_beats")
 
 
-def plant_stale_lock(root: str, name: str, kind: str, dead_pid: int) -> None:
-    """Put a stale but well-formed lock record at ``name``, linked in as
-    ``LocalStorage`` links a real one (fails if a lock is there already).
+def plant_stale_lock(root: Any, name: str, kind: str, dead_pid: int) -> None:
+    """Put a stale but well-formed lock record at ``name``, created the way
+    the backend creates a real one (fails if a lock is there already).
 
     ``dead_pid``: a holder on this very host whose process is gone.
     ``expired_ttl``: a holder on another host, without heartbeat, past its ttl.
     ``missed_beats``: a holder on another host that stopped beating long ago.
     """
-    storage = LocalStorage(root)
+    storage = as_storage(root)
     now = time.time()
     record = LockRecord.new(ttl=3600, heartbeat_interval=None)
     mtime = now
@@ -322,21 +328,32 @@ def plant_stale_lock(root: str, name: str, kind: str, dead_pid: int) -> None:
         mtime = now - 10
     else:
         raise ValueError(kind)
-    path = storage.root / storage._get_lock_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    aside = path.with_name(f".planted-{uuid.uuid4().hex}.tmp")
-    aside.write_bytes(record.to_bytes())
-    os.utime(aside, (mtime, mtime))
-    try:
-        os.link(aside, path)
-    finally:
-        aside.unlink()
+    _link_record(storage, name, record.to_bytes(), mtime)
     info = storage.lock_info(name)
     if info is None or not info.stale:  # e.g. the dead pid was reused meanwhile
         raise AssertionError(f"planted {kind} lock is not stale: {info}")
 
 
-def race_for_lock(root: str, index: int, trials: int, stale_kind: str | None,
+def _link_record(storage: Any, name: str, data: bytes, beat: float) -> None:
+    if isinstance(storage, LocalStorage):  # the file's mtime is its last beat
+        path = storage.root / storage._get_lock_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_name(f".planted-{uuid.uuid4().hex}.tmp")
+        aside.write_bytes(data)
+        os.utime(aside, (beat, beat))
+        try:
+            os.link(aside, path)
+        finally:
+            aside.unlink()
+    elif type(storage).__name__ == "RedisStorage":
+        # Without PX: Redis would expire a dead beat by itself, while the
+        # test wants one that is present and stale.
+        assert storage.client.set(storage._lock_key(name), data, nx=True)
+    else:
+        assert storage._lock_create(name, data) is not None
+
+
+def race_for_lock(root: Any, index: int, trials: int, stale_kind: str | None,
                   dead_pid: int, barrier: Any, occupancy: Any, max_occupancy: Any,
                   winners: Any, queue: Any) -> None:
     """One of the racers of test_lock_exclusive_under_barrier.
@@ -348,7 +365,7 @@ def race_for_lock(root: str, index: int, trials: int, stale_kind: str | None,
     plants the next trial's stale lock.
     """
     try:
-        storage = LocalStorage(root)
+        storage = as_storage(root)
         for trial in range(trials):
             barrier.wait(BARRIER_TIMEOUT)
             won = storage.try_acquire_lock("race", ttl=3600)
@@ -371,7 +388,7 @@ def race_for_lock(root: str, index: int, trials: int, stale_kind: str | None,
         _crash(queue)
 
 
-def steal_once_per_round(root: str, name: str, rounds: int, barrier: Any,
+def steal_once_per_round(root: Any, name: str, rounds: int, barrier: Any,
                          queue: Any) -> None:
     """One of the stealers of test_sixteen_stealers_one_winner.
 
@@ -380,7 +397,7 @@ def steal_once_per_round(root: str, name: str, rounds: int, barrier: Any,
     inspects the lock → the winner releases it → the test plants the next.
     """
     try:
-        storage = LocalStorage(root)
+        storage = as_storage(root)
         for rnd in range(rounds):
             barrier.wait(BARRIER_TIMEOUT)
             won = storage.try_acquire_lock(name, ttl=3600)

@@ -28,3 +28,16 @@ def private_default_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
 def storage(tmp_path: Path) -> LocalStorage:
     """A LocalStorage in this test's own temp folder."""
     return LocalStorage(tmp_path / "store")
+
+
+#: Every backend the conformance suite runs on. A new backend joins the whole
+#: suite by adding its name here and a ``<name>_storage`` fixture.
+BACKENDS = ("local", "redis", "s3")
+
+
+@pytest.fixture(params=BACKENDS)
+def any_storage(request: pytest.FixtureRequest, tmp_path: Path) -> object:
+    """Each backend in turn, fresh for this test (its own folder, server or bucket)."""
+    if request.param == "local":
+        return LocalStorage(tmp_path / "store")
+    return request.getfixturevalue(f"{request.param}_storage")
