@@ -37,7 +37,7 @@ T = TypeVar("T")
 _INLINE = b"I"  # the value is the entry itself
 _MANIFEST = b"M"  # the value names the chunks holding the entry
 _INLINE_LIMIT = 1 << 20
-_CHUNK = 64 << 20
+_CHUNK = 16 << 20  # measured faster than 64 MB through redis-py, and a smaller spike
 _OLD_CHUNKS_LINGER = 60  # seconds a replaced entry's chunks stay readable
 
 # KEYS[1] lock; ARGV[1] the record we expect. Each acts only on that record.

@@ -1,0 +1,112 @@
+"""Per-backend numbers: waiter wake-up latency and 200 MB store/load speed.
+
+    python benchmarks/backends.py
+
+Starts its own redis-server (if installed) and moto S3 server on free
+loopback ports, like the tests do, and prints one table.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from labcache import LocalStorage, cached  # noqa: E402
+
+
+def _slow_identity(x: int) -> int:
+    # A random length, so the waiter's polls fall anywhere relative to the end.
+    time.sleep(0.3 + random.random() * 0.2)
+    return x
+
+
+def _call(storage: Any, trial: int, ready: Any, delay: float) -> float:
+    fn = cached(storage=storage)(_slow_identity)
+    ready.wait()
+    time.sleep(delay)  # the waiter starts late so the holder wins the lock
+    fn(trial)
+    return time.time()  # the holder has released its lock when its call returns
+
+
+def wake_up(storage: Any, trials: int = 20) -> tuple[float, float]:
+    """(median, p95) seconds from the holder's return to the waiter's."""
+    context = multiprocessing.get_context("spawn")
+    delays = []
+    with context.Manager() as manager, context.Pool(2) as pool:
+        for trial in range(trials):
+            ready = manager.Barrier(2)
+            held = pool.apply_async(_call, (storage, trial, ready, 0.0))
+            waited = pool.apply_async(_call, (storage, trial, ready, 0.1))
+            delays.append(waited.get(60) - held.get(60))
+    delays.sort()
+    return statistics.median(delays), delays[min(trials - 1, int(0.95 * trials))]
+
+
+def _array_result(seed: int) -> Any:
+    return _ARRAY
+
+
+_ARRAY = np.random.default_rng(1).random(200 * 2**20 // 8)
+
+
+def throughput(storage: Any, repeat: int = 3) -> tuple[float, float]:
+    """(store, load) GB/s of a 200 MB float64 array result."""
+    fn = cached(storage=storage)(_array_result)
+    stores, loads = [], []
+    for _ in range(repeat):
+        fn.invalidate(0)
+        began = time.perf_counter()
+        fn(0)
+        stores.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        loaded = fn(0)
+        loads.append(time.perf_counter() - began)
+    assert np.array_equal(loaded, _ARRAY)
+    size = _ARRAY.nbytes / 1e9
+    return size / statistics.median(stores), size / statistics.median(loads)
+
+
+def main() -> None:
+    from tests.services_redis import RedisServer
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        backends: dict[str, Any] = {"local": LocalStorage(root / "local")}
+        redis_server = RedisServer(root)
+        redis_server.start()
+        from labcache import RedisStorage
+
+        backends["redis"] = RedisStorage(redis_server.url, prefix="bench")
+        s3_server = None
+        try:
+            from tests.services_s3 import start_moto_storage
+
+            s3_server, backends["s3"] = start_moto_storage()
+        except ImportError as exc:
+            print(f"(no S3 numbers: {exc})")
+        try:
+            print(f"{'backend':8s} {'wake median':>12s} {'wake p95':>10s} "
+                  f"{'store 200MB':>12s} {'load 200MB':>11s}")
+            for name, storage in backends.items():
+                median, p95 = wake_up(storage) if name != "s3" else (float("nan"),) * 2
+                stored, loaded = throughput(storage)
+                print(f"{name:8s} {median * 1000:9.1f} ms {p95 * 1000:7.1f} ms "
+                      f"{stored:7.2f} GB/s {loaded:6.2f} GB/s")
+        finally:
+            redis_server.stop()
+            if s3_server is not None:
+                s3_server.stop()
+
+
+if __name__ == "__main__":
+    main()
