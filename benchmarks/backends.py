@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from labcache import LocalStorage, cached  # noqa: E402
+from labcache import LocalStorage, cached
 
 
 def _slow_identity(x: int) -> int:

@@ -10,7 +10,7 @@ import pytest
 from labcache import LocalStorage
 
 # Fixtures that start real services, shared by every test module.
-pytest_plugins = ["tests.services_redis"]
+pytest_plugins = ["tests.services_redis", "tests.services_s3"]
 
 
 @pytest.fixture(autouse=True)

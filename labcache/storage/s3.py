@@ -1,0 +1,393 @@
+"""S3Storage: entries and locks as objects in an S3 bucket (or any S3 API).
+
+* An entry is one object, ``<prefix>/<context>/<hashcode>``, put atomically;
+  large ones go up in parts read from the entry's chunks, never joined.
+* A lock is a small JSON object, ``<prefix>/locks/<name>.lock``, changed only
+  by conditional requests (``If-None-Match: *``, ``If-Match: <etag>``); the
+  ETag is the version :mod:`labcache.locks` compares and swaps on.
+* Only "no such key" and "precondition failed" mean "absent" and "lost the
+  race"; any other answer (access denied, no such bucket, endpoint down) is a
+  one-line :class:`~labcache.errors.StorageError`, never "unlocked".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+import boto3
+from boto3.exceptions import Boto3Error
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..errors import InvalidNameError, StorageError
+from ..locks import RawLock, RecordLockingStorage
+from ..names import check_context, check_name
+
+__all__ = ["S3Storage"]
+
+_LOCK_DIR = "locks"
+# What a failed request may mean instead of an error: see _kind().
+_MISSING, _LOST, _UNSUPPORTED = "missing", "lost", "unsupported"
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
+_OPTIONS = {"profile_name", "region_name", "aws_access_key_id", "aws_secret_access_key",
+            "aws_session_token", "aws_account_id", "config", "verify", "use_ssl", "api_version"}
+_SECRETS = ("aws_secret_access_key", "aws_session_token")
+
+
+class S3Storage(RecordLockingStorage):
+    """Entries and locks under ``s3://bucket/prefix``.
+
+    Endpoint and credentials come from the usual boto3 sources (``AWS_*``,
+    ``AWS_ENDPOINT_URL``, profiles) or ``client_options`` (``region_name``,
+    ``aws_access_key_id``, ``profile_name``, ``config``, ...).  One instance
+    per URL, endpoint and options; no network access before the first call.
+    """
+
+    #: Waiters poll: S3 cannot tell anyone that an object was deleted.
+    wake_poll_interval = 0.15
+    #: Entries above this size go up as a multipart upload, in parts this big.
+    multipart_threshold = multipart_chunksize = 8 * 2**20
+
+    def __new__(cls, url: str, *, endpoint_url: str | None = None, client: Any = None,
+                **client_options: Any) -> S3Storage:
+        unknown = sorted(set(client_options) - _OPTIONS)
+        if unknown:
+            raise TypeError(f"S3Storage got unknown options {unknown}; known: {sorted(_OPTIONS)}")
+        # The endpoint taken from the environment is part of the configuration.
+        instance: S3Storage = super().__new__(
+            cls, _parse_url(url)[2], endpoint=endpoint_url or _env_endpoint(), client=client,
+            **client_options)
+        return instance
+
+    def __init__(self, url: str, *, endpoint_url: str | None = None, client: Any = None,
+                 **client_options: Any) -> None:
+        if self.__dict__.get("_ready"):  # the same configured instance again
+            return
+        self.bucket, self.prefix, self.url = _parse_url(url)
+        if client is not None and endpoint_url is None:  # shown, and used by a pickled copy
+            endpoint_url = getattr(getattr(client, "meta", None), "endpoint_url", None)
+        self.endpoint_url: str | None = endpoint_url or _env_endpoint()
+        self._options, self._given_client, self._client = dict(client_options), client, client
+        self._client_pid, self._client_guard = os.getpid(), threading.Lock()
+        self._base = f"{self.prefix}/" if self.prefix else ""
+        self._contexts: dict[str, str] = {}  # context -> validated key prefix
+        self._init_locks()
+        self._ready = True
+
+    def __repr__(self) -> str:
+        shown = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
+        return f"S3Storage({self.url!r}{shown})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its configuration; a client (sockets, threads) never travels.
+        return (partial(type(self), self.url, endpoint_url=self.endpoint_url, **self._options), ())
+
+    # -- entries (the seed's BaseStorage) -------------------------------------------
+
+    def get_root_path(self) -> str:
+        """``s3://bucket/prefix``, and the endpoint when one is configured."""
+        return f"{self.url} at {self.endpoint_url}" if self.endpoint_url else self.url
+
+    def upload_file(
+        self, file: object, file_name: str, context: str, direct_stream: bool = False
+    ) -> str | None:
+        """Store ``file`` (an encoded entry, bytes or a binary file) as one object."""
+        key = self._entry_key(file_name, context)
+        if isinstance(file, (bytes, bytearray, memoryview)):
+            file = _ChunkReader([file])
+        elif hasattr(file, "iter_chunks"):  # an Encoded entry
+            file = _ChunkReader(file.iter_chunks())
+        elif not hasattr(file, "read"):
+            raise TypeError(
+                f"upload_file needs bytes or a binary file object, not {type(file).__name__}")
+        config = TransferConfig(multipart_threshold=self.multipart_threshold,
+                                multipart_chunksize=self.multipart_chunksize,
+                                max_concurrency=4, preferred_transfer_client="classic")
+        config.max_in_memory_upload_chunks = 4  # parts read ahead are copies: bound them
+        try:
+            self._s3().upload_fileobj(file, self.bucket, key, Config=config)
+        except (ClientError, BotoCoreError, Boto3Error) as exc:
+            raise self._error("upload", key, exc) from None
+        return file_name
+
+    def download_file(self, hashcode: str, context: str) -> bytes:
+        """The stored bytes; ``FileNotFoundError`` if there is no such entry."""
+        with self.get_file_by_hashcode(hashcode, context) as body:
+            return body.read()
+
+    def get_file_by_hashcode(self, hashcode: str, context: str) -> _Body:
+        """The entry as a binary stream (read/readinto/close) straight off the wire."""
+        key = self._entry_key(hashcode, context)
+        response = self._call("get_object", key, (_MISSING,))
+        if response == _MISSING:
+            raise self._not_found(key)
+        return _Body(self, key, response)
+
+    def check_if_exists(self, hashcode: str, context: str) -> bool:
+        """Whether the entry exists (a HEAD request)."""
+        key = self._entry_key(hashcode, context)
+        return bool(self._call("head_object", key, (_MISSING,)) != _MISSING)
+
+    def delete_file(self, hashcode: str, context: str) -> None:
+        """Remove the entry; ``FileNotFoundError`` if it is not there."""
+        key = self._entry_key(hashcode, context)
+        # S3 deletes a missing key without complaint; LocalStorage raises.
+        if self._call("head_object", key, (_MISSING,)) == _MISSING:
+            raise self._not_found(key)
+        self._call("delete_object", key)
+
+    def list_stored_files(self, context: str) -> list[str]:
+        """Names of the entries directly in ``context``, sorted (no sub-contexts)."""
+        prefix = self._context_prefix(context)
+        return sorted(name for name in self._list(prefix) if not name.startswith("."))
+
+    def _entry_key(self, hashcode: str, context: str) -> str:
+        return self._context_prefix(context) + check_name(hashcode, "file name")
+
+    def _context_prefix(self, context: str) -> str:
+        prefix = self._contexts.get(context)
+        if prefix is None:
+            check_context(context)
+            if context.replace("\\", "/").split("/")[0] == _LOCK_DIR:
+                raise InvalidNameError(
+                    f"invalid context {context!r}: '{_LOCK_DIR}' is reserved for the "
+                    "storage's locks; choose another context")
+            prefix = self._contexts[context] = f"{self._base}{context}/"
+        return prefix
+
+    # -- lock primitives ----------------------------------------------------------------
+
+    def _lock_key(self, name: str) -> str:
+        return self._base + self._get_lock_path(check_name(name, "lock name"))
+
+    def _lock_create(self, name: str, data: bytes) -> str | None:
+        response = self._call("put_object", self._lock_key(name), (_LOST,),
+                              Body=data, IfNoneMatch="*")
+        return None if response == _LOST else str(response["ETag"])
+
+    def _lock_read(self, name: str) -> RawLock | None:
+        key = self._lock_key(name)
+        response = self._call("get_object", key, (_MISSING,))
+        if response == _MISSING:
+            return None
+        with _Body(self, key, response) as body:
+            data = body.read()
+        return RawLock(data, _beat(data, response["LastModified"].timestamp()),
+                       str(response["ETag"]))
+
+    def _lock_replace(self, name: str, version: str, data: bytes) -> str | None:
+        response = self._call("put_object", self._lock_key(name), (_MISSING, _LOST),
+                              Body=data, IfMatch=version)
+        return None if isinstance(response, str) else str(response["ETag"])
+
+    def _lock_delete(self, name: str, version: str) -> bool:
+        key = self._lock_key(name)
+        response = self._call("delete_object", key, (_MISSING, _LOST, _UNSUPPORTED),
+                              IfMatch=version)
+        if response != _UNSUPPORTED:
+            return not isinstance(response, str)
+        # No conditional deletes here: check, then delete.  A takeover landing in
+        # between (one round trip; only releases and break_lock) would be lost.
+        head = self._call("head_object", key, (_MISSING,))
+        if head == _MISSING or head["ETag"] != version:
+            return False
+        self._call("delete_object", key)
+        return True
+
+    def _lock_touch(self, name: str, version: str) -> str | None:
+        raw = self._lock_read(name)  # the conditional put below is what makes it safe
+        fields = _json_object(raw.data) if raw and raw.version == version else None
+        if fields is None:
+            return None
+        fields["beat"] = time.time()  # LockRecord.parse ignores the extra field
+        return self._lock_replace(name, version, json.dumps(fields, sort_keys=True).encode())
+
+    def _lock_names(self) -> list[str]:
+        return [name[: -len(".lock")] for name in self._list(f"{self._base}{_LOCK_DIR}/")
+                if name.endswith(".lock") and not name.startswith(".")]
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _s3(self) -> Any:
+        """The boto3 client, made on first use (and again in a forked child)."""
+        with self._client_guard:
+            if self._client is None or self._client_pid != os.getpid():
+                self._client = self._given_client or self._new_client()
+                self._client_pid = os.getpid()
+            return self._client
+
+    def _new_client(self) -> Any:
+        options = dict(self._options)
+        # Fail in seconds, not minutes, when the endpoint is down.
+        config = Config(connect_timeout=3, read_timeout=30,
+                        retries={"max_attempts": 2, "mode": "standard"})
+        options["config"] = config.merge(options["config"]) if options.get("config") else config
+        try:
+            session = boto3.session.Session(profile_name=options.pop("profile_name", None))
+            return session.client("s3", endpoint_url=self.endpoint_url, **options)
+        except (BotoCoreError, Boto3Error) as exc:
+            raise self._error("client setup", "", exc) from None
+
+    def _call(self, operation: str, key: str, expect: tuple[str, ...] = (),
+              **params: Any) -> Any:
+        """One S3 request: its response, or which of the ``expect``-ed failures it met."""
+        try:
+            return getattr(self._s3(), operation)(Bucket=self.bucket, Key=key, **params)
+        except ClientError as exc:
+            kind = _kind(exc)
+            if kind is not None and kind in expect:
+                return kind
+            raise self._error(operation, key, exc) from None
+        except BotoCoreError as exc:
+            raise self._error(operation, key, exc) from None
+
+    def _list(self, prefix: str) -> list[str]:
+        """Object names directly under ``prefix`` (``Delimiter='/'`` hides deeper ones)."""
+        try:
+            pages = self._s3().get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+            return [item["Key"][len(prefix):] for page in pages
+                    for item in page.get("Contents", ())]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("list_objects_v2", prefix, exc) from None
+
+    def _error(self, operation: str, key: str, exc: Exception) -> StorageError:
+        """A one-line StorageError naming the request, the object and the cause."""
+        cause = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ClientError):
+            error, meta = exc.response.get("Error", {}), exc.response.get("ResponseMetadata", {})
+            cause = (f"{error.get('Code', '?')} (HTTP {meta.get('HTTPStatusCode', '?')}): "
+                     f"{error.get('Message', '')}")
+        message = f"S3 {operation} of s3://{self.bucket}/{key} at " \
+                  f"{self.endpoint_url or 'the AWS endpoint'} failed: {cause}"
+        for secret in filter(None, map(self._options.get, _SECRETS)):
+            message = message.replace(str(secret), "***")  # never echo a credential
+        return StorageError(" ".join(message.split()))
+
+    def _not_found(self, key: str) -> FileNotFoundError:
+        return FileNotFoundError(errno.ENOENT, "no such entry", f"s3://{self.bucket}/{key}")
+
+
+class _ChunkReader:
+    """A forward-only file over buffers for ``upload_fileobj``: boto3 reads
+    it part by part, and ``read(n)`` copies at most ``n`` bytes (one part)."""
+
+    def __init__(self, chunks: Iterable[Any]) -> None:
+        self._chunks, self._current = iter(chunks), memoryview(b"")
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, size: int | None = -1) -> bytes:
+        pieces, wanted = [], math.inf if size is None or size < 0 else size
+        while wanted > 0:
+            if not self._current:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._current = memoryview(chunk).cast("B")
+            pieces.append(self._current[: int(min(wanted, len(self._current)))])
+            self._current = self._current[len(pieces[-1]):]
+            wanted -= len(pieces[-1])
+        return b"".join(pieces)
+
+
+class _Body(io.RawIOBase):
+    """An object's HTTP stream, network errors as ``StorageError``.  ``seek``
+    only *reports* positions: the entry reader learns the size from
+    ``seek(0, SEEK_END)`` and refuses a header claiming more bytes than exist."""
+
+    def __init__(self, storage: S3Storage, key: str, response: dict[str, Any]) -> None:
+        super().__init__()
+        self._storage, self._key, self._stream = storage, key, response["Body"]
+        self._size, self._pos, self._probe = int(response.get("ContentLength", -1)), 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:  # not RawIOBase's: no 8 KiB steps
+        return bytes(self._io("read", None if size is None or size < 0 else size))
+
+    def readinto(self, buffer: Any) -> int:
+        return int(self._io("readinto", buffer))
+
+    def _io(self, method: str, argument: Any) -> Any:
+        if self._probe != self._pos:
+            raise io.UnsupportedOperation("an S3 object is read front to back only")
+        try:
+            result = getattr(self._stream, method)(argument)
+        except (BotoCoreError, OSError) as exc:
+            raise self._storage._error("read", self._key, exc) from None
+        self._pos = self._probe = self._pos + (result if isinstance(result, int) else len(result))
+        return result
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END and self._size < 0:
+            raise io.UnsupportedOperation("size unknown")
+        start = {io.SEEK_SET: 0, io.SEEK_CUR: self._probe, io.SEEK_END: self._size}[whence]
+        self._probe = start + offset
+        return self._probe
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()
+
+
+def _parse_url(url: object) -> tuple[str, str, str]:
+    """``(bucket, prefix, normalized url)``; ValueError before any I/O."""
+    if not isinstance(url, str) or not url.lower().startswith("s3://"):
+        raise ValueError(f"S3Storage needs a URL like s3://bucket/prefix, not {url!r}")
+    bucket, _, path = url[len("s3://"):].partition("/")
+    if not bucket or not _BUCKET.fullmatch(bucket) or ".." in bucket or "?" in url or "#" in url:
+        raise ValueError(
+            f"S3 URL {url!r} needs a valid bucket name (3-63 lowercase letters, digits, '.', "
+            "'-', '_'; a letter or digit at each end) and no query or fragment")
+    prefix = "/".join(part for part in path.split("/") if part)
+    if prefix:
+        check_context(prefix)  # no '.', '..' or over-long parts
+    return bucket, prefix, f"s3://{bucket}/{prefix}".rstrip("/")
+
+
+def _env_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _kind(exc: Any) -> str | None:
+    """What a failed request means to the lock rules, if anything."""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in ("NoSuchKey", "NotFound", "404"):  # a HEAD's 404 is only "404"
+        return _MISSING
+    # 409 ConditionalRequestConflict: a concurrent conditional write won.
+    if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
+        return _LOST
+    return _UNSUPPORTED if code == "NotImplemented" or status == 501 else None
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    with contextlib.suppress(ValueError):
+        fields = json.loads(data)
+        return fields if isinstance(fields, dict) else None
+    return None
+
+
+def _beat(data: bytes, last_modified: float) -> float:
+    """The record's last beat, else its acquisition; the object's age if unreadable."""
+    fields = _json_object(data) or {}
+    for value in (fields.get("beat"), fields.get("acquired")):
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+    return last_modified
