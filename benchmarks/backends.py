@@ -2,8 +2,9 @@
 
     python benchmarks/backends.py
 
-Starts its own redis-server (if installed) and moto S3 server on free
-loopback ports, like the tests do, and prints one table.
+Starts its own redis-server and moto S3 server on free loopback ports,
+like the tests do, and prints one table. S3 numbers measure moto (a Python
+server in this process, one request at a time), not a real S3 service.
 """
 
 from __future__ import annotations
@@ -87,25 +88,25 @@ def main() -> None:
         from labcache import RedisStorage
 
         backends["redis"] = RedisStorage(redis_server.url, prefix="bench")
-        s3_server = None
         try:
-            from tests.services_s3 import start_moto_storage
+            from labcache import S3Storage
+            from tests.services_s3 import CREDENTIALS, moto_endpoint, raw_client
 
-            s3_server, backends["s3"] = start_moto_storage()
+            raw_client().create_bucket(Bucket="labcache-bench")
+            backends["s3"] = S3Storage("s3://labcache-bench/b", endpoint_url=moto_endpoint(),
+                                       **CREDENTIALS)
         except ImportError as exc:
             print(f"(no S3 numbers: {exc})")
         try:
             print(f"{'backend':8s} {'wake median':>12s} {'wake p95':>10s} "
                   f"{'store 200MB':>12s} {'load 200MB':>11s}")
             for name, storage in backends.items():
-                median, p95 = wake_up(storage) if name != "s3" else (float("nan"),) * 2
+                median, p95 = wake_up(storage)
                 stored, loaded = throughput(storage)
                 print(f"{name:8s} {median * 1000:9.1f} ms {p95 * 1000:7.1f} ms "
                       f"{stored:7.2f} GB/s {loaded:6.2f} GB/s")
         finally:
             redis_server.stop()
-            if s3_server is not None:
-                s3_server.stop()
 
 
 if __name__ == "__main__":
