@@ -76,8 +76,9 @@ def test_lock_ownership(any_storage: Any) -> None:
 
 
 def test_heartbeat_outlives_ttl(any_storage: Any) -> None:
-    assert any_storage.try_acquire_lock("beat", ttl=0.3, heartbeat_interval=0.2)
-    time.sleep(1.2)
+    # ttl is far shorter than the wait; 3 missed beats (1.5 s) would be stale.
+    assert any_storage.try_acquire_lock("beat", ttl=0.3, heartbeat_interval=0.5)
+    time.sleep(2.0)
     info = any_storage.lock_info("beat")
     assert info is not None and not info.stale
     assert not any_storage.try_acquire_lock("beat")
