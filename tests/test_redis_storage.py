@@ -165,3 +165,14 @@ def test_waiter_times_out_naming_the_holder(redis_storage):
             slow(1)
     finally:
         redis_storage.release_lock(name)
+
+
+def test_built_from_an_existing_client(redis_server):
+    import pickle
+
+    client = redis.Redis.from_url(redis_server.url)
+    storage = RedisStorage(client, prefix="fromclient")
+    storage.upload_file(b"v", "k", "ctx")
+    assert storage.download_file("k", "ctx") == b"v"
+    copy = pickle.loads(pickle.dumps(storage))  # as a spawned process gets it
+    assert copy.download_file("k", "ctx") == b"v"
