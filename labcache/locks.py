@@ -28,11 +28,14 @@ import threading
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
+from . import entry
 from .base import BaseLockingStorage, LockInfo
 from .names import check_name
 
-__all__ = ["RawLock", "LockRecord", "RecordLockingStorage", "this_host", "this_user"]
+__all__ = ["EntryStat", "LockRecord", "RawLock", "RecordLockingStorage", "this_host",
+           "this_user"]
 
 logger = logging.getLogger("labcache")
 
@@ -100,6 +103,16 @@ class LockRecord:
             return record
         except (ValueError, TypeError, KeyError):
             return None
+
+
+@dataclass(frozen=True, order=True)
+class EntryStat:
+    """One entry as a listing sees it: name, size in bytes and modification
+    time (Unix seconds), either None where the backend cannot tell cheaply."""
+
+    name: str
+    size: int | None
+    modified: float | None
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,25 @@ class RecordLockingStorage(BaseLockingStorage):
     @abstractmethod
     def _lock_names(self) -> list[str]:
         """Names of all lock records present."""
+
+    # -- listings for people (widget, CLI); cheap defaults, backends do better --
+
+    def list_contexts(self) -> list[str]:
+        """Contexts (one per cached function) that hold entries, sorted."""
+        return []
+
+    def describe_entries(self, context: str) -> list[EntryStat]:
+        """Every entry of ``context`` with its size and time where cheaply known."""
+        return [EntryStat(name, None, None) for name in self.list_stored_files(context)]
+
+    def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
+        """An entry's header (metadata, sizes) without loading its payload."""
+        from .protocol import open_entry
+
+        with open_entry(self, hashcode, context) as source:
+            if source is None:
+                raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+            return entry.read_header(source)
 
     def _now(self) -> float:
         """The clock ``beat`` is compared with (a backend may use its server's)."""

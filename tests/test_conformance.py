@@ -172,3 +172,24 @@ def test_lock_timeout_names_the_holder(any_storage: Any) -> None:
     finally:
         any_storage.release_lock(name)
     assert blocked(1) == 1
+
+
+def test_listings_for_people(any_storage: Any) -> None:
+    @cached(storage=any_storage)
+    def square(x):
+        return x * x
+
+    for i in range(3):
+        square(i)
+    any_storage.upload_file(b"raw", "other", "second.context")
+    assert {square.context, "second.context"} <= set(any_storage.list_contexts())
+    stats = any_storage.describe_entries(square.context)
+    assert [s.name for s in stats] == sorted(square.key(i) for i in range(3))
+    for stat in stats:
+        assert stat.size is None or stat.size > 100
+    header = any_storage.read_entry_header(square.key(2), square.context)
+    meta = header["meta"]
+    assert meta["function"].endswith("square") and meta["arguments"] == {"x": "2"}
+    assert "user" in meta and "host" in meta and meta["compute_seconds"] >= 0
+    with pytest.raises(FileNotFoundError):
+        any_storage.read_entry_header("missing", square.context)

@@ -176,3 +176,15 @@ def test_built_from_an_existing_client(redis_server):
     assert storage.download_file("k", "ctx") == b"v"
     copy = pickle.loads(pickle.dumps(storage))  # as a spawned process gets it
     assert copy.download_file("k", "ctx") == b"v"
+
+
+def test_header_and_size_of_a_chunked_entry(redis_server):
+    from labcache import entry
+
+    storage = RedisStorage(redis_server.url, prefix="hdr", chunk_size=1 << 20)
+    encoded = entry.encode(np.zeros(600_000), {"function": "big"})
+    storage.upload_file(encoded, "k", "ctx")
+    assert storage.read_entry_header("k", "ctx")["meta"] == {"function": "big"}
+    [stat] = storage.describe_entries("ctx")
+    assert (stat.name, stat.size) == ("k", encoded.size)
+    assert storage.list_contexts() == ["ctx"]

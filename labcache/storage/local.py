@@ -28,7 +28,7 @@ from typing import Any
 import xxhash
 
 from ..errors import InvalidNameError
-from ..locks import RawLock, RecordLockingStorage
+from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_context, check_name
 
 __all__ = ["LocalStorage", "default_root"]
@@ -130,6 +130,25 @@ class LocalStorage(RecordLockingStorage):
                 return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_file())
         except FileNotFoundError:
             return []
+
+    def list_contexts(self) -> list[str]:
+        """Folders under the root that hold entries (``locks`` left out)."""
+        try:
+            with os.scandir(self.root) as found:
+                return sorted(e.name for e in found if e.is_dir() and e.name != _LOCK_DIR
+                              and not e.name.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def describe_entries(self, context: str) -> list[EntryStat]:
+        """Names, sizes and mtimes from one directory scan (no file is opened)."""
+        try:
+            with os.scandir(self._folder(context)) as found:
+                stats = [(e.name, e.stat()) for e in found
+                         if not e.name.startswith(".") and e.is_file()]
+        except FileNotFoundError:
+            return []
+        return sorted(EntryStat(name, st.st_size, st.st_mtime) for name, st in stats)
 
     def entry_path(self, hashcode: str, context: str) -> Path:
         """Where an entry lives on disk (for memory-mapped loads and tools)."""

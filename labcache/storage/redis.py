@@ -22,12 +22,13 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import redis
 
+from .. import entry
 from ..errors import InvalidNameError, StorageError
-from ..locks import LockRecord, RawLock, RecordLockingStorage
+from ..locks import EntryStat, LockRecord, RawLock, RecordLockingStorage
 from ..names import check_context, check_name
 
 __all__ = ["RedisStorage"]
@@ -162,6 +163,44 @@ class RedisStorage(RecordLockingStorage):
         pattern = _glob_escape(start) + "*"
         return sorted(key[len(start):].decode() for key in
                       self.client.scan_iter(match=pattern, count=1000))
+
+    @_translated
+    def list_contexts(self) -> list[str]:
+        """Contexts that hold entries, from one SCAN over entry keys."""
+        start = f"{self.prefix}:e:"
+        found = {key.decode()[len(start):].rsplit(":", 1)[0] for key in
+                 self.client.scan_iter(match=_glob_escape(start) + "*", count=1000)}
+        return sorted(unquote(name) for name in found)
+
+    @_translated
+    def describe_entries(self, context: str) -> list[EntryStat]:
+        """Names and sizes from one pipelined round trip (times unknown)."""
+        names = self.list_stored_files(context)
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.getrange(self._entry_key(name, context), 0, 0).strlen(
+                self._entry_key(name, context))
+        answers = pipe.execute()
+        stats = []
+        for name, kind, length in zip(names, answers[::2], answers[1::2], strict=True):
+            size = length - 1
+            if kind == _MANIFEST:  # the value only names the chunks: add them up
+                manifest = json.loads(self.client.get(self._entry_key(name, context))[1:])
+                size = sum(manifest["sizes"])
+            stats.append(EntryStat(name, max(size, 0), None))
+        return stats
+
+    @_translated
+    def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
+        """The header from the first bytes of the entry (never the whole value)."""
+        key = self._entry_key(hashcode, context)
+        head = self.client.getrange(key, 0, 65535)
+        if not head:
+            raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+        if head[:1] == _MANIFEST:
+            manifest = json.loads(self.client.get(key)[1:])
+            head = b"_" + self.client.getrange(self._chunk_key(manifest["gen"], 0), 0, 65535)
+        return entry.read_header(head[1:])
 
     def _entry_key(self, name: str, context: str) -> str:
         check_name(name, "file name")

@@ -32,7 +32,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import InvalidNameError, StorageError
-from ..locks import RawLock, RecordLockingStorage
+from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_context, check_name
 
 __all__ = ["S3Storage"]
@@ -152,6 +152,30 @@ class S3Storage(RecordLockingStorage):
         """Names of the entries directly in ``context``, sorted (no sub-contexts)."""
         prefix = self._context_prefix(context)
         return sorted(name for name in self._list(prefix) if not name.startswith("."))
+
+    def list_contexts(self) -> list[str]:
+        """Top-level "folders" under the prefix (``locks`` left out)."""
+        try:
+            pages = self._s3().get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._base, Delimiter="/")
+            found = [item["Prefix"][len(self._base):].rstrip("/") for page in pages
+                     for item in page.get("CommonPrefixes", ())]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("list_objects_v2", self._base, exc) from None
+        return sorted(name for name in found if name != _LOCK_DIR and not name.startswith("."))
+
+    def describe_entries(self, context: str) -> list[EntryStat]:
+        """Names, sizes and times straight from the object listing."""
+        prefix = self._context_prefix(context)
+        try:
+            pages = self._s3().get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+            items = [item for page in pages for item in page.get("Contents", ())]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("list_objects_v2", prefix, exc) from None
+        return sorted(EntryStat(item["Key"][len(prefix):], int(item["Size"]),
+                                item["LastModified"].timestamp()) for item in items
+                      if not item["Key"][len(prefix):].startswith("."))
 
     def _entry_key(self, hashcode: str, context: str) -> str:
         return self._context_prefix(context) + check_name(hashcode, "file name")
