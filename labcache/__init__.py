@@ -57,6 +57,14 @@ def __getattr__(name: str) -> object:
         ) from exc
     return getattr(module, name)
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext labcache``: registers the ``%%cache`` cell magic."""
+    from .jupyter.magic import load_ipython_extension as load
+
+    load(ipython)
+
+
 __all__ = [
     "CacheWarning",
     "CachedFunction",
@@ -74,6 +82,7 @@ __all__ = [
     "UnpicklableResultError",
     "cached",
     "default_storage",
+    "load_ipython_extension",
     "open_storage",
     "stats",
 ]

@@ -17,7 +17,7 @@ from .base import BaseStorage
 from .locks import this_host, this_user
 from .names import context_for
 from .protocol import Call, open_entry, run_async, run_sync
-from .report import Reporter
+from .report import reporter_for
 
 __all__ = ["CachedFunction", "cached"]
 
@@ -182,7 +182,7 @@ class CachedFunction(Generic[R]):
             wait_timeout=options["wait_timeout"], expires_after=options["expires_after"],
             on_storage_error=options["on_storage_error"],
             metadata=functools.partial(_metadata, name, key, arguments),
-            reporter=Reporter(name), force=force,
+            reporter=reporter_for(name), force=force,
         )
 
     def _expired(self, storage: BaseStorage, key: str, expires_after: float) -> bool:

@@ -183,16 +183,23 @@ def acquire_or_wait(call: Call) -> Protocol:
     try:
         return (yield from _protocol(call))
     except StorageError as exc:
-        if call.on_storage_error == "raise":
-            raise
-        warnings.warn(
-            f"{call.function}: the cache storage failed ({exc}); returning an "
-            "uncached result. Pass on_storage_error='raise' to fail instead",
-            CacheWarning, stacklevel=4,
-        )
-        if call.computed:
-            return call.value
-        return (yield _COMPUTE)
+        return (yield from _outage(call, exc))
+    finally:
+        call.reporter.finished()
+
+
+def _outage(call: Call, exc: StorageError) -> Protocol:
+    """The storage failed: raise, or warn and return an uncached result."""
+    if call.on_storage_error == "raise":
+        raise exc
+    warnings.warn(
+        f"{call.function}: the cache storage failed ({exc}); returning an "
+        "uncached result. Pass on_storage_error='raise' to fail instead",
+        CacheWarning, stacklevel=5,
+    )
+    if call.computed:
+        return call.value
+    return (yield _COMPUTE)
 
 
 def _protocol(call: Call) -> Protocol:

@@ -8,13 +8,14 @@ a live status line in the cell.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
 from .base import LockInfo
 
-__all__ = ["Reporter", "Stats", "format_seconds", "stats"]
+__all__ = ["Reporter", "Stats", "format_seconds", "reporter_for", "stats"]
 
 logger = logging.getLogger("labcache")
 
@@ -123,3 +124,19 @@ class Reporter:
 
     def finished(self) -> None:
         """The call is over, whatever happened."""
+
+
+def reporter_for(function: str, always_summarize: bool = False) -> Reporter:
+    """The reporter for one call: a live line in a Jupyter cell, else the log.
+
+    Examples:
+        >>> type(reporter_for("f")).__name__
+        'Reporter'
+    """
+    if "ipykernel" in sys.modules:  # cheap test first: hits must stay fast
+        from .jupyter.status import cell_reporter
+
+        found = cell_reporter(function, always_summarize)
+        if found is not None:
+            return found
+    return Reporter(function)

@@ -1,0 +1,141 @@
+"""The live status line a cached call shows in its notebook cell.
+
+While a call waits for another holder or computes, one output line in the
+cell updates itself ("waiting for alice@gpu-3 pid 4242, 2 m 13 s, last beat
+4 s ago", "computing, 37 s"); when the call ends the line becomes a short
+summary ("loaded from cache in 0.02 s, saved 41 s").  Quick hits show
+nothing, so a loop over cached calls does not flood the cell.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+import threading
+import time
+from typing import Any
+
+from ..base import LockInfo
+from ..report import Reporter, format_seconds
+
+__all__ = ["CellReporter", "cell_reporter"]
+
+#: A hit that saved at least this many seconds gets a summary line.
+WORTH_SHOWING = 1.0
+#: Seconds between two updates of a live line.
+UPDATE_EVERY = 1.0
+
+
+class _Line:
+    """What the display shows: plain text, and the same as small HTML."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"labcache: {self.text}"
+
+    def _repr_html_(self) -> str:
+        return (f'<div class="labcache-status" style="font-family: monospace; '
+                f'font-size: 90%; color: #555">labcache: {html.escape(self.text)}</div>')
+
+
+class CellReporter(Reporter):
+    """A Reporter that draws into the running cell instead of the log.
+
+    Examples:
+        >>> reporter = CellReporter("demo.f", show=lambda line: None)
+        >>> reporter.computed(2.0)
+    """
+
+    def __init__(self, function: str, show: Any = None, always_summarize: bool = False) -> None:
+        super().__init__(function)
+        self._show = show or _display
+        self._always = always_summarize
+        self._handle: Any = None
+        self._ticker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._began = time.monotonic()
+        self._last_update = 0.0
+
+    # -- events from the protocol ----------------------------------------------
+
+    def computing(self) -> None:
+        super().computing()
+        self._began = time.monotonic()
+        self._put("computing, 0 s")
+        self._ticker = threading.Thread(target=self._tick, daemon=True,
+                                        name="labcache-status")
+        self._ticker.start()
+
+    def computed(self, seconds: float) -> None:
+        super().computed(seconds)
+        self._stop_ticker()
+        self._put(f"computed in {format_seconds(seconds)}, stored for next time")
+
+    def waiting(self, holder: LockInfo | None, waited: float) -> None:
+        super().waiting(holder, waited)
+        now = time.monotonic()
+        if self._handle is not None and now - self._last_update < UPDATE_EVERY:
+            return
+        self._last_update = now
+        if holder is None:
+            self._put(f"waiting for another process, {format_seconds(waited)}")
+            return
+        beat = format_seconds(max(time.time() - holder.heartbeat, 0.0))
+        self._put(f"waiting for {holder.holder}, {format_seconds(waited)}, "
+                  f"last beat {beat} ago")
+
+    def loaded(self, load_seconds: float, compute_seconds: float | None) -> None:
+        super().loaded(load_seconds, compute_seconds)
+        saved = max((compute_seconds or 0.0) - load_seconds, 0.0)
+        if self._handle is None and not self._always and saved < WORTH_SHOWING:
+            return
+        self._put(f"loaded from cache in {format_seconds(load_seconds)}, "
+                  f"saved {format_seconds(saved)}")
+
+    def failed(self, error: BaseException) -> None:
+        super().failed(error)
+        self._stop_ticker()
+        if self._handle is not None:
+            self._put(f"failed with {type(error).__name__} after "
+                      f"{format_seconds(time.monotonic() - self._began)}")
+
+    def finished(self) -> None:
+        self._stop_ticker()
+
+    # -- drawing -------------------------------------------------------------------
+
+    def _put(self, text: str) -> None:
+        self._handle = self._show(_Line(text), self._handle)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(UPDATE_EVERY):
+            self._put(f"computing, {format_seconds(time.monotonic() - self._began)}")
+
+    def _stop_ticker(self) -> None:
+        self._stop.set()
+        if self._ticker is not None and self._ticker is not threading.current_thread():
+            self._ticker.join()
+        self._ticker = None
+
+
+def _display(line: _Line, handle: Any) -> Any:
+    """Show ``line`` in a new output, or update the one ``handle`` names."""
+    from IPython.display import display
+
+    if handle is None:
+        return display(line, display_id=True)  # type: ignore[no-untyped-call]
+    handle.update(line)
+    return handle
+
+
+def cell_reporter(function: str, always_summarize: bool = False) -> CellReporter | None:
+    """A CellReporter if this process is a Jupyter kernel running a cell, else None."""
+    ipython_module = sys.modules.get("IPython")
+    if ipython_module is None:
+        return None
+    shell = ipython_module.get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return None
+    return CellReporter(function, always_summarize=always_summarize)

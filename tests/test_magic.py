@@ -1,0 +1,120 @@
+"""%%cache in an IPython shell (real kernels are in tests/test_notebooks.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("IPython")
+
+from IPython.core.interactiveshell import InteractiveShell
+
+from labcache.jupyter.cells import analyze
+
+
+@pytest.fixture
+def shell(tmp_path, monkeypatch):
+    shell = InteractiveShell.instance()
+    shell.reset(new_session=True)
+    shell.run_cell("%load_ext labcache")
+    counter = tmp_path / "runs"
+    counter.write_text("0")
+    # A helper defined in an earlier cell: the cell reads it, keyed by its source.
+    shell.run_cell(f"""
+def bump():
+    from pathlib import Path
+    path = Path({str(counter)!r})
+    n = int(path.read_text()) + 1
+    path.write_text(str(n))
+    return n
+""").raise_error()
+    shell.counter = counter
+    yield shell
+    shell.reset(new_session=True)
+
+
+def run(shell, source):
+    result = shell.run_cell(source)
+    return result
+
+
+def runs(shell) -> int:
+    return int(shell.counter.read_text())
+
+
+CELL = """%%cache total label
+bump()
+print("summing", size)
+total = sum(range(size))
+label = f"n={size}"
+"""
+
+
+def test_second_run_restores_without_executing(shell, capsys):
+    shell.user_ns["size"] = 10
+    run(shell, CELL).raise_error()
+    assert (shell.user_ns["total"], runs(shell)) == (45, 1)
+    assert "summing 10" in capsys.readouterr().out
+    del shell.user_ns["total"], shell.user_ns["label"]
+    run(shell, CELL).raise_error()
+    assert (shell.user_ns["total"], shell.user_ns["label"], runs(shell)) == (45, "n=10", 1)
+    assert "summing 10" in capsys.readouterr().out  # the captured output is replayed
+
+
+def test_changing_an_input_recomputes(shell):
+    shell.user_ns["size"] = 10
+    run(shell, CELL).raise_error()
+    shell.user_ns["size"] = 20
+    run(shell, CELL).raise_error()
+    assert (shell.user_ns["total"], runs(shell)) == (190, 2)
+    shell.user_ns["size"] = 10
+    run(shell, CELL).raise_error()
+    assert (shell.user_ns["total"], runs(shell)) == (45, 2)
+
+
+def test_editing_the_cell_recomputes(shell):
+    shell.user_ns["size"] = 3
+    run(shell, CELL).raise_error()
+    run(shell, CELL.replace("sum(range(size))", "sum(range(size)) * 2")).raise_error()
+    assert (shell.user_ns["total"], runs(shell)) == (6, 2)
+
+
+def test_storage_option(shell, tmp_path):
+    url = (tmp_path / "cells").as_uri()
+    shell.user_ns["size"] = 4
+    run(shell, CELL.replace("%%cache total label", f"%%cache total label --storage {url}"))
+    assert (tmp_path / "cells" / "labcache.cells").is_dir()
+
+
+@pytest.mark.parametrize(("cell", "message"), [
+    ("%%cache missing\nx = 1", "never assigns 'missing'"),
+    ("%%cache --ttl soon x\nx = 1", "invalid float value"),
+    ("%%cache 1x\nx = 1", "not variable names"),
+    ("%%cache x --storage nowhere\nx = 1", "has no scheme"),
+    ("%%cache x\nx = (", "does not parse"),
+])
+def test_usage_errors_are_clear_and_run_nothing(shell, cell, message):
+    result = run(shell, cell)
+    assert message in str(result.error_in_exec)
+    assert "x" not in shell.user_ns
+
+
+def test_unpicklable_variable_is_named(shell):
+    result = run(shell, "%%cache numbers stream\nnumbers = [1, 2]\nstream = (i for i in numbers)")
+    error = result.error_in_exec
+    assert type(error).__name__ == "UnpicklableResultError"
+    assert "'stream' (generator)" in str(error)
+    assert shell.user_ns["numbers"] == [1, 2]  # the cell ran; nothing was stored
+
+
+def test_unhashable_input_is_named(shell):
+    with open(shell.counter) as handle:
+        shell.user_ns["handle"] = handle
+        result = run(shell, "%%cache n\nn = len(handle.read())")
+    assert "'handle'" in str(result.error_in_exec)
+
+
+def test_reads_and_assigns():
+    names = analyze("import numpy as np\nx = x + 1\ny = np.sqrt(x) * scale\n"
+                    "def f(a):\n    return a + g\n[i * w for i in range(n)]")
+    assert names.reads == {"x", "scale", "g", "w", "n"}
+    assert names.assigns == {"np", "x", "y", "f"}
