@@ -44,8 +44,11 @@ class CellReporter(Reporter):
     """A Reporter that draws into the running cell instead of the log.
 
     Examples:
-        >>> reporter = CellReporter("demo.f", show=lambda line: None)
+        >>> shown = []
+        >>> reporter = CellReporter("demo.f", show=lambda line, handle: shown.append(line))
         >>> reporter.computed(2.0)
+        >>> shown
+        [labcache: computed in 2.0 s, stored for next time]
     """
 
     def __init__(self, function: str, show: Any = None, always_summarize: bool = False) -> None:
