@@ -63,6 +63,9 @@ class CachedFunction(Generic[R]):
         self.__wrapped__ = func
         self._signature = inspect.signature(func)
         self._ignore = tuple(ignore)
+        parameters = self._signature.parameters.values()
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters) and not self._ignore
+        self._plain_parameters = tuple(self._signature.parameters) if plain else None
         self._options: dict[str, Any] = dict(
             storage=storage, ttl=ttl, heartbeat_interval=heartbeat_interval,
             wait_timeout=wait_timeout, ignore=self._ignore, version=version,
@@ -170,6 +173,11 @@ class CachedFunction(Generic[R]):
         return self._identity
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        plain = self._plain_parameters
+        if plain is not None and not kwargs and len(args) == len(plain):
+            # Every parameter given by position: what Signature.bind would
+            # return, at a tenth of its cost (this runs on every hit).
+            return dict(zip(plain, args, strict=True))
         return keys.bind_arguments(self._signature, args, kwargs, self._ignore)
 
     def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any], force: bool = False) -> Call:

@@ -231,6 +231,11 @@ class RecordLockingStorage(BaseLockingStorage):
                 raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
             return entry.read_header(source)
 
+    def _open_for_load(self, hashcode: str, context: str) -> Any:
+        """The entry for a cache hit: bytes or an open binary file.  Backends
+        may return small entries as bytes, which decode with fewer calls."""
+        return self.get_file_by_hashcode(hashcode, context)
+
     def _now(self) -> float:
         """The clock ``beat`` is compared with (a backend may use its server's)."""
         return time.time()

@@ -344,10 +344,14 @@ def open_entry(storage: BaseStorage, key: str, context: str) -> Iterator[Any]:
 
 
 def _find_entry(storage: BaseStorage, key: str, context: str) -> Any:
-    if not isinstance(storage, RecordLockingStorage) and not storage.check_if_exists(key, context):
+    ours = isinstance(storage, RecordLockingStorage)
+    if not ours and not storage.check_if_exists(key, context):
         return None  # a seed-style storage may raise anything for a missing entry
     try:
-        found = storage.get_file_by_hashcode(key, context)
+        if ours:
+            found = storage._open_for_load(key, context)  # type: ignore[attr-defined]
+        else:
+            found = storage.get_file_by_hashcode(key, context)
     except (FileNotFoundError, KeyError):
         return None
     if found is None or isinstance(found, (bytes, bytearray, memoryview)) or hasattr(found, "read"):

@@ -171,3 +171,16 @@ def test_numpy_is_not_imported_for_plain_arguments():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_fast_and_full_binding_agree():
+    def kwonly(*, a=1):
+        return a
+
+    def mixed(x, *rest, scale=2):
+        return x
+
+    k, m = cached(kwonly), cached(mixed)
+    assert k.key() == k.key(a=1) != k.key(a=2)
+    assert m.key(1) == m.key(x=1) == m.key(1, scale=2) != m.key(1, 5)
+    assert add.key(1, 10, False) == add.key(1) == add.key(x=1, verbose=False)

@@ -38,6 +38,8 @@ CLAIM_STALE_SECONDS = 30.0
 #: How many levels of "claim on a stale claim" to try before giving up.
 MAX_CLAIM_LEVEL = 3
 _LOCK_DIR = "locks"
+#: Entries up to this size are read in one call on a hit.
+_SMALL_ENTRY = 1 << 20
 
 
 def default_root() -> Path:
@@ -113,6 +115,18 @@ class LocalStorage(RecordLockingStorage):
     def get_file_by_hashcode(self, hashcode: str, context: str) -> Any:
         """The entry opened for binary reading (the caller closes it)."""
         return open(self._entry_path(hashcode, context), "rb")
+
+    def _open_for_load(self, hashcode: str, context: str) -> Any:
+        # A hit on a small entry is open + fstat + one read: no buffered file
+        # object, no separate reads for header and payload.
+        fd = os.open(self._entry_path(hashcode, context), os.O_RDONLY)
+        size = os.fstat(fd).st_size
+        if size > _SMALL_ENTRY:
+            return os.fdopen(fd, "rb")
+        try:
+            return os.read(fd, size)
+        finally:
+            os.close(fd)
 
     def check_if_exists(self, hashcode: str, context: str) -> bool:
         """Whether the entry exists."""
