@@ -40,6 +40,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "RedisStorage": ("labcache.storage.redis", "labcache[redis]"),
     "S3Storage": ("labcache.storage.s3", "labcache[s3]"),
+    "monitor": ("labcache.jupyter.widget", "labcache[jupyter]"),
 }
 
 
@@ -83,6 +84,7 @@ __all__ = [
     "cached",
     "default_storage",
     "load_ipython_extension",
+    "monitor",
     "open_storage",
     "stats",
 ]

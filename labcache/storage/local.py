@@ -162,7 +162,8 @@ class LocalStorage(RecordLockingStorage):
                          if not e.name.startswith(".") and e.is_file()]
         except FileNotFoundError:
             return []
-        return sorted(EntryStat(name, st.st_size, st.st_mtime) for name, st in stats)
+        stats.sort(key=_first)  # by name: cheaper than comparing whole EntryStats
+        return [EntryStat(name, st.st_size, st.st_mtime) for name, st in stats]
 
     def entry_path(self, hashcode: str, context: str) -> Path:
         """Where an entry lives on disk (for memory-mapped loads and tools)."""
@@ -260,6 +261,10 @@ class LocalStorage(RecordLockingStorage):
         finally:
             if path is not None:
                 path.unlink(missing_ok=True)
+
+
+def _first(pair: tuple[str, Any]) -> str:
+    return pair[0]
 
 
 def _resolve(path: str | os.PathLike[str] | None) -> Path:

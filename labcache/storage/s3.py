@@ -31,6 +31,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .. import entry
 from ..errors import InvalidNameError, StorageError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_context, check_name
@@ -176,6 +177,15 @@ class S3Storage(RecordLockingStorage):
         return sorted(EntryStat(item["Key"][len(prefix):], int(item["Size"]),
                                 item["LastModified"].timestamp()) for item in items
                       if not item["Key"][len(prefix):].startswith("."))
+
+    def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
+        """The header from a ranged GET of the entry's first 64 KiB."""
+        key = self._entry_key(hashcode, context)
+        response = self._call("get_object", key, (_MISSING,), Range="bytes=0-65535")
+        if response == _MISSING:
+            raise self._not_found(key)
+        with _Body(self, key, response) as body:
+            return entry.read_header(body.read())
 
     def _entry_key(self, hashcode: str, context: str) -> str:
         return self._context_prefix(context) + check_name(hashcode, "file name")

@@ -1,0 +1,388 @@
+"""What is in a storage, as plain data: the monitor widget and the CLI show it.
+
+Nothing here imports ipywidgets.  Listings are built to stay cheap on big
+storages: one ``describe_entries`` call per function gives counts and sizes,
+and entry headers (who made an entry, with which arguments, how long it took)
+are read only for the entries actually shown.
+
+Storages written against the seed's interface only (no ``list_contexts``,
+``describe_entries`` or ``list_locks``) still work, with less to show.
+
+Examples:
+    >>> import tempfile
+    >>> from labcache import LocalStorage, cached
+    >>> store = LocalStorage(tempfile.mkdtemp())
+    >>> @cached(storage=store)
+    ... def square(x):
+    ...     return x * x
+    >>> square(3), square(4)
+    (9, 16)
+    >>> [(s.context.rsplit(".", 1)[-1], s.entries) for s in summarize(store)]
+    [('square', 2)]
+    >>> rows, total = entries_page(store, square.context, page=0)
+    >>> total, sorted(row.arguments["x"] for row in rows)
+    (2, ['3', '4'])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import entry
+from ..base import BaseLockingStorage, BaseStorage
+from ..locks import EntryStat
+from ..protocol import FAILURES_CONTEXT, lock_name_for
+from ..report import format_seconds
+
+__all__ = ["ENTRY_COLUMNS", "FUNCTION_COLUMNS", "LOCK_COLUMNS", "EntryView",
+           "FunctionSummary", "LockView", "arguments_text", "can_list_locks", "describe",
+           "entries_page", "entry_cells", "format_age", "format_ago", "format_size",
+           "function_cells", "list_contexts", "lock_cells", "lock_rows", "read_view",
+           "summarize"]
+
+#: Bookkeeping contexts, not functions: left out of listings.
+HIDDEN_CONTEXTS = frozenset({FAILURES_CONTEXT})
+#: Entries whose headers are read when a storage cannot tell entry times.
+SAMPLE_WITHOUT_TIMES = 5
+
+
+@dataclass(frozen=True)
+class EntryView:
+    """One entry as people read it; fields the storage cannot tell are None.
+
+    ``created`` comes from the entry's metadata, or its modification time when
+    the header was not read.  ``problem`` says why a header could not be read.
+
+    Examples:
+        >>> view = EntryView("mod.f", "ab12", 2048, None, "alice", "gpu-3", 41.0, {"n": "3"})
+        >>> view.who, format_size(view.size)
+        ('alice@gpu-3', '2.0 KiB')
+    """
+
+    context: str
+    name: str
+    size: int | None
+    created: float | None
+    user: str | None
+    host: str | None
+    compute_seconds: float | None
+    arguments: dict[str, str] = field(default_factory=dict)
+    problem: str | None = None
+
+    @property
+    def who(self) -> str:
+        """``user@host``, or ``?`` when unknown."""
+        if self.user is None and self.host is None:
+            return "?"
+        return f"{self.user or '?'}@{self.host or '?'}"
+
+
+@dataclass(frozen=True)
+class FunctionSummary:
+    """One context (one cached function): how many entries, how big, the newest.
+
+    ``note`` says when the listing is partial (no entry times, time budget).
+    """
+
+    context: str
+    entries: int
+    total_size: int | None
+    newest: EntryView | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class LockView:
+    """One lock: which function and key it guards, who holds it, how fresh.
+
+    Examples:
+        >>> lock = LockView("m.f.ab12", "m.f", "ab12", "bob@cpu-1 pid 7", 130.0, 4.0, False)
+        >>> lock.state, format_age(lock.held_for)
+        ('fresh', '2 m 10 s')
+    """
+
+    name: str
+    context: str
+    key: str
+    holder: str
+    held_for: float
+    beat_age: float
+    stale: bool
+
+    @property
+    def state(self) -> str:
+        """``fresh`` or ``stale``."""
+        return "stale" if self.stale else "fresh"
+
+
+def format_size(size: int | None) -> str:
+    """Bytes in binary units; ``?`` when unknown.
+
+    Examples:
+        >>> format_size(512), format_size(1536), format_size(3 * 2**30), format_size(None)
+        ('512 B', '1.5 KiB', '3.0 GiB', '?')
+    """
+    if size is None:
+        return "?"
+    amount = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024 or unit == "TiB":
+            return f"{size} B" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_age(seconds: float | None) -> str:
+    """A duration such as an age; never negative (clocks differ a little).
+
+    Examples:
+        >>> format_age(133), format_age(-0.5), format_age(None)
+        ('2 m 13 s', '0.00 s', '?')
+    """
+    return "?" if seconds is None else format_seconds(max(seconds, 0.0))
+
+
+def format_ago(when: float | None, now: float | None = None) -> str:
+    """How long ago a Unix time was.
+
+    Examples:
+        >>> format_ago(100.0, now=141.0), format_ago(None)
+        ('41 s ago', '?')
+    """
+    if when is None:
+        return "?"
+    return f"{format_age((time.time() if now is None else now) - when)} ago"
+
+
+# Table cells shared by the widget (HTML) and the CLI (text): one list of
+# strings per row, matching the column titles.
+
+FUNCTION_COLUMNS = ("function", "entries", "total size", "newest", "by", "compute time", "note")
+ENTRY_COLUMNS = ("key", "created", "by", "compute time", "size", "arguments")
+LOCK_COLUMNS = ("function", "key", "holder", "held for", "last beat", "state")
+
+
+def function_cells(summary: FunctionSummary, now: float | None = None) -> list[str]:
+    """One row of the function table (see ``FUNCTION_COLUMNS``).
+
+    Examples:
+        >>> function_cells(FunctionSummary("m.f", 3, 4096, None))
+        ['m.f', '3', '4.0 KiB', '?', '?', '?', '']
+    """
+    new = summary.newest
+    return [summary.context, str(summary.entries), format_size(summary.total_size),
+            format_ago(new.created, now) if new else "?", new.who if new else "?",
+            format_age(new.compute_seconds) if new else "?", summary.note]
+
+
+def entry_cells(view: EntryView, now: float | None = None) -> list[str]:
+    """One row of the entry table (see ``ENTRY_COLUMNS``)."""
+    return [view.name, format_ago(view.created, now), view.who,
+            format_age(view.compute_seconds), format_size(view.size), arguments_text(view)]
+
+
+def lock_cells(lock: LockView) -> list[str]:
+    """One row of the lock table (see ``LOCK_COLUMNS``)."""
+    return [lock.context, lock.key, lock.holder, format_age(lock.held_for),
+            f"{format_age(lock.beat_age)} ago", lock.state]
+
+
+def arguments_text(view: EntryView) -> str:
+    """The call's arguments as ``name=value, ...`` (or why they are unknown).
+
+    Examples:
+        >>> arguments_text(EntryView("m.f", "ab", 1, None, None, None, None, {"n": "3"}))
+        'n=3'
+    """
+    return view.problem or ", ".join(f"{k}={v}" for k, v in view.arguments.items())
+
+
+def list_contexts(storage: BaseStorage) -> list[str]:
+    """The contexts holding entries, bookkeeping left out.
+
+    A storage without ``list_contexts`` cannot be asked: the contexts of the
+    cached functions this process knows (module globals) that use it are
+    returned instead.
+    """
+    lister = getattr(storage, "list_contexts", None)
+    found: Iterable[str] = lister() if lister is not None else _contexts_in_process(storage)
+    return sorted(c for c in found if c not in HIDDEN_CONTEXTS)
+
+
+def summarize(storage: BaseStorage, time_budget: float = 2.0,
+              described: Mapping[str, Sequence[EntryStat]] | None = None,
+              ) -> list[FunctionSummary]:
+    """Per function: entry count, total size and the newest entry.
+
+    Only the newest entry's header is read.  Without entry times (Redis) the
+    headers of a few entries are read and the newest of those is shown, with a
+    note saying so.  Once ``time_budget`` seconds are spent, remaining
+    functions are still counted but no more headers are read.  ``described``:
+    listings the caller already made, by context (they are not made again).
+    """
+    deadline = time.monotonic() + time_budget
+    summaries = []
+    for context in list_contexts(storage):
+        try:
+            known = described.get(context) if described is not None else None
+            stats = list(known) if known is not None else describe(storage, context)
+        except Exception as exc:  # a stray folder with an invalid name, an outage
+            summaries.append(FunctionSummary(context, 0, None, None, f"cannot list: {exc}"))
+            continue
+        if not stats:
+            continue
+        sizes = [s.size for s in stats]
+        total = None if None in sizes else sum(s for s in sizes if s is not None)
+        newest, note = None, ""
+        if time.monotonic() > deadline:
+            note = "newest not read (time budget spent)"
+        elif all(s.modified is not None for s in stats):
+            newest = read_view(storage, context, max(stats, key=_age_order))
+        else:
+            sample = stats[:SAMPLE_WITHOUT_TIMES]
+            views = [read_view(storage, context, s) for s in sample]
+            newest = max(views, key=lambda v: v.created or 0.0)
+            if len(stats) > len(sample):
+                note = f"no entry times here: newest of {len(sample)} sampled entries"
+        summaries.append(FunctionSummary(context, len(stats), total, newest, note))
+    return summaries
+
+
+def entries_page(storage: BaseStorage, context: str, page: int, per_page: int = 50,
+                 described: Sequence[EntryStat] | None = None,
+                 ) -> tuple[list[EntryView], int]:
+    """One page (0-based) of a function's entries and how many there are.
+
+    Newest first when the storage knows entry times, by name otherwise;
+    headers are read for this page only.  ``described``: the function's
+    listing if the caller already has it (``describe(storage, context)``).
+    """
+    stats = list(describe(storage, context) if described is None else described)
+    if all(s.modified is not None for s in stats):
+        stats.sort(key=_age_order, reverse=True)
+    else:
+        stats.sort(key=lambda s: s.name)
+    start = max(page, 0) * per_page
+    return [read_view(storage, context, s) for s in stats[start:start + per_page]], len(stats)
+
+
+def lock_rows(storage: BaseStorage, contexts: Iterable[str] = ()) -> list[LockView]:
+    """Every lock present, split into function context and key.
+
+    Lock names are ``lock_name_for(context, key)``, the context cut to 140
+    characters: a cut context is restored from ``contexts`` when one matches.
+    Storages that cannot list locks give an empty list.
+    """
+    lister = getattr(storage, "list_locks", None)
+    if lister is None:
+        return []
+    now_wall = time.time()
+    now_storage = getattr(storage, "_now", time.time)()
+    full = {lock_name_for(c, "k").rpartition(".")[0]: c for c in contexts}
+    rows = []
+    for info in lister():
+        context, _, key = info.name.rpartition(".")
+        rows.append(LockView(info.name, full.get(context, context), key, info.holder,
+                             now_wall - info.acquired, now_storage - info.heartbeat,
+                             info.stale))
+    return rows
+
+
+def can_list_locks(storage: BaseStorage) -> bool:
+    """Whether the storage overrides the empty default ``list_locks``."""
+    method = getattr(type(storage), "list_locks", None)
+    return method is not None and method is not BaseLockingStorage.list_locks
+
+
+def describe(storage: BaseStorage, context: str) -> list[EntryStat]:
+    """``describe_entries`` where the storage has it, names only otherwise."""
+    describer = getattr(storage, "describe_entries", None)
+    if describer is not None:
+        return list(describer(context))
+    return [EntryStat(str(name), None, None) for name in storage.list_stored_files(context)]
+
+
+def read_view(storage: BaseStorage, context: str, stat: EntryStat) -> EntryView:
+    """The entry's header as an :class:`EntryView`; never raises for a bad entry."""
+    try:
+        header = _read_header(storage, stat.name, context)
+    except Exception as exc:  # deleted meanwhile, damaged, another format
+        return EntryView(context, stat.name, stat.size, stat.modified, None, None, None,
+                         {}, f"{type(exc).__name__}: {exc}")
+    meta = _mapping(header.get("meta"))
+    arguments = _mapping(meta.get("arguments"))
+    size = stat.size
+    if size is None and isinstance(header.get("sizes"), list):
+        size = sum(header["sizes"])  # the payload: close enough for people
+    return EntryView(
+        context, stat.name, size, _number(meta.get("created")) or stat.modified,
+        _text(meta.get("user")), _text(meta.get("host")), _number(meta.get("compute_seconds")),
+        {str(k): str(v) for k, v in arguments.items()},
+    )
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def _age_order(stat: EntryStat) -> tuple[float, str]:
+    return (stat.modified or 0.0, stat.name)
+
+
+def _read_header(storage: BaseStorage, name: str, context: str) -> dict[str, Any]:
+    reader = getattr(storage, "read_entry_header", None)
+    if reader is not None:
+        header: dict[str, Any] = reader(name, context)
+        return header
+    from ..protocol import open_entry
+
+    with open_entry(storage, name, context) as source:
+        if source is None:
+            raise FileNotFoundError(f"no entry {name!r} in context {context!r}")
+        return entry.read_header(source)
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _contexts_in_process(storage: BaseStorage) -> set[str]:
+    """Contexts of the cached functions in loaded modules' globals using ``storage``."""
+    from ..cached import CachedFunction
+
+    found = set()
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for value in list(namespace.values()):
+            if isinstance(value, CachedFunction) and _storage_of(value) is storage:
+                found.add(value.context)
+    return found
+
+
+def _storage_of(function: Any) -> BaseStorage | None:
+    # Without opening anything: a URL-configured function that never ran is skipped.
+    spec = function._options.get("storage")
+    if isinstance(spec, BaseStorage):
+        return spec
+    if spec is None:
+        with contextlib.suppress(Exception):
+            from ..storage import default_storage
+
+            return default_storage()
+        return None
+    opened: BaseStorage | None = function._opened
+    return opened
