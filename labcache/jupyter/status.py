@@ -13,6 +13,7 @@ import html
 import sys
 import threading
 import time
+import uuid
 from typing import Any
 
 from ..base import LockInfo
@@ -51,9 +52,9 @@ class CellReporter(Reporter):
         [labcache: computed in 2.0 s, stored for next time]
     """
 
-    def __init__(self, function: str, show: Any = None, always_summarize: bool = False) -> None:
+    def __init__(self, function: str, show: Any, always_summarize: bool = False) -> None:
         super().__init__(function)
-        self._show = show or _display
+        self._show = show
         self._always = always_summarize
         self._handle: Any = None
         self._ticker: threading.Thread | None = None
@@ -123,14 +124,22 @@ class CellReporter(Reporter):
         self._ticker = None
 
 
-def _display(line: _Line, handle: Any) -> Any:
-    """Show ``line`` in a new output, or update the one ``handle`` names."""
-    from IPython.display import display
+def _publisher(publisher: Any) -> Any:
+    """A ``show`` function drawing through ``publisher`` (the kernel's own).
 
-    if handle is None:
-        return display(line, display_id=True)  # type: ignore[no-untyped-call]
-    handle.update(line)
-    return handle
+    The line is published directly, not through ``IPython.display``: while
+    ``%%cache`` captures the cell's output, its status line must still reach
+    the notebook, and must not be stored with the cell's output.
+    """
+    display_id = uuid.uuid4().hex
+
+    def show(line: _Line, handle: Any) -> Any:
+        bundle = {"text/plain": repr(line), "text/html": line._repr_html_()}
+        publisher.publish(data=bundle, metadata={}, transient={"display_id": display_id},
+                          update=handle is not None)
+        return display_id
+
+    return show
 
 
 def cell_reporter(function: str, always_summarize: bool = False) -> CellReporter | None:
@@ -141,4 +150,4 @@ def cell_reporter(function: str, always_summarize: bool = False) -> CellReporter
     shell = ipython_module.get_ipython()
     if shell is None or getattr(shell, "kernel", None) is None:
         return None
-    return CellReporter(function, always_summarize=always_summarize)
+    return CellReporter(function, _publisher(shell.display_pub), always_summarize)
