@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 pytest.importorskip("IPython")
@@ -13,6 +15,9 @@ from labcache.jupyter.cells import analyze
 
 @pytest.fixture
 def shell(tmp_path, monkeypatch):
+    # InteractiveShell swaps in its own __main__ (and reset() strips its
+    # __spec__), which breaks later spawn-based tests in this worker.
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
     shell = InteractiveShell.instance()
     shell.reset(new_session=True)
     shell.run_cell("%load_ext labcache")

@@ -4,7 +4,8 @@ While a call waits for another holder or computes, one output line in the
 cell updates itself ("waiting for alice@gpu-3 pid 4242, 2 m 13 s, last beat
 4 s ago", "computing, 37 s"); when the call ends the line becomes a short
 summary ("loaded from cache in 0.02 s, saved 41 s").  Quick hits show
-nothing, so a loop over cached calls does not flood the cell.
+nothing, and so do quick misses, so a loop over cached calls does not flood
+the cell.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class CellReporter(Reporter):
     def computing(self) -> None:
         super().computing()
         self._began = time.monotonic()
-        self._put("computing, 0 s")
+        # The first line comes from the ticker, after a second: a quick miss
+        # in a loop must not add a line per call.
         self._ticker = threading.Thread(target=self._tick, daemon=True,
                                         name="labcache-status")
         self._ticker.start()
@@ -75,7 +77,8 @@ class CellReporter(Reporter):
     def computed(self, seconds: float) -> None:
         super().computed(seconds)
         self._stop_ticker()
-        self._put(f"computed in {format_seconds(seconds)}, stored for next time")
+        if self._handle is not None or self._always or seconds >= WORTH_SHOWING:
+            self._put(f"computed in {format_seconds(seconds)}, stored for next time")
 
     def waiting(self, holder: LockInfo | None, waited: float) -> None:
         super().waiting(holder, waited)

@@ -84,7 +84,8 @@ class Monitor(widgets.VBox):
         self.locks, self.kernel_stats, self.status = widgets.HTML(), widgets.HTML(), widgets.HTML()
         self.function_choice = widgets.Dropdown(description="function", options=[])
         self.entry_choice = widgets.Dropdown(description="entry", options=[])
-        self.lock_choice = widgets.Dropdown(description="lock", options=[])
+        self.lock_choice = widgets.Dropdown(description="lock", options=[],
+                                            layout=widgets.Layout(width="60%"))
         self.page_label = widgets.HTML()
         self.force = widgets.Checkbox(description="force (holder alive)", value=False)
         self.prev_button = self._button("Prev", lambda: self._turn(-1))
@@ -284,7 +285,8 @@ class Monitor(widgets.VBox):
 
     def _button(self, label: str, action: Callable[[], object],
                 style: str = "") -> widgets.Button:
-        button = widgets.Button(description=label, button_style=style)
+        button = widgets.Button(description=label, button_style=style,
+                                layout=widgets.Layout(width="auto"))
         button.on_click(self._guarded(action))
         return button
 
