@@ -85,7 +85,7 @@ class Monitor(widgets.VBox):
         self.function_choice = widgets.Dropdown(description="function", options=[])
         self.entry_choice = widgets.Dropdown(description="entry", options=[])
         self.lock_choice = widgets.Dropdown(description="lock", options=[],
-                                            layout=widgets.Layout(width="60%"))
+                                            layout=widgets.Layout(width="45%"))
         self.page_label = widgets.HTML()
         self.force = widgets.Checkbox(description="force (holder alive)", value=False)
         self.prev_button = self._button("Prev", lambda: self._turn(-1))
