@@ -12,7 +12,11 @@ import re
 
 from .errors import InvalidNameError
 
-__all__ = ["MAX_NAME_BYTES", "check_context", "check_name", "context_for"]
+__all__ = ["MAX_NAME_BYTES", "check_context", "check_entry_context", "check_name",
+           "context_for"]
+
+#: The first part of a context that storages keep for their locks.
+LOCKS_FOLDER = "locks"
 
 # Most file systems cap one path component at 255 bytes; keep room for the
 # suffixes a backend appends (".lock", ".<token>.claim", temp names).
@@ -63,6 +67,22 @@ def check_context(context: object) -> str:
             _fail(context, "context", "empty, '.' and '..' parts are not allowed")
         if len(part.encode()) > MAX_NAME_BYTES:
             _fail(context, "context", f"a part is longer than {MAX_NAME_BYTES} bytes")
+    return context
+
+
+def check_entry_context(context: object) -> str:
+    """``check_context``, and not the storages' own ``locks`` folder.
+
+    Examples:
+        >>> check_entry_context("locks/x")
+        Traceback (most recent call last):
+        labcache.errors.InvalidNameError: invalid context 'locks/x': 'locks' is reserved ...
+    """
+    check_context(context)
+    assert isinstance(context, str)
+    if re.split(r"[/\\]", context)[0] == LOCKS_FOLDER:
+        raise InvalidNameError(f"invalid context {context!r}: '{LOCKS_FOLDER}' is reserved "
+                               "for the storage's locks; choose another context")
     return context
 
 

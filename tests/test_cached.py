@@ -13,7 +13,6 @@ import pytest
 from labcache import (
     CacheWarning,
     LocalStorage,
-    LockTimeout,
     StorageError,
     UnpicklableResultError,
     cached,
@@ -143,22 +142,6 @@ def test_unpicklable_result_is_a_clear_error_leaving_nothing(storage):
         make_lock()
     assert storage.list_locks() == []
     assert not make_lock.is_cached()
-
-
-def test_lock_timeout_names_the_holder(storage):
-    @cached(storage=storage, wait_timeout=0.3)
-    def slow(x):
-        return x
-
-    name = lock_name_for(slow.context, slow.key(1))
-    assert storage.try_acquire_lock(name, heartbeat_interval=1)
-    try:
-        with pytest.raises(LockTimeout, match=r"@.* pid \d+") as caught:
-            slow(1)
-        assert isinstance(caught.value, TimeoutError)
-    finally:
-        storage.release_lock(name)
-    assert slow(1) == 1
 
 
 def test_waiter_loads_what_the_holder_stored(storage):

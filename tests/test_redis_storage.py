@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from labcache import CacheWarning, LockTimeout, StorageError, cached, open_storage
+from labcache import CacheWarning, StorageError, cached, open_storage
 from tests.services_redis import RedisServer
 
 redis = pytest.importorskip("redis")
@@ -149,22 +149,6 @@ def test_server_restart_mid_run(redis_server):
     assert square(4) == 16
     assert runs == [0, 1, 2, 3, 0, 1, 2, 3, 4]
     assert storage.list_locks() == []
-
-
-def test_waiter_times_out_naming_the_holder(redis_storage):
-    @cached(storage=redis_storage, wait_timeout=0.5)
-    def slow(x):
-        return x
-
-    from labcache.protocol import lock_name_for
-
-    name = lock_name_for(slow.context, slow.key(1))
-    assert redis_storage.try_acquire_lock(name, heartbeat_interval=1)
-    try:
-        with pytest.raises(LockTimeout, match=r"pid \d+"):
-            slow(1)
-    finally:
-        redis_storage.release_lock(name)
 
 
 def test_built_from_an_existing_client(redis_server):

@@ -27,9 +27,8 @@ from typing import Any
 
 import xxhash
 
-from ..errors import InvalidNameError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
-from ..names import check_context, check_name
+from ..names import check_entry_context, check_name
 
 __all__ = ["LocalStorage", "default_root"]
 
@@ -176,11 +175,7 @@ class LocalStorage(RecordLockingStorage):
     def _folder(self, context: str) -> str:
         folder = self._folders.get(context)
         if folder is None:
-            check_context(context)
-            if context.replace("\\", "/").split("/")[0] == _LOCK_DIR:
-                raise InvalidNameError(
-                    f"invalid context {context!r}: '{_LOCK_DIR}' is reserved for the "
-                    "storage's locks; choose another context")
+            check_entry_context(context)
             folder = self._folders[context] = os.path.join(self.root, context)
         return folder
 

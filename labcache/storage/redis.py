@@ -27,9 +27,9 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import redis
 
 from .. import entry
-from ..errors import InvalidNameError, StorageError
+from ..errors import StorageError
 from ..locks import EntryStat, LockRecord, RawLock, RecordLockingStorage
-from ..names import check_context, check_name
+from ..names import check_entry_context, check_name
 
 __all__ = ["RedisStorage"]
 
@@ -204,10 +204,7 @@ class RedisStorage(RecordLockingStorage):
 
     def _entry_key(self, name: str, context: str) -> str:
         check_name(name, "file name")
-        check_context(context)
-        if context.split("/")[0] == "locks":
-            raise InvalidNameError(f"invalid context {context!r}: 'locks' is reserved for "
-                                   "the storage's locks; choose another context")
+        check_entry_context(context)
         # Quoting keeps ':' out of the context, so a prefix match never
         # reaches into another context.
         return f"{self.prefix}:e:{quote(context, safe='/')}:{name}"

@@ -32,9 +32,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import entry
-from ..errors import InvalidNameError, StorageError
+from ..errors import StorageError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
-from ..names import check_context, check_name
+from ..names import check_context, check_entry_context, check_name
 
 __all__ = ["S3Storage"]
 
@@ -193,11 +193,7 @@ class S3Storage(RecordLockingStorage):
     def _context_prefix(self, context: str) -> str:
         prefix = self._contexts.get(context)
         if prefix is None:
-            check_context(context)
-            if context.replace("\\", "/").split("/")[0] == _LOCK_DIR:
-                raise InvalidNameError(
-                    f"invalid context {context!r}: '{_LOCK_DIR}' is reserved for the "
-                    "storage's locks; choose another context")
+            check_entry_context(context)
             prefix = self._contexts[context] = f"{self._base}{context}/"
         return prefix
 
