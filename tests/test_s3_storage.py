@@ -12,28 +12,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import multiprocessing
 import os
 import pickle
-import queue as queue_module
 import socket
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from labcache import CacheWarning, InvalidNameError, StorageError, cached, entry, open_storage
-from labcache.locks import LockRecord, _pid_alive
+from labcache.locks import LockRecord
 from tests import _workers
+from tests._procs import CTX, PATIENCE, collect, dead_pid, reaping
 from tests.services_s3 import CREDENTIALS, moto_endpoint, raw_client, require_s3
 
 require_s3()  # a clear skip (or failure in CI) rather than an import error
 from labcache.storage.s3 import S3Storage  # noqa: E402
 
-CTX = multiprocessing.get_context("spawn")
-PATIENCE = 60.0
 SECRET = "Sup3rS3cret-never-shown"
 FOREIGN_HOST = _workers.FOREIGN_HOST
 
@@ -75,48 +71,6 @@ def steal_in_rounds(storage: S3Storage, rounds: int, barrier: Any, queue: Any) -
     except BaseException as exc:
         barrier.abort()
         queue.put(("crash", os.getpid(), repr(exc)))
-
-
-@contextlib.contextmanager
-def reaping() -> Iterator[Callable[[Any], Any]]:
-    """Start processes through the yielded function; all are reaped at the end."""
-    started: list[Any] = []
-
-    def start(process: Any) -> Any:
-        started.append(process)
-        process.start()
-        return process
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.join(10)
-            if process.exitcode is None:
-                process.kill()
-                process.join(5)
-
-
-def collect(queue: Any, count: int) -> list[tuple[str, int, Any]]:
-    messages = []
-    deadline = time.monotonic() + PATIENCE
-    while len(messages) < count:
-        try:
-            message = queue.get(timeout=max(deadline - time.monotonic(), 0.01))
-        except queue_module.Empty:
-            pytest.fail(f"got {len(messages)} of {count} worker messages: {messages}")
-        if message[0] == "crash":
-            pytest.fail(f"worker pid {message[1]} crashed: {message[2]}")
-        messages.append(message)
-    return messages
-
-
-def dead_pid() -> int:
-    process = CTX.Process(target=_workers.exit_at_once)
-    process.start()
-    process.join(PATIENCE)
-    assert process.exitcode == 0 and not _pid_alive(process.pid)
-    return process.pid
 
 
 def free_port() -> int:
