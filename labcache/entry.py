@@ -35,7 +35,7 @@ import xxhash
 
 from .errors import CorruptEntryError, SignatureError, UnpicklableResultError
 
-__all__ = ["FORMAT_VERSION", "Encoded", "decode", "encode", "read_header"]
+__all__ = ["FORMAT_VERSION", "Encoded", "decode", "encode", "read_header", "upload_chunks"]
 
 FORMAT_VERSION = 1
 MAGIC = b"LCE1"
@@ -157,6 +157,29 @@ def read_header(source: Any) -> dict[str, Any]:
 
 
 # -- helpers -----------------------------------------------------------------
+
+
+def upload_chunks(file: object, read_size: int = 16 * 2**20) -> Iterator[memoryview]:
+    """What a storage's ``upload_file`` was given, as byte views in order.
+
+    Accepts an :class:`Encoded` entry (its chunks, never joined), bytes-like
+    objects, or a binary file (read ``read_size`` bytes at a time).
+
+    Examples:
+        >>> [bytes(v) for v in upload_chunks(b"abc")]
+        [b'abc']
+    """
+    if hasattr(file, "iter_chunks"):
+        chunks: Any = file.iter_chunks()
+    elif isinstance(file, (bytes, bytearray, memoryview)):
+        chunks = [file]
+    elif hasattr(file, "read"):
+        chunks = iter(lambda: file.read(read_size), b"")
+    else:
+        raise TypeError(
+            f"upload_file needs bytes or a binary file object, not {type(file).__name__}")
+    for chunk in chunks:
+        yield memoryview(chunk).cast("B")
 
 
 def _pickle(value: object) -> tuple[bytes, list[memoryview]]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import xxhash
 
+from ..entry import upload_chunks
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
 
@@ -310,23 +310,10 @@ def _write_atomically(path: str, file: object) -> None:
     aside = os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp")
     try:
         with open(aside, "wb") as out:
-            _copy_into(out, file)
+            for chunk in upload_chunks(file):
+                out.write(chunk)
         os.replace(aside, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(aside)
         raise
-
-
-def _copy_into(out: Any, file: object) -> None:
-    if hasattr(file, "iter_chunks"):
-        for chunk in file.iter_chunks():
-            out.write(chunk)
-    elif isinstance(file, (bytes, bytearray, memoryview)):
-        out.write(file)
-    elif hasattr(file, "read"):
-        shutil.copyfileobj(file, out, 16 * 1024 * 1024)
-    else:
-        raise TypeError(
-            f"upload_file needs bytes or a binary file object, not {type(file).__name__}"
-        )

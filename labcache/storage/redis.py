@@ -121,7 +121,7 @@ class RedisStorage(RecordLockingStorage):
         if size <= _INLINE_LIMIT:
             old = self.client.set(key, b"".join([_INLINE, *pieces]), get=True)
         else:
-            old = self.client.set(key, self._write_chunks(pieces, size), get=True)
+            old = self.client.set(key, self._write_chunks(pieces), get=True)
         self._retire(old, linger=True)
         return file_name
 
@@ -139,9 +139,7 @@ class RedisStorage(RecordLockingStorage):
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
         if value[:1] == _INLINE:
             return _Chunks(self.client, [], memoryview(value)[1:])
-        manifest = json.loads(value[1:])
-        keys = [self._chunk_key(manifest["gen"], i) for i in range(len(manifest["sizes"]))]
-        return _Chunks(self.client, keys)
+        return _Chunks(self.client, self._chunk_keys(value))
 
     @_translated
     def check_if_exists(self, hashcode: str, context: str) -> bool:
@@ -198,8 +196,8 @@ class RedisStorage(RecordLockingStorage):
         if not head:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
         if head[:1] == _MANIFEST:
-            manifest = json.loads(self.client.get(key)[1:])
-            head = b"_" + self.client.getrange(self._chunk_key(manifest["gen"], 0), 0, 65535)
+            first_chunk = self._chunk_keys(self.client.get(key))[0]
+            head = b"_" + self.client.getrange(first_chunk, 0, 65535)
         return entry.read_header(head[1:])
 
     def _entry_key(self, name: str, context: str) -> str:
@@ -212,7 +210,12 @@ class RedisStorage(RecordLockingStorage):
     def _chunk_key(self, generation: str, index: int) -> str:
         return f"{self.prefix}:c:{generation}:{index}"
 
-    def _write_chunks(self, pieces: list[memoryview], size: int) -> bytes:
+    def _chunk_keys(self, manifest_value: bytes) -> list[str]:
+        """The chunk keys a manifest value names, in order."""
+        manifest = json.loads(manifest_value[1:])
+        return [self._chunk_key(manifest["gen"], i) for i in range(len(manifest["sizes"]))]
+
+    def _write_chunks(self, pieces: list[memoryview]) -> bytes:
         generation = secrets.token_hex(8)
         sizes: list[int] = []
         pipe = self.client.pipeline(transaction=False)
@@ -228,10 +231,8 @@ class RedisStorage(RecordLockingStorage):
         """Drop the chunks of a replaced entry (after a grace period for readers)."""
         if not old or old[:1] != _MANIFEST:
             return
-        manifest = json.loads(old[1:])
-        keys = [self._chunk_key(manifest["gen"], i) for i in range(len(manifest["sizes"]))]
         pipe = self.client.pipeline(transaction=False)
-        for key in keys:
+        for key in self._chunk_keys(old):
             pipe.expire(key, _OLD_CHUNKS_LINGER) if linger else pipe.delete(key)
         pipe.execute()
 
@@ -350,16 +351,7 @@ class _Chunks:
 
 def _pieces(file: object, limit: int) -> Iterator[memoryview]:
     """The upload as memoryviews of at most ``limit`` bytes, without joining."""
-    if hasattr(file, "iter_chunks"):
-        chunks: Any = file.iter_chunks()
-    elif isinstance(file, (bytes, bytearray, memoryview)):
-        chunks = [file]
-    elif hasattr(file, "read"):
-        chunks = iter(lambda: file.read(limit), b"")
-    else:
-        raise TypeError(f"upload_file needs bytes or a binary file, not {type(file).__name__}")
-    for chunk in chunks:
-        view = memoryview(chunk).cast("B")
+    for view in entry.upload_chunks(file, limit):
         for start in range(0, len(view), limit):
             yield view[start:start + limit]
 

@@ -106,19 +106,13 @@ class S3Storage(RecordLockingStorage):
     ) -> str | None:
         """Store ``file`` (an encoded entry, bytes or a binary file) as one object."""
         key = self._entry_key(file_name, context)
-        if isinstance(file, (bytes, bytearray, memoryview)):
-            file = _ChunkReader([file])
-        elif hasattr(file, "iter_chunks"):  # an Encoded entry
-            file = _ChunkReader(file.iter_chunks())
-        elif not hasattr(file, "read"):
-            raise TypeError(
-                f"upload_file needs bytes or a binary file object, not {type(file).__name__}")
+        stream = _ChunkReader(entry.upload_chunks(file, self.multipart_chunksize))
         config = TransferConfig(multipart_threshold=self.multipart_threshold,
                                 multipart_chunksize=self.multipart_chunksize,
                                 max_concurrency=4, preferred_transfer_client="classic")
         config.max_in_memory_upload_chunks = 4  # parts read ahead are copies: bound them
         try:
-            self._s3().upload_fileobj(file, self.bucket, key, Config=config)
+            self._s3().upload_fileobj(stream, self.bucket, key, Config=config)
         except (ClientError, BotoCoreError, Boto3Error) as exc:
             raise self._error("upload", key, exc) from None
         return file_name
