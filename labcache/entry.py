@@ -1,20 +1,27 @@
-"""The entry format: a small header, then a pickle and its out-of-band buffers.
+"""The entry format: a small binary header, then a pickle and its out-of-band buffers.
 
 Layout of one entry (all integers little-endian)::
 
-    b"LCE1" | u32 header length | header (JSON) | 32-byte signature |
-    pickle bytes | zero padding | buffer 0 | zero padding | buffer 1 | ...
+    prefix (64 bytes): b"LCE2" | u16 format | u16 flags | u32 parts |
+                       u32 header length | 16-byte checksum | 32-byte signature
+    header:            f64 created | f64 compute seconds | u16 key length |
+                       key | u64 size of every part | metadata (JSON)
+    payload:           pickle bytes | zero padding | buffer 0 | padding | buffer 1 ...
 
-The header holds the format version, the size of every part, an xxh3-128
-checksum over the pickle and buffers, and metadata (function, arguments,
-creation time, compute time, who made it).  Big buffers (numpy arrays,
-bytes) travel out of band with pickle protocol 5 and start on 64-byte
-boundaries, so a load reads them straight into their final memory with no
-extra copy and no unpickling of their contents.
+The checksum is xxh3-128 over everything after the prefix (header, pickle,
+padding and buffers), so a damaged byte anywhere is caught.  The fields a
+cache hit needs (key, created, compute seconds, sizes) sit at fixed places:
+a hit never parses the JSON metadata, which is only for listings.
 
-With ``LABCACHE_SECRET`` set, the signature is an HMAC-SHA256 over header
-and payload; a reader with the secret refuses unsigned or altered entries
-*before* unpickling anything, because unpickling runs code.
+Big buffers (numpy arrays, bytes) travel out of band with pickle protocol 5
+and start on 64-byte boundaries, so a load reads them straight into their
+final memory (or maps them, with ``copy_buffers=False``) and never
+unpickles their contents.
+
+With ``LABCACHE_SECRET`` set, the signature is an HMAC-SHA256 over the
+prefix's first 32 bytes and everything after the prefix; a reader with the
+secret refuses unsigned or altered entries *before* unpickling anything,
+because unpickling runs code.
 """
 
 from __future__ import annotations
@@ -23,28 +30,33 @@ import hashlib
 import hmac
 import io
 import json
-import mmap
 import os
 import pickle
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import xxhash
 
+from ._reader import Reader, allocate
 from .errors import CorruptEntryError, SignatureError, UnpicklableResultError
 
-__all__ = ["FORMAT_VERSION", "Encoded", "decode", "encode", "read_header", "upload_chunks"]
+__all__ = ["FORMAT_VERSION", "Encoded", "Header", "decode", "encode", "load", "read_header",
+           "upload_chunks"]
 
-FORMAT_VERSION = 1
-MAGIC = b"LCE1"
-_PREFIX = struct.Struct("<4sI")
-_SIG_SIZE = 32
+FORMAT_VERSION = 2
+MAGIC = b"LCE2"
+_OLD_MAGIC = b"LCE1"
+_PREFIX = struct.Struct("<4sHHII16s32s")
+_FIXED = struct.Struct("<ddH")
+_SIZE = struct.Struct("<Q")
+_SIGNED = 1
+_SIGNED_SPAN = 32  # the prefix bytes the signature covers: all but itself
 _ALIGN = 64
 _MAX_HEADER = 16 * 1024 * 1024
-_NO_SIGNATURE = bytes(_SIG_SIZE)
-_HUGE_BUFFER = 4 * 2**20
+_MAX_PARTS = 1 << 20
+_NO_SIGNATURE = bytes(32)
 
 
 def secret() -> bytes | None:
@@ -85,8 +97,46 @@ class Encoded:
         return (bytes, (bytes(self),))
 
 
+class Header(NamedTuple):
+    """What an entry says about itself; ``meta`` is parsed only when asked for.
+
+    Examples:
+        >>> value, header = load(bytes(encode(7, {"key": "k1", "created": 5.0})))
+        >>> value, header.key, header.created, header.meta["key"]
+        (7, 'k1', 5.0, 'k1')
+    """
+
+    format: int
+    signed: bool
+    sizes: tuple[int, ...]
+    checksum: str
+    key: str | None
+    created: float
+    compute_seconds: float | None
+    meta_json: bytes
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The metadata written with the entry (function, arguments, who, when)."""
+        try:
+            meta = json.loads(self.meta_json) if self.meta_json else {}
+        except (ValueError, RecursionError) as exc:
+            raise CorruptEntryError(f"unreadable metadata ({exc})") from None
+        if not isinstance(meta, dict):
+            raise CorruptEntryError("metadata is not a JSON object")
+        return meta
+
+    def as_dict(self) -> dict[str, Any]:
+        """The header as plain data (what :func:`read_header` returns)."""
+        return {"format": self.format, "sizes": list(self.sizes), "align": _ALIGN,
+                "checksum": self.checksum, "signed": self.signed, "meta": self.meta}
+
+
 def encode(value: object, meta: dict[str, Any]) -> Encoded:
     """Serialize ``value`` into an entry; raises ``UnpicklableResultError``.
+
+    ``meta`` may carry ``key``, ``created`` and ``compute_seconds``: those go
+    to fixed places in the header, where a hit reads them without parsing JSON.
 
     Examples:
         >>> entry = encode([1, 2, 3], {"function": "demo"})
@@ -95,49 +145,47 @@ def encode(value: object, meta: dict[str, Any]) -> Encoded:
     """
     pickled, buffers = _pickle(value)
     sizes = [len(pickled)] + [view.nbytes for view in buffers]
-    checksum = xxhash.xxh3_128()
-    checksum.update(pickled)
-    for view in buffers:
-        checksum.update(view)
+    head = _header_bytes(meta, sizes)
+    payload = _layout(_PREFIX.size + len(head), pickled, buffers)
+    checksum = xxhash.xxh3_128(head)
+    for part in payload:
+        checksum.update(part)
     key = secret()
-    header = {
-        "format": FORMAT_VERSION,
-        "sizes": sizes,
-        "align": _ALIGN,
-        "checksum": checksum.hexdigest(),
-        "signed": key is not None,
-        "meta": meta,
-    }
-    head = json.dumps(header, separators=(",", ":"), sort_keys=True, default=str).encode()
-    prefix = _PREFIX.pack(MAGIC, len(head)) + head
-    payload = _layout(len(prefix) + _SIG_SIZE, pickled, buffers)
-    signature = _sign(key, prefix, [pickled, *buffers]) if key else _NO_SIGNATURE
-    chunks = [prefix, signature, *payload]
+    flags = _SIGNED if key else 0
+    start = _PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(sizes), len(head),
+                         checksum.digest(), _NO_SIGNATURE)[:_SIGNED_SPAN]
+    signature = _sign(key, start, [head, *payload]) if key else _NO_SIGNATURE
+    chunks = [start + signature, head, *payload]
+    header = {"format": FORMAT_VERSION, "sizes": sizes, "align": _ALIGN,
+              "checksum": checksum.hexdigest(), "signed": key is not None, "meta": meta}
     return Encoded(chunks, header, sum(memoryview(c).nbytes for c in chunks))
 
 
-def decode(source: Any, verify_key: bytes | bool | None = True) -> tuple[Any, dict[str, Any]]:
-    """Read an entry back: ``(value, header)``.
+def load(source: Any, verify_key: bytes | bool | None = True,
+         copy_buffers: bool = True) -> tuple[Any, Header]:
+    """Read an entry back: ``(value, Header)``; the fast path of a cache hit.
 
-    ``source`` is bytes or a binary file object.  Raises
-    ``CorruptEntryError`` (or its ``SignatureError``) for anything that is
-    not a whole, intact, correctly signed entry; nothing is unpickled before
-    the checks pass.
+    ``source`` is bytes, a memory map or a binary file object.  With
+    ``copy_buffers=False`` and an in-memory source, big buffers (array data)
+    are views of the source itself: a memory-mapped file gives arrays backed
+    by the file.  Raises ``CorruptEntryError`` (or its ``SignatureError``)
+    for anything that is not a whole, intact, correctly signed entry;
+    nothing is unpickled before the checks pass.
     """
     key = secret() if verify_key is True else (verify_key or None)
-    reader = _Reader(source)
-    prefix, header = _read_prefix_and_header(reader)
-    signature = reader.read_exact(_SIG_SIZE)
-    parts = _read_parts(reader, len(prefix) + _SIG_SIZE, header)
+    reader = Reader(source)
+    start, head, header = _read_header(reader, parse_meta=False)
+    covered, parts = _read_payload(reader, head, header, copy_buffers)
     checksum = xxhash.xxh3_128()
-    for part in parts:
-        checksum.update(part)
-    if checksum.hexdigest() != header["checksum"]:
+    for piece in covered:
+        checksum.update(piece)
+    if checksum.hexdigest() != header.checksum:
         raise CorruptEntryError("checksum mismatch: the entry was altered or damaged")
     if key is not None:
-        if not header.get("signed") or signature == _NO_SIGNATURE:
+        signature = start[_SIGNED_SPAN:]
+        if not header.signed or signature == _NO_SIGNATURE:
             raise SignatureError("entry is not signed but LABCACHE_SECRET is set")
-        if not hmac.compare_digest(signature, _sign(key, prefix, parts)):
+        if not hmac.compare_digest(signature, _sign(key, start[:_SIGNED_SPAN], covered)):
             raise SignatureError("entry signature does not match LABCACHE_SECRET")
     try:
         value = pickle.loads(parts[0], buffers=parts[1:])
@@ -146,17 +194,28 @@ def decode(source: Any, verify_key: bytes | bool | None = True) -> tuple[Any, di
     return value, header
 
 
+def decode(source: Any, verify_key: bytes | bool | None = True) -> tuple[Any, dict[str, Any]]:
+    """Read an entry back: ``(value, header as a dict)``.
+
+    Examples:
+        >>> decode(bytes(encode({"a": 1}, {"function": "f"})))[1]["meta"]
+        {'function': 'f'}
+    """
+    value, header = load(source, verify_key)
+    return value, header.as_dict()
+
+
 def read_header(source: Any) -> dict[str, Any]:
-    """Only the header of an entry (cheap: for listings).
+    """Only the header of an entry (cheap: for listings); nothing is unpickled.
 
     Examples:
         >>> read_header(bytes(encode(None, {"function": "f"})))["meta"]
         {'function': 'f'}
     """
-    return _read_prefix_and_header(_Reader(source))[1]
+    return _read_header(Reader(source), parse_meta=True)[2].as_dict()
 
 
-# -- helpers -----------------------------------------------------------------
+# -- writing -----------------------------------------------------------------
 
 
 def upload_chunks(file: object, read_size: int = 16 * 2**20) -> Iterator[memoryview]:
@@ -180,6 +239,19 @@ def upload_chunks(file: object, read_size: int = 16 * 2**20) -> Iterator[memoryv
             f"upload_file needs bytes or a binary file object, not {type(file).__name__}")
     for chunk in chunks:
         yield memoryview(chunk).cast("B")
+
+
+def _header_bytes(meta: dict[str, Any], sizes: list[int]) -> bytes:
+    key = meta.get("key")
+    key_bytes = key.encode() if isinstance(key, str) else b""
+    created = meta.get("created")
+    compute = meta.get("compute_seconds")
+    fixed = _FIXED.pack(float(created) if isinstance(created, (int, float)) else 0.0,
+                        float(compute) if isinstance(compute, (int, float)) else float("nan"),
+                        len(key_bytes))
+    sizes_bytes = b"".join(_SIZE.pack(size) for size in sizes)
+    text = json.dumps(meta, separators=(",", ":"), sort_keys=True, default=str).encode()
+    return fixed + key_bytes + sizes_bytes + text
 
 
 def _pickle(value: object) -> tuple[bytes, list[memoryview]]:
@@ -215,148 +287,91 @@ def _layout(offset: int, pickled: bytes, buffers: list[memoryview]) -> list[Any]
     return chunks
 
 
-def _sign(key: bytes, prefix: bytes, parts: list[Any]) -> bytes:
-    mac = hmac.new(key, prefix, hashlib.sha256)
-    for part in parts:
+def _sign(key: bytes, start: bytes, covered: list[Any]) -> bytes:
+    mac = hmac.new(key, start, hashlib.sha256)
+    for part in covered:
         mac.update(part)
     return mac.digest()
 
 
-def _read_prefix_and_header(reader: _Reader) -> tuple[bytes, dict[str, Any]]:
-    raw = reader.read_exact(_PREFIX.size)
-    magic, length = _PREFIX.unpack(raw)
+# -- reading -----------------------------------------------------------------
+
+
+def _read_header(reader: Reader, parse_meta: bool) -> tuple[bytes, bytes, Header]:
+    """(the prefix, the header bytes, the parsed header); checks only its shape."""
+    start = reader.read_exact(_PREFIX.size)
+    magic, version, flags, count, length, checksum, _ = _PREFIX.unpack(start)
     if magic != MAGIC:
+        if magic == _OLD_MAGIC:
+            raise CorruptEntryError("entry format 1 was written by an older labcache version")
         raise CorruptEntryError("not a labcache entry (bad magic bytes)")
-    if length > _MAX_HEADER:
-        raise CorruptEntryError(f"header length {length} is implausible")
+    if version != FORMAT_VERSION:
+        raise CorruptEntryError(f"entry format {version} is not {FORMAT_VERSION}; "
+                                "it was written by another labcache version")
+    if not 0 < count <= _MAX_PARTS or length > _MAX_HEADER:
+        raise CorruptEntryError(f"implausible header ({count} parts, {length} bytes)")
     head = reader.read_exact(length)
+    header = _parse_header(head, version, flags, count, checksum)
+    if parse_meta:
+        header.meta  # noqa: B018  (raises CorruptEntryError for bad JSON)
+    return start, head, header
+
+
+def _parse_header(head: bytes, version: int, flags: int, count: int, checksum: bytes) -> Header:
+    sizes_at = _FIXED.size
+    if len(head) < sizes_at:
+        raise CorruptEntryError("header too short")
+    created, compute, key_length = _FIXED.unpack_from(head)
+    sizes_at += key_length
+    meta_at = sizes_at + _SIZE.size * count
+    if len(head) < meta_at:
+        raise CorruptEntryError("header too short for its part sizes")
     try:
-        header = json.loads(head)
-    except (ValueError, RecursionError) as exc:
-        raise CorruptEntryError(f"unreadable header ({exc})") from None
-    _check_header(header)
-    return raw + head, header
+        key = head[_FIXED.size:sizes_at].decode() if key_length else None
+    except UnicodeDecodeError:
+        raise CorruptEntryError("header key is not text") from None
+    sizes = struct.unpack_from(f"<{count}Q", head, sizes_at)
+    return Header(version, bool(flags & _SIGNED), sizes, checksum.hex(), key, created,
+                  None if compute != compute else compute, head[meta_at:])
 
 
-def _check_header(header: Any) -> None:
-    if not isinstance(header, dict):
-        raise CorruptEntryError("header is not a JSON object")
-    if header.get("format") != FORMAT_VERSION:
-        raise CorruptEntryError(
-            f"entry format {header.get('format')!r} is not {FORMAT_VERSION}; "
-            "it was written by another labcache version"
-        )
-    sizes = header.get("sizes")
-    valid = isinstance(sizes, list) and all(isinstance(s, int) and s >= 0 for s in sizes)
-    if not (valid and sizes):
-        raise CorruptEntryError("header has no valid part sizes")
-    if not isinstance(header.get("checksum"), str):
-        raise CorruptEntryError("header has no checksum")
-
-
-def _read_parts(reader: _Reader, offset: int, header: dict[str, Any]) -> list[Any]:
-    sizes = header["sizes"]
-    parts = [reader.read_exact(sizes[0])]
-    offset += sizes[0]
-    for size in sizes[1:]:
-        pad = _padding(offset)
-        if reader.read_exact(pad) != bytes(pad):
-            raise CorruptEntryError("damaged padding between parts")
+def _read_payload(reader: Reader, head: bytes, header: Header,
+                  copy_buffers: bool) -> tuple[list[Any], list[Any]]:
+    """(the pieces the checksum covers, in file order; [pickle, buffer, ...])."""
+    if reader.view is not None:
+        return _slice_payload(reader, reader.view, header, copy_buffers)
+    covered: list[Any] = [head]
+    parts = [reader.read_exact(header.sizes[0])]
+    covered.append(parts[0])
+    for size in header.sizes[1:]:
+        covered.append(reader.read_exact(_padding(reader.position)))
         parts.append(reader.read_into_new(size))
-        offset += pad + size
+        covered.append(parts[-1])
     if reader.has_more():
         raise CorruptEntryError("trailing bytes after the last part")
-    return parts
+    return covered, parts
 
 
-class _Reader:
-    """Reads exact sizes from bytes or a file, failing clearly on truncation."""
-
-    def __init__(self, source: Any) -> None:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            self._view: memoryview | None = memoryview(source).cast("B")
-            self._file = None
-            self._size: int | None = len(self._view)
-        else:
-            self._view, self._file = None, source
-            self._size = _file_size(source)
-        self._pos = 0
-
-    def _check_available(self, size: int) -> None:
-        # The header's sizes are not trusted before the checksum: never
-        # allocate more than the source can hold.
-        if self._size is not None and size > self._size - self._pos:
-            raise CorruptEntryError(
-                f"truncated entry: needs {size} more bytes, has {self._size - self._pos}")
-
-    def read_exact(self, size: int) -> bytes:
-        self._check_available(size)
-        if self._view is not None:
-            chunk = self._view[self._pos : self._pos + size].tobytes()
-        else:
-            chunk = self._file.read(size) if size else b""  # type: ignore[union-attr]
-        self._check(len(chunk), size)
-        return chunk
-
-    def read_into_new(self, size: int) -> Any:
-        """A fresh writable buffer filled from the source (numpy arrays
-        rebuilt on it stay writable, as they were when stored)."""
-        self._check_available(size)
-        target = _allocate(size)
-        if self._view is not None:
-            got = len(self._view[self._pos : self._pos + size])
-            target[:got] = self._view[self._pos : self._pos + got]
-        else:
-            got = _readinto_fully(self._file, memoryview(target))
-        self._check(got, size)
-        return target
-
-    def has_more(self) -> bool:
-        if self._view is not None:
-            return self._pos < len(self._view)
-        return bool(self._file.read(1))  # type: ignore[union-attr]
-
-    def _check(self, got: int, wanted: int) -> None:
-        self._pos += got
-        if got != wanted:
-            raise CorruptEntryError(f"truncated entry: expected {wanted} more bytes, got {got}")
-
-
-def _file_size(file: Any) -> int | None:
-    try:
-        return int(os.fstat(file.fileno()).st_size - file.tell())
-    except (AttributeError, OSError, ValueError):
-        pass
-    try:  # a seekable stream such as BytesIO
-        here = file.tell()
-        end = file.seek(0, os.SEEK_END)
-        file.seek(here)
-        return int(end - here)
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _allocate(size: int) -> Any:
-    """A writable zeroed buffer; big ones come from private anonymous memory
-    backed by huge pages, which fills ~4x faster than a ``bytearray`` (whose
-    memset and 4 KiB page faults dominate a 200 MB load)."""
-    if size < _HUGE_BUFFER or not hasattr(mmap, "MAP_PRIVATE"):
-        return bytearray(size)
-    memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        memory.madvise(mmap.MADV_HUGEPAGE)
-    return memory
-
-
-def _readinto_fully(file: Any, target: memoryview) -> int:
-    if not hasattr(file, "readinto"):
-        data = file.read(len(target))
-        target[: len(data)] = data
-        return len(data)
-    done = 0
-    while done < len(target):
-        got = file.readinto(target[done:])
-        if not got:
-            break
-        done += got
-    return done
+def _slice_payload(reader: Reader, view: memoryview, header: Header,
+                   copy_buffers: bool) -> tuple[list[Any], list[Any]]:
+    """Parts of an in-memory entry as views: one checksum pass over the
+    whole tail, and buffers copied (or not) straight from the source."""
+    offset, spans = reader.position, []
+    for index, size in enumerate(header.sizes):
+        if index:
+            offset += _padding(offset)
+        spans.append((offset, size))
+        offset += size
+    if offset > len(view):
+        raise CorruptEntryError(
+            f"truncated entry: needs {offset - reader.position} more bytes, "
+            f"has {len(view) - reader.position}")
+    if offset < len(view):
+        raise CorruptEntryError("trailing bytes after the last part")
+    parts: list[Any] = [view[start : start + size] for start, size in spans]
+    if copy_buffers:
+        for index in range(1, len(parts)):
+            copy = allocate(len(parts[index]))
+            copy[:] = parts[index]
+            parts[index] = copy
+    return [view[_PREFIX.size:]], parts

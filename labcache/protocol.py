@@ -30,9 +30,9 @@ from . import entry
 from .base import BaseLockingStorage, BaseStorage, LockInfo
 from .errors import CorruptEntryError, LabcacheError, LockTimeout, StorageError
 from .locks import RecordLockingStorage
-from .report import Reporter
+from .report import Reporter, reporter_for
 
-__all__ = ["MISS", "CacheWarning", "Call", "lock_name_for", "run_async", "run_sync"]
+__all__ = ["MISS", "CacheWarning", "Call", "load_entry", "lock_name_for", "run_async", "run_sync"]
 
 logger = logging.getLogger("labcache")
 
@@ -69,6 +69,8 @@ class Call:
     metadata: Callable[[], dict[str, Any]]  # built only when an entry is stored
     reporter: Reporter
     force: bool = False
+    looked: bool = False  # the caller already found no entry
+    mmap_mode: str | None = None
     computed: bool = False
     value: Any = None
     started: float = field(default_factory=time.time)
@@ -203,7 +205,7 @@ def _outage(call: Call, exc: StorageError) -> Protocol:
 
 
 def _protocol(call: Call) -> Protocol:
-    if not call.force:
+    if not (call.force or call.looked):
         found = yield _Op(load, (call,))
         if found is not MISS:
             return found
@@ -306,28 +308,45 @@ def _release(storage: BaseLockingStorage, name: str) -> None:
 
 def load(call: Call) -> Any:
     """The stored value of this call, or MISS (a bad entry is removed)."""
+    return load_entry(call.storage, call.key, call.context, call.function,
+                      call.expires_after, call.reporter, call.mmap_mode)
+
+
+def load_entry(storage: BaseStorage, key: str, context: str, function: str,
+               expires_after: float | None = None, reporter: Reporter | None = None,
+               mmap_mode: str | None = None) -> Any:
+    """The stored value of ``key``, or MISS; a bad entry is removed with a
+    ``CacheWarning``.  This is the whole of a cache hit, so it stays lean."""
     began = time.monotonic()
     try:
-        with open_entry(call.storage, call.key, call.context) as source:
+        if mmap_mode is not None and hasattr(storage, "open_mapped"):
+            source = storage.open_mapped(key, context, mmap_mode)
             if source is None:
                 return MISS
-            value, header = entry.decode(source)
-        stored_key = (header.get("meta") or {}).get("key")
-        if stored_key is not None and stored_key != call.key:
+            value, header = entry.load(source, copy_buffers=False)
+        else:
+            source = _find_entry(storage, key, context)
+            if source is None:
+                return MISS
+            try:
+                value, header = entry.load(source)
+            finally:
+                if hasattr(source, "close"):
+                    source.close()
+        if header.key is not None and header.key != key:
             # Signed content is not enough: an entry copied over another key
             # would hand back a genuine result of a different call.
-            raise CorruptEntryError(f"it holds the result of key {stored_key}")
+            raise CorruptEntryError(f"it holds the result of key {header.key}")
     except CorruptEntryError as exc:
-        warnings.warn(f"{call.function}: cached entry {call.key} is unusable ({exc}); "
+        warnings.warn(f"{function}: cached entry {key} is unusable ({exc}); "
                       "recomputing it", CacheWarning, stacklevel=2)
         with contextlib.suppress(OSError):
-            call.storage.delete_file(call.key, call.context)
+            storage.delete_file(key, context)
         return MISS
-    meta = header.get("meta") or {}
-    created = meta.get("created", 0.0)
-    if call.expires_after is not None and time.time() - created > call.expires_after:
+    if expires_after is not None and time.time() - header.created > expires_after:
         return MISS
-    call.reporter.loaded(time.monotonic() - began, meta.get("compute_seconds"))
+    (reporter or reporter_for(function)).loaded(time.monotonic() - began,
+                                                header.compute_seconds)
     return value
 
 

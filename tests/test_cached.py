@@ -323,3 +323,58 @@ def test_entry_copied_over_another_key_is_refused(storage):
     with pytest.warns(CacheWarning, match="result of key"):
         assert ident(2) == 2
     assert runs.calls == 3
+
+
+@pytest.mark.parametrize("mode", ["r", "c"])
+def test_mmap_mode_maps_array_results_from_the_entry_file(storage, mode):
+    runs = Counter()
+
+    @cached(storage=storage, mmap_mode=mode)
+    def ramp(n):
+        runs()
+        return {"ramp": np.arange(n, dtype=np.float64), "n": n}
+
+    first = ramp(200_000)  # the miss returns the computed value itself
+    assert first["ramp"].flags.writeable
+    hit = ramp(200_000)
+    assert runs.calls == 1
+    assert hit["n"] == 200_000
+    np.testing.assert_array_equal(hit["ramp"], np.arange(200_000, dtype=np.float64))
+    # The array is backed by the entry file's mapping, not by a private copy.
+    assert not hit["ramp"].flags.owndata
+    assert hit["ramp"].flags.writeable is (mode == "c")
+    if mode == "c":  # copy on write: changing it never reaches the stored entry
+        hit["ramp"][0] = -1.0
+        assert ramp(200_000)["ramp"][0] == 0.0
+    else:
+        with pytest.raises(ValueError, match="read-only"):
+            hit["ramp"][0] = -1.0
+    # Deleting the entry under a live mapping keeps the mapped data intact.
+    assert ramp.invalidate(200_000)
+    assert hit["ramp"][-1] == 199_999.0
+
+
+def test_mmap_mode_of_a_corrupt_entry_is_a_recomputed_miss(storage):
+    runs = Counter()
+
+    @cached(storage=storage, mmap_mode="r")
+    def ramp(n):
+        runs()
+        return np.arange(n)
+
+    ramp(1000)
+    path = storage.entry_path(ramp.key(1000), ramp.context)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.warns(CacheWarning, match="checksum"):
+        np.testing.assert_array_equal(ramp(1000), np.arange(1000))
+    path.write_bytes(b"")
+    with pytest.warns(CacheWarning):
+        np.testing.assert_array_equal(ramp(1000), np.arange(1000))
+    assert runs.calls == 3
+
+
+def test_bad_mmap_mode_is_refused():
+    with pytest.raises(ValueError, match="mmap_mode"):
+        cached(mmap_mode="w+")(lambda x: x)

@@ -31,37 +31,62 @@ def entry_bytes(value: object, meta: dict[str, Any] | None = None) -> bytes:
     return bytes(encode(value, META if meta is None else meta))
 
 
+PREFIX = struct.Struct("<4sHHII16s32s")  # magic, format, flags, parts, header length,
+#                                          checksum, signature: the documented 64 bytes
+
+
 def layout(data: bytes) -> tuple[dict[str, Any], int, list[tuple[int, int]]]:
     """(header, offset of the signature, [(start, size) of every part]) of an entry.
 
-    Computed independently from the documented layout: magic, u32 header
-    length, header, 32-byte signature, pickle, then each buffer on a 64-byte
-    boundary.
+    Computed independently from the documented layout: a 64-byte prefix, a
+    binary header (created, compute seconds, key, part sizes, JSON metadata),
+    the pickle, then each buffer on a 64-byte boundary.
     """
-    magic, length = struct.unpack_from("<4sI", data)
+    magic, version, flags, count, length, digest, _ = PREFIX.unpack_from(data)
     assert magic == MAGIC
-    header = json.loads(data[8 : 8 + length])
-    signature_at = 8 + length
-    offset = signature_at + 32
+    key_length = struct.unpack_from("<ddH", data, 64)[2]
+    sizes_at = 64 + 18 + key_length
+    sizes = list(struct.unpack_from(f"<{count}Q", data, sizes_at))
+    meta = json.loads(data[sizes_at + 8 * count : 64 + length])
+    header = {"format": version, "signed": bool(flags & 1), "sizes": sizes,
+              "checksum": digest.hex(), "meta": meta}
+    offset = 64 + length
     parts = []
-    for index, size in enumerate(header["sizes"]):
+    for index, size in enumerate(sizes):
         if index:
             offset += -offset % 64
         parts.append((offset, size))
         offset += size
     assert offset == len(data)
-    return header, signature_at, parts
+    assert xxhash.xxh3_128(data[64:]).digest() == digest
+    return header, 32, parts
 
 
 def build(header: dict[str, Any], parts: list[bytes], signature: bytes = bytes(32)) -> bytes:
-    """Assemble an entry by hand (for entries encode() would never write)."""
-    head = json.dumps(header).encode()
-    out = bytearray(struct.pack("<4sI", MAGIC, len(head)) + head + signature)
+    """Assemble an entry by hand (for entries encode() would never write).
+
+    ``header`` gives ``format``, ``sizes``, ``meta`` (or ``raw_meta`` bytes) and
+    optionally ``signed`` and ``checksum`` (computed over what follows the
+    prefix when left out).
+    """
+    meta = header.get("raw_meta") or json.dumps(header.get("meta", {})).encode()
+    sizes = header["sizes"]
+    head = (struct.pack("<ddH", 0.0, 0.0, 0) + struct.pack(f"<{len(sizes)}Q", *sizes) + meta)
+    body = bytearray(head)
     for index, part in enumerate(parts):
         if index:
-            out += bytes(-len(out) % 64)
-        out += part
-    return bytes(out)
+            body += bytes(-(64 + len(body)) % 64)
+        body += part
+    digest = (bytes.fromhex(header["checksum"]) if "checksum" in header
+              else xxhash.xxh3_128(bytes(body)).digest())
+    prefix = PREFIX.pack(MAGIC, header["format"], int(header.get("signed", False)), len(sizes),
+                         len(head), digest, signature)
+    return prefix + bytes(body)
+
+
+def rechecksum(data: bytes) -> bytes:
+    """The entry with its checksum recomputed (what a forger would do)."""
+    return data[:16] + xxhash.xxh3_128(data[64:]).digest() + data[32:]
 
 
 def checksum(*parts: bytes) -> str:
@@ -262,7 +287,7 @@ def test_bad_magic(sample: bytes) -> None:
 
 
 def test_other_format_version(sample: bytes) -> None:
-    changed = replace_once(sample, b'"format":1', b'"format":7')
+    changed = sample[:4] + struct.pack("<H", 7) + sample[6:]
     with pytest.raises(CorruptEntryError) as caught:
         decode(changed)
     message = str(caught.value)
@@ -280,30 +305,42 @@ def test_trailing_bytes(sample: bytes, extra: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "head",
-    [b"{not json", b"\xff\xfe\x00", b"[1, 2]", b'"text"', b"{}",
-     b'{"format": 1, "sizes": [], "checksum": "x"}',
-     b'{"format": 1, "sizes": [-1], "checksum": "x"}',
-     b'{"format": 1, "sizes": [1.5], "checksum": "x"}',
-     b'{"format": 1, "sizes": [1]}'],
+    ("count", "head"),
+    [(1, b""), (1, b"\x00" * 17), (2, struct.pack("<ddH", 0, 0, 0) + bytes(8)),
+     (1, struct.pack("<ddH", 0, 0, 40) + bytes(8)), (0, struct.pack("<ddH", 0, 0, 0)),
+     (1, struct.pack("<ddH", 0, 0, 2) + b"\xff\xfe" + bytes(8))],
+    ids=["empty", "short-fixed", "short-sizes", "key-past-end", "no-parts", "key-not-utf8"],
 )
-def test_bad_headers(head: bytes) -> None:
-    data = struct.pack("<4sI", MAGIC, len(head)) + head + bytes(32) + b"x"
+def test_bad_headers(count: int, head: bytes) -> None:
+    data = PREFIX.pack(MAGIC, FORMAT_VERSION, 0, count, len(head), bytes(16), bytes(32))
+    data += head + b"x"
     with pytest.raises(CorruptEntryError):
         decode(data)
     with pytest.raises(CorruptEntryError):
         read_header(data)
 
 
+def test_bad_metadata_json_fails_listing_not_silently() -> None:
+    data = build({"format": FORMAT_VERSION, "sizes": [1], "raw_meta": b"{]"}, [b"N"])
+    with pytest.raises(CorruptEntryError, match="metadata"):
+        read_header(data)
+
+
 def test_implausible_header_length() -> None:
     with pytest.raises(CorruptEntryError):
-        decode(struct.pack("<4sI", MAGIC, 2**31) + b"{}")
+        decode(PREFIX.pack(MAGIC, FORMAT_VERSION, 0, 1, 2**31, bytes(16), bytes(32)) + b"{}")
+    with pytest.raises(CorruptEntryError):
+        decode(PREFIX.pack(MAGIC, FORMAT_VERSION, 0, 2**31, 64, bytes(16), bytes(32)) + b"{}")
+
+
+def test_entry_of_the_older_format_is_a_clear_miss() -> None:
+    with pytest.raises(CorruptEntryError, match="older labcache"):
+        decode(b"LCE1" + bytes(100))
 
 
 def test_payload_that_does_not_unpickle_is_corrupt() -> None:
     payload = b"this is not a pickle"
-    header = {"format": FORMAT_VERSION, "sizes": [len(payload)], "align": 64,
-              "checksum": checksum(payload), "signed": False, "meta": {}}
+    header = {"format": FORMAT_VERSION, "sizes": [len(payload)], "meta": {}}
     with pytest.raises(CorruptEntryError, match="unpickle"):
         decode(build(header, [payload]))
 
@@ -317,7 +354,7 @@ def test_hand_built_entry_matches_the_documented_layout() -> None:
     pickled = pickle.dumps(array, protocol=5, buffer_callback=buffers.append)
     raw = [bytes(b.raw()) for b in buffers]
     header = {"format": FORMAT_VERSION, "sizes": [len(pickled)] + [len(b) for b in raw],
-              "checksum": checksum(pickled, *raw), "signed": False, "meta": {}}
+              "meta": {}}
     decoded, _ = decode(build(header, [pickled, *raw]))
     assert np.array_equal(decoded, array)
 
@@ -327,9 +364,9 @@ def test_hand_built_entry_matches_the_documented_layout() -> None:
 def test_absurd_part_size_in_header_is_corrupt_not_a_crash(
     sizes: list[int], source: str, tmp_path: Path
 ) -> None:
-    """The header is not covered by the checksum (and is read before the
-    signature is checked), so a damaged or hostile header must still end in
-    CorruptEntryError, not in allocating whatever size it claims."""
+    """The header is read before the checksum and the signature are checked,
+    so a damaged or hostile header must still end in CorruptEntryError, not
+    in allocating whatever size it claims."""
     header = {"format": FORMAT_VERSION, "sizes": sizes, "checksum": "0" * 32,
               "signed": False, "meta": {}}
     data = build(header, [b"\x80"]) + bytes(100)
@@ -343,13 +380,15 @@ def test_absurd_part_size_in_header_is_corrupt_not_a_crash(
             decode(f)
 
 
-def test_deeply_nested_header_is_corrupt_not_a_crash() -> None:
-    head = b"[" * 100_000
-    data = struct.pack("<4sI", MAGIC, len(head)) + head + bytes(32)
-    with pytest.raises(CorruptEntryError):
-        decode(data)
+def test_deeply_nested_metadata_is_corrupt_not_a_crash() -> None:
+    import pickle
+
+    data = build({"format": FORMAT_VERSION, "sizes": [len(pickle.dumps(None))],
+                  "raw_meta": b"[" * 100_000}, [pickle.dumps(None)])
     with pytest.raises(CorruptEntryError):
         read_header(data)
+    value, _ = labcache.entry.load(data)  # a hit never parses the metadata
+    assert value is None
 
 
 # -- signing ---------------------------------------------------------------------------------
@@ -388,7 +427,7 @@ def test_unsigned_entry_claiming_to_be_signed_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = entry_bytes([1, 2, 3])
-    forged = replace_once(data, b'"signed":false', b'"signed":true ')  # same length
+    forged = data[:6] + struct.pack("<H", 1) + data[8:]  # set the "signed" flag
     header, signature_at, _ = layout(forged)
     assert header["signed"] is True
     forged = forged[:signature_at] + bytes(range(32)) + forged[signature_at + 32 :]
@@ -401,9 +440,12 @@ def test_meta_altered_after_signing_is_refused(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("LABCACHE_SECRET", "team secret")
     data = entry_bytes(42, {"function": "demo.f", "user": "alice"})
     altered = replace_once(data, b'"alice"', b'"mallo"')
-    assert read_header(altered)["meta"]["user"] == "mallo"
+    with pytest.raises(CorruptEntryError, match="checksum"):
+        decode(altered)  # the checksum covers the metadata too
+    forged = rechecksum(altered)  # the checksum is no secret: a forger recomputes it
+    assert read_header(forged)["meta"]["user"] == "mallo"
     with pytest.raises(SignatureError):
-        decode(altered)
+        decode(forged)
 
 
 def test_signature_bit_flip_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -467,7 +509,9 @@ def _with_magic(rest: bytes) -> bytes:
 
 
 def _with_header(head: bytes, rest: bytes) -> bytes:
-    return struct.pack("<4sI", MAGIC, len(head)) + head + rest
+    count = 1 + len(rest) % 3
+    return PREFIX.pack(MAGIC, FORMAT_VERSION, 0, count, len(head), bytes(16), bytes(32)) \
+        + head + rest
 
 
 random_entries = st.one_of(
