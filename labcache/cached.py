@@ -58,6 +58,7 @@ class CachedFunction(Generic[R]):
         version: object = None,
         on_storage_error: str = "compute",
         expires_after: float | None = None,
+        max_size: str | int | None = None,
     ) -> None:
         functools.update_wrapper(self, func)
         self.__wrapped__ = func
@@ -70,6 +71,7 @@ class CachedFunction(Generic[R]):
             storage=storage, ttl=ttl, heartbeat_interval=heartbeat_interval,
             wait_timeout=wait_timeout, ignore=self._ignore, version=version,
             on_storage_error=on_storage_error, expires_after=expires_after,
+            max_size=max_size,
         )
         _check_options(func, self._signature, self._options)
         self.context = context_for(func.__module__ or "", func.__qualname__)
@@ -85,8 +87,12 @@ class CachedFunction(Generic[R]):
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         call = self._prepare(args, kwargs)
         if self._is_async:
+            if self._options["max_size"] is not None:
+                return _limited_async(self, call, args, kwargs)  # type: ignore[return-value]
             return run_async(call, self.__wrapped__, args, kwargs)  # type: ignore[return-value]
         result: R = run_sync(call, self.__wrapped__, args, kwargs)
+        if call.computed and self._options["max_size"] is not None:
+            _limit_size(self, call.key)
         return result
 
     def refresh(self, *args: Any, **kwargs: Any) -> R:
@@ -95,6 +101,8 @@ class CachedFunction(Generic[R]):
         if self._is_async:
             return run_async(call, self.__wrapped__, args, kwargs)  # type: ignore[return-value]
         result: R = run_sync(call, self.__wrapped__, args, kwargs)
+        if call.computed and self._options["max_size"] is not None:
+            _limit_size(self, call.key)
         return result
 
     # -- helpers -------------------------------------------------------------------
@@ -243,6 +251,7 @@ def cached(
     heartbeat_interval: float | None = 30, wait_timeout: float = 7200,
     ignore: Iterable[str] = (), version: object = None, on_storage_error: str = "compute",
     expires_after: float | None = None,
+    max_size: str | int | None = None,
 ) -> Callable[[Callable[..., R]], CachedFunction[R]]: ...
 
 
@@ -267,6 +276,9 @@ def cached(func: Callable[..., R] | None = None, /, **options: Any) -> Any:
             uncached) or ``"raise"``.
         expires_after (float | None): entries older than this many seconds
             count as misses.
+        max_size (str | int | None): keep this function's entries under this
+            size (``"5GB"``, ``"500 MB"``, ``"1.5GiB"`` or bytes): after a new
+            entry is stored, the least recently used ones are evicted.
 
     Examples:
         >>> import tempfile
@@ -298,12 +310,41 @@ def _check_options(func: Callable[..., Any], signature: inspect.Signature,
     for name in ("ttl", "wait_timeout"):
         if not options[name] > 0:
             raise ValueError(f"{name} must be a positive number of seconds")
+    if options["max_size"] is not None:  # bytes from now on: "5GB" is parsed once
+        from .eviction import parse_size
+
+        options["max_size"] = parse_size(options["max_size"])
     for name in ("heartbeat_interval", "expires_after"):
         if options[name] is not None and not options[name] > 0:
             raise ValueError(f"{name} must be a positive number of seconds or None")
     storage = options["storage"]
     if storage is not None and not isinstance(storage, (BaseStorage, str)):
         raise TypeError(f"storage must be a storage or a URL string, not {type(storage).__name__}")
+
+
+def _limit_size(function: CachedFunction[Any], key: str) -> None:
+    """After a store: evict the function's least recently used entries past
+    ``max_size`` (never the one just stored); a failure here only warns."""
+    from .eviction import evict
+
+    try:
+        evict(function.storage, function.context, max_size=function._options["max_size"],
+              keep=(key,))
+    except Exception as exc:
+        import warnings
+
+        warnings.warn(f"{function._name}: could not keep the cache under max_size: {exc}",
+                      stacklevel=3)
+
+
+async def _limited_async(function: CachedFunction[Any], call: Call, args: tuple[Any, ...],
+                         kwargs: dict[str, Any]) -> Any:
+    import asyncio
+
+    result = await run_async(call, function.__wrapped__, args, kwargs)
+    if call.computed:
+        await asyncio.to_thread(_limit_size, function, call.key)
+    return result
 
 
 def _metadata(function: str, key: str, arguments: dict[str, Any]) -> dict[str, Any]:

@@ -107,12 +107,19 @@ class LockRecord:
 
 @dataclass(frozen=True, order=True)
 class EntryStat:
-    """One entry as a listing sees it: name, size in bytes and modification
-    time (Unix seconds), either None where the backend cannot tell cheaply."""
+    """One entry as a listing sees it: name, size in bytes, modification time
+    and last access time (Unix seconds), None where the backend cannot tell
+    cheaply.  ``accessed`` drives least-recently-used eviction."""
 
     name: str
     size: int | None
     modified: float | None
+    accessed: float | None = None
+
+    @property
+    def last_used(self) -> float:
+        """Last access, else modification, else 0: the key LRU eviction sorts by."""
+        return self.accessed or self.modified or 0.0
 
 
 @dataclass(frozen=True)

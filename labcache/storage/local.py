@@ -26,7 +26,7 @@ from typing import Any
 
 import xxhash
 
-from ..entry import upload_chunks
+from ..entry import read_header, upload_chunks
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
 
@@ -39,6 +39,10 @@ MAX_CLAIM_LEVEL = 3
 _LOCK_DIR = "locks"
 #: Entries up to this size are read in one call on a hit.
 _SMALL_ENTRY = 1 << 20
+#: A hit re-marks an entry's access time only when the mark is older than this,
+#: so most hits cost one float comparison (relatime/noatime mounts make the
+#: kernel's own atime unreliable, hence the explicit mark).
+_MARK_USED_EVERY = 60.0
 
 
 def default_root() -> Path:
@@ -119,7 +123,7 @@ class LocalStorage(RecordLockingStorage):
         # A hit on a small entry is open + fstat + one read: no buffered file
         # object, no separate reads for header and payload.
         fd = os.open(self._entry_path(hashcode, context), os.O_RDONLY)
-        size = os.fstat(fd).st_size
+        size = _note_use(fd).st_size
         if size > _SMALL_ENTRY:
             return os.fdopen(fd, "rb")
         try:
@@ -162,7 +166,17 @@ class LocalStorage(RecordLockingStorage):
         except FileNotFoundError:
             return []
         stats.sort(key=_first)  # by name: cheaper than comparing whole EntryStats
-        return [EntryStat(name, st.st_size, st.st_mtime) for name, st in stats]
+        return [EntryStat(name, st.st_size, st.st_mtime, st.st_atime) for name, st in stats]
+
+    def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
+        """The entry's header, read without counting as a use of the entry."""
+        path = self._entry_path(hashcode, context)
+        try:  # O_NOATIME: listing entries must not reorder least-recently-used eviction
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOATIME", 0))
+        except PermissionError:  # O_NOATIME needs the file's owner
+            fd = os.open(path, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as source:
+            return read_header(source)
 
     def entry_path(self, hashcode: str, context: str) -> Path:
         """Where an entry lives on disk (for memory-mapped loads and tools)."""
@@ -256,6 +270,16 @@ class LocalStorage(RecordLockingStorage):
         finally:
             if path is not None:
                 path.unlink(missing_ok=True)
+
+
+def _note_use(fd: int) -> os.stat_result:
+    """fstat an entry being loaded; mark its atime now (mtime kept) when the
+    mark is over a minute old: the last-use time LRU eviction sorts by."""
+    stat = os.fstat(fd)
+    if time.time() - stat.st_atime > _MARK_USED_EVERY:
+        with contextlib.suppress(OSError):  # not the owner (shared folder): kernel atime only
+            os.utime(fd, ns=(time.time_ns(), stat.st_mtime_ns))
+    return stat
 
 
 def _first(pair: tuple[str, Any]) -> str:

@@ -118,10 +118,13 @@ class RedisStorage(RecordLockingStorage):
         key = self._entry_key(file_name, context)
         pieces = list(_pieces(file, self.chunk_size))
         size = sum(len(p) for p in pieces)
-        if size <= _INLINE_LIMIT:
-            old = self.client.set(key, b"".join([_INLINE, *pieces]), get=True)
-        else:
-            old = self.client.set(key, self._write_chunks(pieces), get=True)
+        value = b"".join([_INLINE, *pieces]) if size <= _INLINE_LIMIT \
+            else self._write_chunks(pieces)
+        # The size goes in a per-context hash, so listings never read (and so
+        # never touch the LRU clock of) the entry itself.
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(key, value, get=True).hset(self._sizes_key(context), file_name, size)
+        old = pipe.execute()[0]
         self._retire(old, linger=True)
         return file_name
 
@@ -149,10 +152,21 @@ class RedisStorage(RecordLockingStorage):
     @_translated
     def delete_file(self, hashcode: str, context: str) -> None:
         """Remove the entry; ``FileNotFoundError`` if it is not there."""
-        old = self.client.getdel(self._entry_key(hashcode, context))
+        self._delete(hashcode, context, linger=False)
+
+    def _delete(self, hashcode: str, context: str, linger: bool) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.getdel(self._entry_key(hashcode, context)).hdel(self._sizes_key(context), hashcode)
+        old = pipe.execute()[0]
         if old is None:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
-        self._retire(old, linger=False)
+        self._retire(old, linger=linger)
+
+    @_translated
+    def _evict_entry(self, hashcode: str, context: str) -> None:
+        """Delete for eviction: a chunked entry's chunks linger a minute, so a
+        reader already streaming them still gets the whole value."""
+        self._delete(hashcode, context, linger=True)
 
     @_translated
     def list_stored_files(self, context: str) -> list[str]:
@@ -172,13 +186,31 @@ class RedisStorage(RecordLockingStorage):
 
     @_translated
     def describe_entries(self, context: str) -> list[EntryStat]:
-        """Names and sizes from one pipelined round trip (times unknown)."""
+        """Names, sizes and last access (``OBJECT IDLETIME``, which touches
+        nothing) from one pipelined round trip; modification times unknown."""
         names = self.list_stored_files(context)
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.object("idletime", self._entry_key(name, context))
+        if not names:
+            return []
+        pipe.hmget(self._sizes_key(context), names)
+        *idles, known = pipe.execute(raise_on_error=False)
+        now = time.time()
+        stats = [EntryStat(name, int(size), None,
+                           now - idle if isinstance(idle, int) else None)  # None: LFU policy
+                 for name, idle, size in zip(names, idles, known, strict=True)
+                 if size is not None]
+        unsized = [name for name, size in zip(names, known, strict=True) if size is None]
+        return sorted(stats + self._measure(unsized, context))
+
+    def _measure(self, names: list[str], context: str) -> list[EntryStat]:
+        """Sizes of entries stored before sizes were recorded (reads touch them)."""
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.getrange(self._entry_key(name, context), 0, 0).strlen(
                 self._entry_key(name, context))
-        answers = pipe.execute()
+        answers = pipe.execute() if names else []
         stats = []
         for name, kind, length in zip(names, answers[::2], answers[1::2], strict=True):
             size = length - 1
@@ -192,13 +224,25 @@ class RedisStorage(RecordLockingStorage):
     def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
         """The header from the first bytes of the entry (never the whole value)."""
         key = self._entry_key(hashcode, context)
-        head = self.client.getrange(key, 0, 65535)
+        head = self._untouched("getrange", key, 0, 65535)
         if not head:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
         if head[:1] == _MANIFEST:
-            first_chunk = self._chunk_keys(self.client.get(key))[0]
+            first_chunk = self._chunk_keys(self._untouched("get", key))[0]
             head = b"_" + self.client.getrange(first_chunk, 0, 65535)
         return entry.read_header(head[1:])
+
+    def _untouched(self, command: str, *args: Any) -> Any:
+        """One read that, on Redis 7.2+ (``CLIENT NO-TOUCH``), leaves the key's
+        idle time alone, so looking at an entry does not count as using it."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command("CLIENT", "NO-TOUCH", "ON")
+        getattr(pipe, command)(*args)
+        pipe.execute_command("CLIENT", "NO-TOUCH", "OFF")
+        answer = pipe.execute(raise_on_error=False)[1]  # older servers refuse NO-TOUCH
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     def _entry_key(self, name: str, context: str) -> str:
         check_name(name, "file name")
@@ -206,6 +250,9 @@ class RedisStorage(RecordLockingStorage):
         # Quoting keeps ':' out of the context, so a prefix match never
         # reaches into another context.
         return f"{self.prefix}:e:{quote(context, safe='/')}:{name}"
+
+    def _sizes_key(self, context: str) -> str:
+        return f"{self.prefix}:s:{quote(context, safe='/')}"
 
     def _chunk_key(self, generation: str, index: int) -> str:
         return f"{self.prefix}:c:{generation}:{index}"

@@ -1,0 +1,380 @@
+"""The ``labcache`` command: look at and tidy a cache from a terminal.
+
+``labcache ls [FUNCTION]``, ``info KEY``, ``rm KEY...``, ``clear FUNCTION``,
+``locks``, ``unlock LOCK [--force]``, ``gc [--max-size 10GB] [--older-than
+30d]``, ``stats`` and ``demo``; each takes ``--storage URL`` (default
+``LABCACHE_STORAGE``, then the local default folder) and ``--json``.
+
+Exit codes: 0 done, 1 nothing matched (no such function, key or lock),
+2 a usage or storage error, told in one line ``labcache: error: ...``.
+
+Examples:
+    >>> main(["ls", "--storage", "file:///tmp/labcache-cli-doctest-empty"])
+    storage: file:///tmp/labcache-cli-doctest-empty
+    no entries
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from ._cli_format import ProgressBar, age_text, hide_secret, mask_url, size_text, table
+from .base import BaseLockingStorage, BaseStorage
+from .errors import LabcacheError
+from .locks import EntryStat
+
+__all__ = ["main"]
+
+#: Rows ``ls FUNCTION`` shows unless ``--limit`` says otherwise.
+DEFAULT_LIMIT = 50
+SHORT_KEY = 12
+
+
+class CliError(Exception):
+    """Stops a command with a one-line message and an exit code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage + error
+        raise CliError(f"{message} (see {self.prog} --help)")
+
+
+Entry = tuple[str, EntryStat]  # (context, stat)
+
+
+# -- finding things -------------------------------------------------------------------
+
+
+def _listing() -> Any:
+    from .jupyter import listing  # pure data; shared with the monitor widget
+
+    return listing
+
+
+def _contexts(storage: BaseStorage) -> list[str]:
+    return list(_listing().list_contexts(storage))
+
+
+def find_function(storage: BaseStorage, name: str) -> str:
+    """The context of FUNCTION: a context name, a qualified name or its tail."""
+    from .names import context_for
+
+    contexts = _contexts(storage)
+    if name in contexts:
+        return name
+    safe = context_for("", name).lstrip("._")
+    found = [c for c in contexts if c.endswith("." + name) or c.endswith("." + safe)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise CliError(f"function {name!r} is ambiguous: {', '.join(found)}; give the full name")
+    raise CliError(f"no cached function {name!r} in this storage (see labcache ls)", 1)
+
+
+def find_key(storage: BaseStorage, prefix: str) -> Entry:
+    """The one entry whose key is ``prefix`` or starts with it."""
+    listing = _listing()
+    found = [(c, s) for c in _contexts(storage) for s in listing.describe(storage, c)
+             if s.name.startswith(prefix)]
+    exact = [pair for pair in found if pair[1].name == prefix]
+    if len(exact) == 1 or len(found) == 1:
+        return (exact or found)[0]
+    if not found:
+        raise CliError(f"no entry with key {prefix!r} (see labcache ls FUNCTION)", 1)
+    raise CliError(f"key prefix {prefix!r} matches {len(found)} entries; give more characters")
+
+
+def find_lock(storage: BaseStorage, name: str) -> Any:
+    """The lock named ``name``, or whose key (or name) starts with it."""
+    rows = _listing().lock_rows(storage, _contexts(storage))
+    found = [r for r in rows if r.name == name] or \
+        [r for r in rows if r.key.startswith(name) or r.name.startswith(name)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise CliError(f"no lock {name!r} (see labcache locks)", 1)
+    raise CliError(f"{name!r} matches {len(found)} locks; give the full lock name")
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def cmd_ls(storage: BaseStorage, args: argparse.Namespace) -> Any:
+    listing, now = _listing(), time.time()
+    if args.function:
+        context = find_function(storage, args.function)
+        stats = sorted(listing.describe(storage, context), key=lambda s: -s.last_used)
+        views = [(s, listing.read_view(storage, context, s)) for s in stats[: args.limit]]
+        rows = [{"key": s.name, "size": v.size, "created": v.created, "last_used": s.last_used
+                 or None, "by": v.who, "compute_seconds": v.compute_seconds,
+                 "arguments": listing.arguments_text(v)} for s, v in views]
+        text = table(["key", "size", "created", "last used", "by", "compute", "arguments"],
+                     [[r["key"][:SHORT_KEY], size_text(r["size"]), _ago(r["created"], now),
+                       _ago(r["last_used"], now), r["by"], _secs(r["compute_seconds"]),
+                       r["arguments"]] for r in rows])
+        more = len(stats) - len(rows)
+        text += f"\n... and {more} more (--limit {len(stats)} shows all)" if more > 0 else ""
+        return {"function": context, "entries": rows, "total": len(stats)}, text
+    described = {c: listing.describe(storage, c) for c in _contexts(storage)}
+    summaries = listing.summarize(storage, described=described)
+    rows = [{"function": s.context, "entries": s.entries, "size": s.total_size,
+             "last_used": max((e.last_used for e in described[s.context]), default=None) or None,
+             "newest": s.newest.created if s.newest else None,
+             "by": s.newest.who if s.newest else None} for s in summaries]
+    if not rows:
+        return {"functions": []}, "no entries"
+    text = table(["function", "entries", "size", "last used", "newest", "by"],
+                 [[r["function"], str(r["entries"]), size_text(r["size"]),
+                   _ago(r["last_used"], now), _ago(r["newest"], now), r["by"] or "?"]
+                  for r in rows])
+    return {"functions": rows}, text
+
+
+def cmd_info(storage: BaseStorage, args: argparse.Namespace) -> Any:
+    context, stat = find_key(storage, args.key)
+    header = _listing()._read_header(storage, stat.name, context)
+    meta = header.get("meta") or {}
+    lock = _lock_of(storage, context, stat.name)
+    data: dict[str, Any] = {"function": context, "key": stat.name, "size": stat.size,
+            "created": meta.get("created"), "modified": stat.modified,
+            "last_used": stat.last_used or None, "by": f"{meta.get('user')}@{meta.get('host')}",
+            "compute_seconds": meta.get("compute_seconds"), "arguments": meta.get("arguments"),
+            "python": meta.get("python"), "labcache": meta.get("labcache"),
+            "signed": bool(header.get("signature")), "lock": lock}
+    now = time.time()
+    shown = dict(data, size=size_text(stat.size), created=_ago(data["created"], now),
+                 modified=_ago(stat.modified, now), last_used=_ago(data["last_used"], now),
+                 compute_seconds=_secs(data["compute_seconds"]),
+                 arguments=", ".join(f"{k}={v}" for k, v in (data["arguments"] or {}).items()),
+                 lock=lock or "free")
+    width = max(map(len, shown))
+    return data, "\n".join(f"{name.replace('_', ' '):<{width}}  {value}"
+                           for name, value in shown.items())
+
+
+def cmd_rm(storage: BaseStorage, args: argparse.Namespace) -> Any:
+    removed: list[dict[str, Any]] = []
+    for key in args.keys:
+        context, stat = find_key(storage, key)
+        with contextlib.suppress(FileNotFoundError):  # gone meanwhile: the goal holds
+            storage.delete_file(stat.name, context)
+        removed.append({"function": context, "key": stat.name, "size": stat.size})
+    return {"removed": removed}, "\n".join(
+        f"removed {r['key']} ({r['function']}, {size_text(r['size'])})" for r in removed)
+
+
+def cmd_clear(storage: BaseStorage, args: argparse.Namespace) -> Any:
+    context = find_function(storage, args.function)
+    stats = _listing().describe(storage, context)
+    bar, removed, freed = ProgressBar("clear"), 0, 0
+    try:
+        for done, stat in enumerate(stats, start=1):
+            with contextlib.suppress(FileNotFoundError):
+                storage.delete_file(stat.name, context)
+                removed, freed = removed + 1, freed + (stat.size or 0)
+            bar(done, len(stats))
+    finally:
+        bar.close()
+    return ({"function": context, "removed": removed, "freed": freed},
+            f"removed {removed} entries of {context} ({size_text(freed)})")
+
+
+def cmd_locks(storage: BaseStorage, args: argparse.Namespace) -> Any:
+    rows = [_lock_data(r) for r in _listing().lock_rows(storage, _contexts(storage))]
+    if not rows:
+        return {"locks": []}, "no locks"
+    return {"locks": rows}, table(
+        ["function", "key", "holder", "held for", "last beat", "state"],
+        [[r["function"], r["key"][:SHORT_KEY], r["holder"], age_text(r["held_for"]),
+          age_text(r["last_beat_age"]) + " ago", r["state"]] for r in rows])
+
+
+def cmd_unlock(storage: BaseStorage, args: argparse.Namespace) -> Any:
+    if not isinstance(storage, BaseLockingStorage):
+        raise CliError("this storage has no locks")
+    lock = find_lock(storage, args.lock)
+    if not lock.stale and not args.force:
+        raise CliError(
+            f"lock {lock.name} is held by {lock.holder} for {age_text(lock.held_for)} "
+            f"(last beat {age_text(lock.beat_age)} ago): it is alive, probably computing; "
+            "pass --force to break it anyway")
+    broken = storage.break_lock(lock.name)
+    if not broken:
+        raise CliError(f"lock {lock.name} was released or taken over meanwhile", 1)
+    state = "stale" if lock.stale else "fresh, --force"
+    return ({"unlocked": lock.name, "holder": lock.holder, "stale": lock.stale},
+            f"broke lock {lock.name} held by {lock.holder} ({state})")
+
+
+def cmd_gc(storage: BaseStorage, args: argparse.Namespace) -> Any:
+    from .eviction import evict
+
+    if args.max_size is None and args.older_than is None:
+        raise CliError("gc needs --max-size SIZE, --older-than AGE or both "
+                       "(e.g. labcache gc --max-size 10GB --older-than 30d)")
+    context = find_function(storage, args.function) if args.function else None
+    bar = ProgressBar("gc")
+    try:
+        done = evict(storage, context, max_size=args.max_size, older_than=args.older_than,
+                     dry_run=args.dry_run, progress=bar)
+    finally:
+        bar.close()
+    verb = "would remove" if args.dry_run else "removed"
+    text = (f"{verb} {len(done.removed)} entries ({size_text(done.freed)}); "
+            f"{size_text(done.total_after)} left")
+    if done.skipped:
+        text += f"; kept {len(done.skipped)} locked entries (being computed)"
+    data = {"dry_run": args.dry_run, "freed": done.freed, "total_before": done.total_before,
+            "total_after": done.total_after,
+            "removed": [{"function": c, "key": s.name, "size": s.size} for c, s in done.removed],
+            "skipped": [{"function": c, "key": s.name, "size": s.size} for c, s in done.skipped]}
+    return data, text
+
+
+def cmd_stats(storage: BaseStorage, args: argparse.Namespace) -> Any:
+    listing = _listing()
+    described = {c: listing.describe(storage, c) for c in _contexts(storage)}
+    stats = [s for found in described.values() for s in found]
+    locks = listing.lock_rows(storage, described)
+    used = [s.last_used for s in stats if s.last_used]
+    sizes = [s.size for s in stats]
+    data: dict[str, Any] = {"storage": _where(storage, args), "functions": len(described),
+            "entries": len(stats), "size": None if None in sizes else sum(map(int, sizes)),
+            "least_recently_used": min(used, default=None),
+            "most_recently_used": max(used, default=None),
+            "locks": len(locks), "stale_locks": sum(lock.stale for lock in locks)}
+    now = time.time()
+    shown = dict(data, size=size_text(data["size"]),
+                 least_recently_used=_ago(data["least_recently_used"], now),
+                 most_recently_used=_ago(data["most_recently_used"], now))
+    width = max(map(len, shown))
+    return data, "\n".join(f"{name.replace('_', ' '):<{width}}  {value}"
+                           for name, value in shown.items())
+
+
+def cmd_demo(storage: BaseStorage, args: argparse.Namespace) -> Any:
+    if args.storage:  # the demo opens the default storage: point it at ours
+        os.environ["LABCACHE_STORAGE"] = args.storage
+    from . import demo
+
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        demo.main()
+    return {"storage": _where(storage, args), "done": True}, None
+
+
+# -- plumbing -------------------------------------------------------------------------
+
+
+def _ago(when: float | None, now: float) -> str:
+    return "-" if not when else age_text(now - when)
+
+
+def _secs(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f} s" if seconds < 60 else age_text(seconds)
+
+
+def _lock_data(row: Any) -> dict[str, Any]:
+    return {"name": row.name, "function": row.context, "key": row.key, "holder": row.holder,
+            "held_for": row.held_for, "last_beat_age": row.beat_age, "state": row.state}
+
+
+def _lock_of(storage: BaseStorage, context: str, key: str) -> dict[str, Any] | None:
+    if not isinstance(storage, BaseLockingStorage):
+        return None
+    from .protocol import lock_name_for
+
+    info = storage.lock_info(lock_name_for(context, key))
+    return None if info is None else {"holder": info.holder, "stale": info.stale}
+
+
+def _where(storage: BaseStorage, args: argparse.Namespace) -> str:
+    return mask_url(args.storage) if args.storage else storage.get_root_path()
+
+
+def _open(url: str | None) -> BaseStorage:
+    from .storage import default_storage, open_storage
+
+    return open_storage(url) if url else default_storage()
+
+
+Command = Callable[[BaseStorage, argparse.Namespace], Any]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (``labcache --help``)."""
+    common = _Parser(add_help=False)
+    common.add_argument("--storage", metavar="URL", help="storage URL (default: "
+                        "LABCACHE_STORAGE, then the local cache folder)")
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser = _Parser(prog="labcache", description="Look at and tidy a labcache cache.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add(name: str, command: Command, text: str) -> argparse.ArgumentParser:
+        found = sub.add_parser(name, parents=[common], help=text, description=text)
+        found.set_defaults(handler=command)
+        return found
+
+    ls = add("ls", cmd_ls, "list cached functions, or the entries of one")
+    ls.add_argument("function", nargs="?", metavar="FUNCTION")
+    ls.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="entries shown (50)")
+    add("info", cmd_info, "show one entry").add_argument("key", metavar="KEY")
+    add("rm", cmd_rm, "remove entries").add_argument("keys", nargs="+", metavar="KEY")
+    add("clear", cmd_clear, "remove every entry of a function").add_argument(
+        "function", metavar="FUNCTION")
+    add("locks", cmd_locks, "list the locks, fresh and stale")
+    unlock = add("unlock", cmd_unlock, "break a stale lock (a fresh one with --force)")
+    unlock.add_argument("lock", metavar="LOCK")
+    unlock.add_argument("--force", action="store_true", help="break it even if fresh")
+    gc = add("gc", cmd_gc, "evict least recently used entries past a size or age")
+    gc.add_argument("function", nargs="?", metavar="FUNCTION")
+    gc.add_argument("--max-size", metavar="SIZE", help="e.g. 10GB, 500MB, 1.5GiB")
+    gc.add_argument("--older-than", metavar="AGE", help="unused for longer: 30d, 12h, 90m")
+    gc.add_argument("--dry-run", action="store_true", help="only say what would go")
+    add("stats", cmd_stats, "totals for the whole storage")
+    add("demo", cmd_demo, "run the two-minute demo against this storage")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 done, 1 nothing matched, 2 error)."""
+    url = None
+    try:
+        args = build_parser().parse_args(argv)
+        url = args.storage
+        storage = _open(url)
+        data, text = args.handler(storage, args)
+        if args.json:
+            print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        elif text is not None:
+            if args.command in ("ls", "locks", "gc"):
+                print(f"storage: {_where(storage, args)}")
+            print(text)
+        return 0
+    except CliError as exc:
+        return _fail(hide_secret(str(exc), url), exc.code)
+    except (LabcacheError, ValueError, OSError, ImportError) as exc:
+        if isinstance(exc, BrokenPipeError):  # `labcache ls | head`: not an error
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        return _fail(hide_secret(" ".join(f"{type(exc).__name__}: {exc}".split()), url), 2)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"labcache: error: {message}", file=sys.stderr)
+    return code
+
