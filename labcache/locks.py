@@ -243,6 +243,9 @@ class RecordLockingStorage(BaseLockingStorage):
         may return small entries as bytes, which decode with fewer calls."""
         return self.get_file_by_hashcode(hashcode, context)
 
+    #: Seconds of uncertainty in a ``beat`` reading (S3 times are whole seconds).
+    clock_resolution = 0.0
+
     def _now(self) -> float:
         """The clock ``beat`` is compared with (a backend may use its server's)."""
         return time.time()
@@ -342,15 +345,23 @@ class RecordLockingStorage(BaseLockingStorage):
         return held.token if held else None
 
     def is_stale(self, record: LockRecord | None, beat: float) -> bool:
-        """Whether a lock with this record, last beating at ``beat``, is dead."""
-        now = self._now()
+        """Whether a lock with this record, last beating at ``beat``, is dead.
+
+        A beating lock is judged by ``beat`` against ``_now()``, two readings
+        of the *storage's* clock (file times, the server's), never by times
+        the holder wrote: a holder whose clock is off still beats on time.
+        ``clock_resolution`` pads the limit by how coarse that clock is.
+        """
         if record is None:  # unreadable: only its age can retire it
-            return now - beat > UNREADABLE_LOCK_TTL
+            return self._now() - beat > UNREADABLE_LOCK_TTL
         if record.host == this_host() and record.boot == _BOOT_ID and not _pid_alive(record.pid):
             return True
         if record.heartbeat_interval:
-            return now - beat > MISSED_BEATS * record.heartbeat_interval
-        return now - record.acquired > record.ttl
+            limit = MISSED_BEATS * record.heartbeat_interval + self.clock_resolution
+            return self._now() - beat > limit
+        # Without beats only the holder's own acquisition time says how old
+        # the lock is: here a clock skew between hosts shifts the ttl.
+        return self._now() - record.acquired > record.ttl
 
     # -- internals ---------------------------------------------------------------
 

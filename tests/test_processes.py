@@ -318,6 +318,8 @@ def test_lock_exclusive_under_barrier(any_storage: Any, tmp_path: Path,
     once, exactly one winner per trial, whether the lock is free or must be
     stolen from a stale holder."""
     racers, trials = 8, TRIALS[backend_name(any_storage)]
+    if (backend_name(any_storage), stale_kind) == ("s3", "missed_beats"):
+        trials = 8  # S3 ages a planted lock by its server's clock: ~1.5 s per trial
     root, queue = any_storage, CTX.Queue()
     barrier = CTX.Barrier(racers)
     occupancy, max_occupancy = CTX.Value("i", 0), CTX.Value("i", 0)

@@ -22,6 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable
+from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any
 
@@ -58,6 +59,8 @@ class S3Storage(RecordLockingStorage):
 
     #: Waiters poll: S3 cannot tell anyone that an object was deleted.
     wake_poll_interval = 0.15
+    #: Last-Modified and Date are whole seconds: staleness allows for that.
+    clock_resolution = 1.0
     #: Entries above this size go up as a multipart upload, in parts this big.
     multipart_threshold = multipart_chunksize = 8 * 2**20
 
@@ -208,8 +211,7 @@ class S3Storage(RecordLockingStorage):
             return None
         with _Body(self, key, response) as body:
             data = body.read()
-        return RawLock(data, _beat(data, response["LastModified"].timestamp()),
-                       str(response["ETag"]))
+        return RawLock(data, _beat(response), str(response["ETag"]))
 
     def _lock_replace(self, name: str, version: str, data: bytes) -> str | None:
         response = self._call("put_object", self._lock_key(name), (_MISSING, _LOST),
@@ -235,7 +237,9 @@ class S3Storage(RecordLockingStorage):
         fields = _json_object(raw.data) if raw and raw.version == version else None
         if fields is None:
             return None
-        fields["beat"] = time.time()  # LockRecord.parse ignores the extra field
+        # Only the new Last-Modified counts as the beat; the field (ignored by
+        # LockRecord.parse) makes each beat's content, and so its ETag, new.
+        fields["beat"] = time.time()
         return self._lock_replace(name, version, json.dumps(fields, sort_keys=True).encode())
 
     def _lock_names(self) -> list[str]:
@@ -408,10 +412,18 @@ def _json_object(data: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _beat(data: bytes, last_modified: float) -> float:
-    """The record's last beat, else its acquisition; the object's age if unreadable."""
-    fields = _json_object(data) or {}
-    for value in (fields.get("beat"), fields.get("acquired")):
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value)
-    return last_modified
+def _beat(response: dict[str, Any]) -> float:
+    """When the lock object was last written, as a time on this host's clock.
+
+    Every beat rewrites the object, so the server's ``Last-Modified`` is the
+    last beat; its age is measured against the same server's ``Date`` on this
+    response, so neither the holder's clock nor ours enters (both headers are
+    whole seconds: ``clock_resolution`` covers that).  Without a ``Date``
+    header our own clock stands in for the server's.
+    """
+    age = 0.0
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    with contextlib.suppress(TypeError, ValueError):
+        server_now = parsedate_to_datetime(date).timestamp() if date else time.time()
+        age = max(server_now - response["LastModified"].timestamp(), 0.0)
+    return time.time() - age
