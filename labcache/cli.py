@@ -26,24 +26,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from ._cli_find import CliError, contexts, find_function, find_key, find_lock, listing_module
 from ._cli_format import ProgressBar, age_text, hide_secret, mask_url, size_text, table
 from .base import BaseLockingStorage, BaseStorage
 from .errors import LabcacheError
-from .locks import EntryStat
 
 __all__ = ["main"]
 
 #: Rows ``ls FUNCTION`` shows unless ``--limit`` says otherwise.
 DEFAULT_LIMIT = 50
+#: Characters of a key shown in tables (``info`` and ``--json`` show it whole).
 SHORT_KEY = 12
-
-
-class CliError(Exception):
-    """Stops a command with a one-line message and an exit code."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,68 +44,11 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(f"{message} (see {self.prog} --help)")
 
 
-Entry = tuple[str, EntryStat]  # (context, stat)
-
-
-# -- finding things -------------------------------------------------------------------
-
-
-def _listing() -> Any:
-    from .jupyter import listing  # pure data; shared with the monitor widget
-
-    return listing
-
-
-def _contexts(storage: BaseStorage) -> list[str]:
-    return list(_listing().list_contexts(storage))
-
-
-def find_function(storage: BaseStorage, name: str) -> str:
-    """The context of FUNCTION: a context name, a qualified name or its tail."""
-    from .names import context_for
-
-    contexts = _contexts(storage)
-    if name in contexts:
-        return name
-    safe = context_for("", name).lstrip("._")
-    found = [c for c in contexts if c.endswith("." + name) or c.endswith("." + safe)]
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise CliError(f"function {name!r} is ambiguous: {', '.join(found)}; give the full name")
-    raise CliError(f"no cached function {name!r} in this storage (see labcache ls)", 1)
-
-
-def find_key(storage: BaseStorage, prefix: str) -> Entry:
-    """The one entry whose key is ``prefix`` or starts with it."""
-    listing = _listing()
-    found = [(c, s) for c in _contexts(storage) for s in listing.describe(storage, c)
-             if s.name.startswith(prefix)]
-    exact = [pair for pair in found if pair[1].name == prefix]
-    if len(exact) == 1 or len(found) == 1:
-        return (exact or found)[0]
-    if not found:
-        raise CliError(f"no entry with key {prefix!r} (see labcache ls FUNCTION)", 1)
-    raise CliError(f"key prefix {prefix!r} matches {len(found)} entries; give more characters")
-
-
-def find_lock(storage: BaseStorage, name: str) -> Any:
-    """The lock named ``name``, or whose key (or name) starts with it."""
-    rows = _listing().lock_rows(storage, _contexts(storage))
-    found = [r for r in rows if r.name == name] or \
-        [r for r in rows if r.key.startswith(name) or r.name.startswith(name)]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise CliError(f"no lock {name!r} (see labcache locks)", 1)
-    raise CliError(f"{name!r} matches {len(found)} locks; give the full lock name")
-
-
 # -- commands -------------------------------------------------------------------------
 
 
 def cmd_ls(storage: BaseStorage, args: argparse.Namespace) -> Any:
-    listing, now = _listing(), time.time()
+    listing, now = listing_module(), time.time()
     if args.function:
         context = find_function(storage, args.function)
         stats = sorted(listing.describe(storage, context), key=lambda s: -s.last_used)
@@ -127,7 +63,7 @@ def cmd_ls(storage: BaseStorage, args: argparse.Namespace) -> Any:
         more = len(stats) - len(rows)
         text += f"\n... and {more} more (--limit {len(stats)} shows all)" if more > 0 else ""
         return {"function": context, "entries": rows, "total": len(stats)}, text
-    described = {c: listing.describe(storage, c) for c in _contexts(storage)}
+    described = {c: listing.describe(storage, c) for c in contexts(storage)}
     summaries = listing.summarize(storage, described=described)
     rows = [{"function": s.context, "entries": s.entries, "size": s.total_size,
              "last_used": max((e.last_used for e in described[s.context]), default=None) or None,
@@ -144,7 +80,7 @@ def cmd_ls(storage: BaseStorage, args: argparse.Namespace) -> Any:
 
 def cmd_info(storage: BaseStorage, args: argparse.Namespace) -> Any:
     context, stat = find_key(storage, args.key)
-    header = _listing()._read_header(storage, stat.name, context)
+    header = listing_module()._read_header(storage, stat.name, context)
     meta = header.get("meta") or {}
     lock = _lock_of(storage, context, stat.name)
     data: dict[str, Any] = {"function": context, "key": stat.name, "size": stat.size,
@@ -177,7 +113,7 @@ def cmd_rm(storage: BaseStorage, args: argparse.Namespace) -> Any:
 
 def cmd_clear(storage: BaseStorage, args: argparse.Namespace) -> Any:
     context = find_function(storage, args.function)
-    stats = _listing().describe(storage, context)
+    stats = listing_module().describe(storage, context)
     bar, removed, freed = ProgressBar("clear"), 0, 0
     try:
         for done, stat in enumerate(stats, start=1):
@@ -188,11 +124,11 @@ def cmd_clear(storage: BaseStorage, args: argparse.Namespace) -> Any:
     finally:
         bar.close()
     return ({"function": context, "removed": removed, "freed": freed},
-            f"removed {removed} entries of {context} ({size_text(freed)})")
+            f"removed {_count(removed, 'entry')} of {context} ({size_text(freed)})")
 
 
 def cmd_locks(storage: BaseStorage, args: argparse.Namespace) -> Any:
-    rows = [_lock_data(r) for r in _listing().lock_rows(storage, _contexts(storage))]
+    rows = [_lock_data(r) for r in listing_module().lock_rows(storage, contexts(storage))]
     if not rows:
         return {"locks": []}, "no locks"
     return {"locks": rows}, table(
@@ -232,10 +168,10 @@ def cmd_gc(storage: BaseStorage, args: argparse.Namespace) -> Any:
     finally:
         bar.close()
     verb = "would remove" if args.dry_run else "removed"
-    text = (f"{verb} {len(done.removed)} entries ({size_text(done.freed)}); "
+    text = (f"{verb} {_count(len(done.removed), 'entry')} ({size_text(done.freed)}); "
             f"{size_text(done.total_after)} left")
     if done.skipped:
-        text += f"; kept {len(done.skipped)} locked entries (being computed)"
+        text += f"; kept {_count(len(done.skipped), 'locked entry')} (being computed)"
     data = {"dry_run": args.dry_run, "freed": done.freed, "total_before": done.total_before,
             "total_after": done.total_after,
             "removed": [{"function": c, "key": s.name, "size": s.size} for c, s in done.removed],
@@ -244,8 +180,8 @@ def cmd_gc(storage: BaseStorage, args: argparse.Namespace) -> Any:
 
 
 def cmd_stats(storage: BaseStorage, args: argparse.Namespace) -> Any:
-    listing = _listing()
-    described = {c: listing.describe(storage, c) for c in _contexts(storage)}
+    listing = listing_module()
+    described = {c: listing.describe(storage, c) for c in contexts(storage)}
     stats = [s for found in described.values() for s in found]
     locks = listing.lock_rows(storage, described)
     used = [s.last_used for s in stats if s.last_used]
@@ -269,8 +205,18 @@ def cmd_demo(storage: BaseStorage, args: argparse.Namespace) -> Any:
         os.environ["LABCACHE_STORAGE"] = args.storage
     from . import demo
 
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+    if not args.json:
         demo.main()
+    else:  # the demo's story (its worker processes' too) goes to stderr, the JSON to stdout
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            os.dup2(2, 1)
+            demo.main()
+            sys.stdout.flush()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
     return {"storage": _where(storage, args), "done": True}, None
 
 
@@ -279,6 +225,11 @@ def cmd_demo(storage: BaseStorage, args: argparse.Namespace) -> Any:
 
 def _ago(when: float | None, now: float) -> str:
     return "-" if not when else age_text(now - when)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun[:-1]}ies" \
+        if noun.endswith("y") else f"{number} {noun}s"
 
 
 def _secs(seconds: float | None) -> str:

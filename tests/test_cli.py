@@ -1,0 +1,264 @@
+"""The ``labcache`` command, run for real: ``python -m labcache ...`` in a
+subprocess against Local, Redis and S3 storages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labcache import LocalStorage, cached
+from labcache.locks import LockRecord, this_host, this_user
+from labcache.protocol import lock_name_for
+
+from . import _cli_workers
+from ._procs import CTX, PATIENCE, collect, dead_pid, reaping
+
+
+def run(*args: str, url: str | None = None,
+        check: int | None = 0) -> subprocess.CompletedProcess[str]:
+    """``labcache ARGS [--storage URL]``; asserts the exit code unless ``check`` is None."""
+    command = [sys.executable, "-m", "labcache", *args]
+    if url is not None:
+        command += ["--storage", url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=PATIENCE,
+                          env={**os.environ, "COLUMNS": "200"})
+    if check is not None:
+        assert done.returncode == check, (done.stdout, done.stderr)
+    return done
+
+
+def run_json(*args: str, url: str | None = None) -> Any:
+    return json.loads(run(*args, "--json", url=url).stdout)
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("labcache: error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+def target(any_storage: Any) -> tuple[Any, str]:
+    """The storage the CLI will open, and its URL."""
+    kind = type(any_storage).__name__
+    if kind == "LocalStorage":
+        return any_storage, f"file://{any_storage.root}"
+    if kind == "RedisStorage":  # a URL opens the default key prefix
+        from labcache import RedisStorage
+
+        return RedisStorage(any_storage.url), any_storage.url
+    return any_storage, any_storage.url  # S3: endpoint and credentials are in the environment
+
+
+def _square(x: int, label: str = "sq") -> int:
+    return x * x
+
+
+def _cube(x: int) -> int:
+    return x * x * x
+
+
+@pytest.fixture
+def filled(storage: LocalStorage) -> tuple[Any, Any, str]:
+    square, cube = cached(storage=storage)(_square), cached(storage=storage)(_cube)
+    for x in (1, 2, 3):
+        square(x)
+    cube(2)
+    return square, cube, f"file://{storage.root}"
+
+
+# -- listing --------------------------------------------------------------------------------
+
+
+def test_ls_lists_functions_in_an_aligned_table(filled: Any) -> None:
+    square, cube, url = filled
+    out = run("ls", url=url).stdout.splitlines()
+    assert out[0] == f"storage: {url}"
+    assert out[1].split() == ["FUNCTION", "ENTRIES", "SIZE", "LAST", "USED", "NEWEST", "BY"]
+    rows = {line.split()[0]: line for line in out[2:]}
+    assert set(rows) == {square.context, cube.context}
+    assert rows[square.context].split()[1] == "3"
+    assert f"{this_user()}@{this_host()}" in rows[square.context]
+    assert len({line.index("ENTRIES") if "ENTRIES" in line else None for line in out[1:2]}) == 1
+
+
+def test_ls_json_and_an_empty_storage(filled: Any, tmp_path: Path) -> None:
+    square, cube, url = filled
+    data = run_json("ls", url=url)
+    counts = {row["function"]: row["entries"] for row in data["functions"]}
+    assert counts == {square.context: 3, cube.context: 1}
+    assert all(row["size"] > 0 and row["last_used"] > 0 for row in data["functions"])
+    empty = run("ls", url=f"file://{tmp_path / 'empty'}")
+    assert "no entries" in empty.stdout
+
+
+def test_ls_function_by_qualified_name_or_context(filled: Any) -> None:
+    square, _, url = filled
+    for name in ("_square", square.context):
+        data = run_json("ls", name, url=url)
+        assert data["function"] == square.context and data["total"] == 3
+        assert {row["key"] for row in data["entries"]} == {square.key(x) for x in (1, 2, 3)}
+    text = run("ls", "_square", url=url).stdout
+    assert square.key(2)[:12] in text and "label='sq', x=2" in text
+    assert "... and 1 more" in run("ls", "_square", "--limit", "2", url=url).stdout
+
+
+def test_nothing_matched_exits_1(filled: Any) -> None:
+    _, _, url = filled
+    for args in (("ls", "no_such_function"), ("info", "ffffffff"), ("rm", "ffffffff"),
+                 ("clear", "nope"), ("unlock", "nope")):
+        assert "no " in one_error_line(run(*args, url=url, check=1))
+
+
+def test_info_by_unambiguous_prefix(filled: Any) -> None:
+    square, _, url = filled
+    key = square.key(3)
+    data = run_json("info", key[:8], url=url)
+    assert data["key"] == key and data["function"] == square.context
+    assert data["arguments"] == {"x": "3", "label": "'sq'"} and data["lock"] is None
+    text = run("info", key, url=url).stdout
+    assert f"key              {key}" in text and "x=3" in text
+    one_error_line(run("info", "", url=url, check=2))  # matches every entry: ambiguous
+
+
+# -- removing ---------------------------------------------------------------------------------
+
+
+def test_rm_and_clear(filled: Any) -> None:
+    square, cube, url = filled
+    done = run_json("rm", square.key(1)[:10], square.key(2), url=url)
+    assert {row["key"] for row in done["removed"]} == {square.key(1), square.key(2)}
+    assert not square.is_cached(1) and square.is_cached(3)
+    cleared = run_json("clear", "_square", url=url)
+    assert cleared["removed"] == 1 and not square.is_cached(3)
+    assert cube.is_cached(2)
+
+
+def test_rm_on_every_backend(any_storage: Any) -> None:
+    store, url = target(any_storage)
+    square = cached(storage=store)(_square)
+    square(5), square(6)
+    assert run("rm", square.key(5), url=url).stdout.startswith(f"removed {square.key(5)}")
+    assert not square.is_cached(5) and square.is_cached(6)
+    assert [r["entries"] for r in run_json("ls", url=url)["functions"]] == [1]
+
+
+# -- locks ------------------------------------------------------------------------------------
+
+
+def test_unlock_refuses_a_live_holder_and_force_breaks_it(any_storage: Any) -> None:
+    store, url = target(any_storage)
+    name = lock_name_for("tests.cli.f", "ab12cd34ef56")
+    with reaping() as start:
+        queue, release = CTX.Queue(), CTX.Event()
+        worker = start(CTX.Process(target=_cli_workers.hold_lock,
+                                   args=(store, name, queue, release)))
+        assert collect(queue, 1)[0][0] == "held"
+        locks = run_json("locks", url=url)["locks"]
+        assert [(lock["name"], lock["state"]) for lock in locks] == [(name, "fresh")]
+        assert f"pid {worker.pid}" in run("locks", url=url).stdout
+        refused = one_error_line(run("unlock", "ab12cd", url=url, check=2))
+        assert f"{this_user()}@{this_host()} pid {worker.pid}" in refused
+        assert "--force" in refused
+        assert store.lock_info(name) is not None
+        done = run_json("unlock", name, "--force", url=url)
+        assert done == {"unlocked": name, "holder": f"{this_user()}@{this_host()} pid "
+                        f"{worker.pid}", "stale": False}
+        assert store.lock_info(name) is None
+        release.set()
+
+
+def test_unlock_breaks_a_stale_lock_without_force(storage: LocalStorage) -> None:
+    name = lock_name_for("tests.cli.f", "0123456789ab")
+    record = LockRecord(this_user(), this_host(), LockRecord.new(60, None).boot, dead_pid(),
+                        "t0k", time.time(), 60.0, None)
+    assert storage._lock_create(name, record.to_bytes()) is not None
+    url = f"file://{storage.root}"
+    assert "stale" in run("locks", url=url).stdout
+    assert "(stale)" in run("unlock", name, url=url).stdout
+    assert storage.lock_info(name) is None
+    assert run("locks", url=url).stdout.strip().endswith("no locks")
+
+
+# -- gc ---------------------------------------------------------------------------------------
+
+
+def test_gc_evicts_least_recently_used_and_skips_a_locked_key(any_storage: Any) -> None:
+    from tests.test_eviction import CONTEXT, PAYLOAD, make_used_order
+
+    store, url = target(any_storage)
+    make_used_order(store, ("a", "b", "c", "d"), reread="d")
+    assert store.try_acquire_lock(lock_name_for(CONTEXT, "a"), ttl=600)
+    try:
+        done = run_json("gc", "--max-size", f"{2 * len(PAYLOAD)}B", url=url)
+    finally:
+        store.release_lock(lock_name_for(CONTEXT, "a"))
+    assert [row["key"] for row in done["skipped"]] == ["a"]  # locked: being computed
+    assert [row["key"] for row in done["removed"]] == ["b", "c"]
+    assert store.list_stored_files(CONTEXT) == ["a", "d"]
+
+
+def test_gc_dry_run_older_than_and_text(storage: LocalStorage) -> None:
+    from tests.test_eviction import CONTEXT, make_used_order
+
+    make_used_order(storage, ("a", "b"), reread="b")
+    url = f"file://{storage.root}"
+    text = run("gc", "--older-than", "30m", "--dry-run", url=url).stdout
+    assert "would remove 1 entry (1.0 kB); 1.0 kB left" in text
+    assert storage.list_stored_files(CONTEXT) == ["a", "b"]
+    assert "removed 1 entry" in run("gc", "--older-than", "30m", url=url).stdout
+    assert storage.list_stored_files(CONTEXT) == ["b"]
+
+
+# -- errors, stats, entry points ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [("bogus",), ("gc",), ("gc", "--max-size", "lots"),
+                                  ("ls", "--storage", "/no/scheme"), ("unlock",),
+                                  ("gc", "--older-than", "soon")])
+def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...]) -> None:
+    one_error_line(run(*args, check=2))
+
+
+def test_storage_errors_exit_2_and_never_print_a_password() -> None:
+    done = run("ls", url="redis://:hunter2@127.0.0.1:1/0", check=2)
+    line = one_error_line(done)
+    assert "hunter2" not in done.stderr + done.stdout and "***" in line
+
+
+def test_stats_counts_the_whole_storage(filled: Any) -> None:
+    _, _, url = filled
+    data = run_json("stats", url=url)
+    assert (data["functions"], data["entries"], data["locks"]) == (2, 4, 0)
+    assert data["size"] > 0 and data["storage"] == url
+    assert "entries              4" in run("stats", url=url).stdout
+
+
+def test_default_storage_comes_from_the_environment(filled: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, url = filled
+    monkeypatch.setenv("LABCACHE_STORAGE", url)
+    assert run_json("stats")["entries"] == 4
+
+
+def test_demo_runs_against_the_given_storage(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'demo'}"
+    done = run_json("demo", url=url)
+    assert done["done"] is True
+    functions = run_json("ls", url=url)["functions"]
+    assert [(f["function"], f["entries"]) for f in functions] == [("labcache.demo.simulate", 2)]
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "labcache"
+    if not script.exists():
+        pytest.skip("not installed as a package here (pip install -e .)")
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "unlock" in done.stdout

@@ -1,0 +1,216 @@
+"""Least-recently-used eviction: size strings, LRU order on every backend,
+locked keys kept, concurrent readers unharmed, and ``@cached(max_size=...)``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labcache import LocalStorage, cached, entry
+from labcache.eviction import evict, parse_age, parse_size
+from labcache.protocol import lock_name_for
+
+CONTEXT = "tests.eviction"
+PAYLOAD = b"x" * 1000
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("5GB", 5 * 10**9), ("500 MB", 500 * 10**6), ("1.5GiB", int(1.5 * 2**30)), ("10kb", 10**4),
+    ("123", 123), (" 2 TiB ", 2 * 2**40), (0, 0), (4096, 4096),
+])
+def test_sizes_parse(text: Any, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "GB", "5 XB", "five GB", "-5GB", "5GB5", "1e3", -1, True])
+def test_nonsense_sizes_are_refused_with_a_hint(text: Any) -> None:
+    with pytest.raises(ValueError, match=r"size"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("30d", 30 * 86400.0), ("12h", 43200.0), ("90 m", 5400.0), ("45s", 45.0), ("2w", 1209600.0),
+    (7, 7.0),
+])
+def test_ages_parse(text: Any, expected: float) -> None:
+    assert parse_age(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "soon", "3 years", "-1d"])
+def test_nonsense_ages_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"as an age; write a number and a unit"):
+        parse_age(text)
+
+
+def test_evict_needs_a_limit(storage: LocalStorage) -> None:
+    with pytest.raises(ValueError, match="max_size, older_than"):
+        evict(storage, CONTEXT)
+
+
+# -- LRU order on each backend ----------------------------------------------------------
+
+
+def make_used_order(store: Any, names: tuple[str, ...], reread: str) -> None:
+    """Store ``names`` in order, then read ``reread`` later, as each backend can tell it."""
+    for name in names:
+        store.upload_file(PAYLOAD, name, CONTEXT)
+    kind = type(store).__name__
+    if kind == "LocalStorage":  # stored an hour ago, oldest first
+        for age, name in enumerate(names):
+            path = store.entry_path(name, CONTEXT)
+            then = time.time() - 3600 + age
+            os.utime(path, (then, then))
+    elif kind == "RedisStorage":
+        time.sleep(2.1)  # OBJECT IDLETIME counts whole seconds
+    found = store._open_for_load(reread, CONTEXT)  # a hit's read path
+    if hasattr(found, "close"):
+        found.close()
+
+
+def test_least_recently_used_goes_first(any_storage: Any) -> None:
+    make_used_order(any_storage, ("a", "b", "c"), reread="a")
+    done = evict(any_storage, CONTEXT, max_size=2 * len(PAYLOAD))
+    left = any_storage.list_stored_files(CONTEXT)
+    if type(any_storage).__name__ == "S3Storage":
+        # S3 keeps no access time: last use is the write time (LastModified,
+        # whole seconds; ties by name), so the re-read "a" is not protected.
+        assert [s.name for _, s in done.removed] == ["a"] and left == ["b", "c"]
+    else:
+        assert [s.name for _, s in done.removed] == ["b"]
+        assert left == ["a", "c"]
+    assert done.total_before == 3 * len(PAYLOAD) and done.total_after == 2 * len(PAYLOAD)
+
+
+def test_a_locked_key_is_skipped(any_storage: Any) -> None:
+    make_used_order(any_storage, ("a", "b", "c"), reread="c")
+    oldest = "a"  # stored first; every backend agrees it was used least recently
+    assert any_storage.try_acquire_lock(lock_name_for(CONTEXT, oldest), ttl=600)
+    try:
+        done = evict(any_storage, CONTEXT, max_size=2 * len(PAYLOAD))
+    finally:
+        any_storage.release_lock(lock_name_for(CONTEXT, oldest))
+    assert [s.name for _, s in done.skipped] == [oldest]
+    assert oldest in any_storage.list_stored_files(CONTEXT)
+    assert len(any_storage.list_stored_files(CONTEXT)) == 2
+
+
+def test_listing_does_not_count_as_use(any_storage: Any) -> None:
+    """Reading headers for ``ls``/``info`` must not reorder the LRU queue."""
+    for name in ("a", "b"):
+        any_storage.upload_file(entry.encode(name, {"function": "f"}), name, CONTEXT)
+    redis = type(any_storage).__name__ == "RedisStorage"
+    if redis:
+        time.sleep(2.1)  # idle for 2 s: a listing that touched them would reset that
+    before = {s.name: s.last_used for s in any_storage.describe_entries(CONTEXT)}
+    any_storage.read_entry_header("a", CONTEXT)
+    after = {s.name: s.last_used for s in any_storage.describe_entries(CONTEXT)}
+    if redis:
+        # Idle times are whole seconds.  Reading a header leaves them alone on
+        # Redis 7.2+ (CLIENT NO-TOUCH) only, so "a" is not checked here.
+        assert abs(after["b"] - before["b"]) < 1.0
+    else:
+        assert after == before
+
+
+def test_older_than_removes_entries_unused_for_that_long(storage: LocalStorage) -> None:
+    make_used_order(storage, ("a", "b", "c"), reread="b")
+    done = evict(storage, CONTEXT, older_than="30m")
+    assert sorted(s.name for _, s in done.removed) == ["a", "c"]
+    assert storage.list_stored_files(CONTEXT) == ["b"]
+
+
+def test_dry_run_removes_nothing(storage: LocalStorage) -> None:
+    make_used_order(storage, ("a", "b", "c"), reread="a")
+    done = evict(storage, None, max_size="1kB", dry_run=True)
+    assert [s.name for _, s in done.removed] == ["b", "c"]
+    assert storage.list_stored_files(CONTEXT) == ["a", "b", "c"]
+
+
+def test_whole_storage_limit_spans_functions(storage: LocalStorage) -> None:
+    for context in ("m.f", "m.g"):
+        for name in ("k1", "k2"):
+            storage.upload_file(PAYLOAD, name, context)
+    done = evict(storage, max_size=3 * len(PAYLOAD))
+    assert len(done.removed) == 1 and done.total_after == 3 * len(PAYLOAD)
+
+
+# -- readers that already opened an entry --------------------------------------------------
+
+
+def test_local_reader_with_the_file_open_still_gets_its_value(storage: LocalStorage) -> None:
+    big = os.urandom(3 << 20)  # past the one-read size: a hit keeps the file open
+    storage.upload_file(entry.encode(big, {"function": "f"}), "big", CONTEXT)
+    reading = storage._open_for_load("big", CONTEXT)
+    assert hasattr(reading, "read")
+    evict(storage, CONTEXT, max_size=0)
+    assert storage.list_stored_files(CONTEXT) == []
+    with reading:
+        value, _ = entry.decode(reading)
+    assert value == big
+
+
+def test_redis_reader_streaming_chunks_still_gets_its_value(redis_storage: Any) -> None:
+    big = os.urandom(3 << 20)  # past the inline limit: a manifest and chunks
+    redis_storage.upload_file(big, "big", CONTEXT)
+    reading = redis_storage.get_file_by_hashcode("big", CONTEXT)  # manifest read, chunks not
+    evict(redis_storage, CONTEXT, max_size=0)
+    assert redis_storage.list_stored_files(CONTEXT) == []
+    assert reading.read() == big
+
+
+# -- @cached(max_size=...) ------------------------------------------------------------------
+
+
+def _blob(i: int) -> bytes:
+    return bytes([i % 256]) * 4000
+
+
+def test_max_size_keeps_a_function_under_its_limit(storage: LocalStorage) -> None:
+    limit = 13_000
+    blob = cached(storage=storage, max_size=limit)(_blob)
+    for i in range(8):
+        assert blob(i) == _blob(i)
+        sizes = [s.size or 0 for s in storage.describe_entries(blob.context)]
+        assert sum(sizes) <= limit
+        assert blob.is_cached(i)  # the entry just stored always stays
+    assert 1 < len(storage.list_stored_files(blob.context)) < 8
+
+
+def _entry_size(tmp_path: Path) -> int:
+    probe = cached(storage=LocalStorage(tmp_path / "probe"))(_blob)
+    probe(0)
+    return sum(s.size or 0 for s in probe.storage.describe_entries(probe.context))
+
+
+def test_max_size_evicts_the_least_recently_used(storage: LocalStorage, tmp_path: Path) -> None:
+    blob = cached(storage=storage, max_size=3 * _entry_size(tmp_path) + 100)(_blob)
+    for i in range(3):
+        blob(i)
+    for name in storage.list_stored_files(blob.context):  # all stored an hour ago
+        then = time.time() - 3600
+        os.utime(storage.entry_path(name, blob.context), (then, then))
+    blob(0)  # a hit: 0 is now the most recently used
+    blob(3)  # a miss stores a fourth entry: one must go, and it is not 0
+    assert blob.is_cached(0) and blob.is_cached(3)
+    assert len(storage.list_stored_files(blob.context)) == 3
+
+
+def test_max_size_on_an_async_function(storage: LocalStorage) -> None:
+    async def ablob(i: int) -> bytes:
+        return _blob(i)
+
+    limited = cached(storage=storage, max_size="9kB")(ablob)
+    for i in range(4):
+        asyncio.run(limited(i))
+    assert sum(s.size or 0 for s in storage.describe_entries(limited.context)) <= 9000
+    assert limited.is_cached(3)
+
+
+def test_max_size_refuses_nonsense_at_decoration(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot read 'big' as a size"):
+        cached(storage=LocalStorage(tmp_path), max_size="big")(_blob)
