@@ -262,3 +262,38 @@ def test_console_script_is_installed() -> None:
         pytest.skip("not installed as a package here (pip install -e .)")
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "unlock" in done.stdout
+
+
+# -- docs/cli.md: every command on the page runs --------------------------------------------
+
+
+def test_every_command_in_the_cli_page_runs(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_docs_examples import DOCS, fenced_blocks
+
+    blocks = list(fenced_blocks(DOCS / "cli.md"))
+    script = next(b for b in blocks if b.runnable)
+    commands = [line.split() for b in blocks if b.info.split()[:1] == ["bash"]
+                and "Illustration" not in b.info
+                for line in b.code.splitlines() if line.startswith("labcache ")]
+    assert {c[1] for c in commands} >= {"ls", "info", "rm", "clear", "locks", "unlock", "gc",
+                                        "stats", "demo"}
+    root = tmp_path / "cache"
+    monkeypatch.setenv("LABCACHE_DIR", str(root))
+    (tmp_path / "example.py").write_text(script.code, encoding="utf-8")
+    subprocess.run([sys.executable, str(tmp_path / "example.py")], check=True, timeout=PATIENCE,
+                   cwd=tmp_path)
+    entries = run_json("ls", "train")["entries"]
+    key = next(e["key"] for e in entries if "n_trees=30" in e["arguments"])
+    store, lock = LocalStorage(root), lock_name_for("__main__.train", key)
+    for command in commands:
+        args = [key[:6] if word == "3f9a2c" else word for word in command[1:]]
+        if args[0] == "unlock" and "--force" in args:  # a live holder: this test process
+            assert store.try_acquire_lock(lock, ttl=600)
+        elif args[0] == "unlock":  # a holder that died
+            record = LockRecord(this_user(), this_host(), LockRecord.new(60, None).boot,
+                                dead_pid(), "t0k", time.time(), 60.0, None)
+            assert store._lock_create(lock, record.to_bytes()) is not None
+        run(*args)
+    assert store.lock_info(lock) is None
+    assert "__main__.train" not in [f["function"] for f in run_json("ls")["functions"]]
