@@ -118,8 +118,9 @@ class EntryStat:
 
     @property
     def last_used(self) -> float:
-        """Last access, else modification, else 0: the key LRU eviction sorts by."""
-        return self.accessed or self.modified or 0.0
+        """The later of last access and modification (0 if neither is known):
+        what least-recently-used eviction sorts by."""
+        return max(self.accessed or 0.0, self.modified or 0.0)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ def make_used_order(store: Any, names: tuple[str, ...], reread: str) -> None:
             os.utime(path, (then, then))
     elif kind == "RedisStorage":
         time.sleep(2.1)  # OBJECT IDLETIME counts whole seconds
+    else:
+        time.sleep(1.1)  # S3 times (LastModified of entries and use markers) are whole seconds
     found = store._open_for_load(reread, CONTEXT)  # a hit's read path
     if hasattr(found, "close"):
         found.close()
@@ -75,14 +77,8 @@ def make_used_order(store: Any, names: tuple[str, ...], reread: str) -> None:
 def test_least_recently_used_goes_first(any_storage: Any) -> None:
     make_used_order(any_storage, ("a", "b", "c"), reread="a")
     done = evict(any_storage, CONTEXT, max_size=2 * len(PAYLOAD))
-    left = any_storage.list_stored_files(CONTEXT)
-    if type(any_storage).__name__ == "S3Storage":
-        # S3 keeps no access time: last use is the write time (LastModified,
-        # whole seconds; ties by name), so the re-read "a" is not protected.
-        assert [s.name for _, s in done.removed] == ["a"] and left == ["b", "c"]
-    else:
-        assert [s.name for _, s in done.removed] == ["b"]
-        assert left == ["a", "c"]
+    assert [s.name for _, s in done.removed] == ["b"]
+    assert any_storage.list_stored_files(CONTEXT) == ["a", "c"]
     assert done.total_before == 3 * len(PAYLOAD) and done.total_after == 2 * len(PAYLOAD)
 
 
@@ -214,3 +210,23 @@ def test_max_size_on_an_async_function(storage: LocalStorage) -> None:
 def test_max_size_refuses_nonsense_at_decoration(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot read 'big' as a size"):
         cached(storage=LocalStorage(tmp_path), max_size="big")(_blob)
+
+
+def test_s3_use_markers_are_hidden_throttled_and_removed_with_their_entry(s3_storage: Any) -> None:
+    s3_storage.upload_file(PAYLOAD, "a", CONTEXT)
+    s3_storage._open_for_load("a", CONTEXT).close()
+    marker = s3_storage._marker_key("a", CONTEXT)
+    s3_storage._s3().head_object(Bucket=s3_storage.bucket, Key=marker)  # left by the hit
+    assert s3_storage.list_contexts() == [CONTEXT]
+    assert s3_storage.list_stored_files(CONTEXT) == ["a"]
+    (stat,) = s3_storage.describe_entries(CONTEXT)
+    assert stat.accessed is not None and stat.accessed >= stat.modified
+    s3_storage._s3().delete_object(Bucket=s3_storage.bucket, Key=marker)
+    s3_storage._open_for_load("a", CONTEXT).close()  # a second hit soon after: no new PUT
+    assert s3_storage.describe_entries(CONTEXT)[0].accessed is None
+    s3_storage._open_for_load("a", CONTEXT).close()
+    s3_storage.__dict__["_marked"].clear()  # as if 10 minutes had passed
+    s3_storage._open_for_load("a", CONTEXT).close()
+    s3_storage.delete_file("a", CONTEXT)
+    listed = s3_storage._s3().list_objects_v2(Bucket=s3_storage.bucket).get("Contents", ())
+    assert [item["Key"] for item in listed] == []

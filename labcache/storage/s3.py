@@ -45,6 +45,8 @@ _MISSING, _LOST, _UNSUPPORTED = "missing", "lost", "unsupported"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 _OPTIONS = {"profile_name", "region_name", "aws_access_key_id", "aws_secret_access_key",
             "aws_session_token", "aws_account_id", "config", "verify", "use_ssl", "api_version"}
+#: A hit leaves a use marker at most this often per entry and process (seconds).
+_MARK_USED_EVERY = 600.0
 _SECRETS = ("aws_secret_access_key", "aws_session_token")
 
 
@@ -145,6 +147,7 @@ class S3Storage(RecordLockingStorage):
         if self._call("head_object", key, (_MISSING,)) == _MISSING:
             raise self._not_found(key)
         self._call("delete_object", key)
+        self._call("delete_object", self._marker_key(hashcode, context))  # its use marker
 
     def list_stored_files(self, context: str) -> list[str]:
         """Names of the entries directly in ``context``, sorted (no sub-contexts)."""
@@ -163,17 +166,49 @@ class S3Storage(RecordLockingStorage):
         return sorted(name for name in found if name != _LOCK_DIR and not name.startswith("."))
 
     def describe_entries(self, context: str) -> list[EntryStat]:
-        """Names, sizes and times straight from the object listing."""
-        prefix = self._context_prefix(context)
+        """Names, sizes and times from the object listing; last use from the
+        listing of the use markers (see ``_open_for_load``)."""
+        prefix, marks = self._context_prefix(context), self._marker_key("", context)
+        used = {item["Key"][len(marks):]: item["LastModified"].timestamp()
+                for item in self._objects(marks)}
+        return sorted(EntryStat(item["Key"][len(prefix):], int(item["Size"]),
+                                item["LastModified"].timestamp(),
+                                used.get(item["Key"][len(prefix):]))
+                      for item in self._objects(prefix)
+                      if not item["Key"][len(prefix):].startswith("."))
+
+    def _objects(self, prefix: str) -> list[dict[str, Any]]:
         try:
             pages = self._s3().get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix, Delimiter="/")
-            items = [item for page in pages for item in page.get("Contents", ())]
+            return [item for page in pages for item in page.get("Contents", ())]
         except (ClientError, BotoCoreError) as exc:
             raise self._error("list_objects_v2", prefix, exc) from None
-        return sorted(EntryStat(item["Key"][len(prefix):], int(item["Size"]),
-                                item["LastModified"].timestamp()) for item in items
-                      if not item["Key"][len(prefix):].startswith("."))
+
+    def _open_for_load(self, hashcode: str, context: str) -> Any:
+        """A hit: the entry's stream, and a use marker when this process has
+        not left one for this entry in the last ``_MARK_USED_EVERY`` seconds.
+
+        S3 keeps no access times, so a hit puts an empty object
+        ``<prefix>/.used/<context>/<key>`` whose LastModified is the last use
+        (by the server's clock).  At most one small PUT per entry and process
+        every 10 minutes; a refused PUT (read-only credentials) is ignored.
+        """
+        body = self.get_file_by_hashcode(hashcode, context)
+        marked: dict[tuple[str, str], float] = self.__dict__.setdefault("_marked", {})
+        now = time.monotonic()
+        if now - marked.get((context, hashcode), -math.inf) >= _MARK_USED_EVERY:
+            if len(marked) > 100_000:  # a long-lived process: forget, re-mark later
+                marked.clear()
+            marked[(context, hashcode)] = now
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self._s3().put_object(Bucket=self.bucket, Body=b"",
+                                      Key=self._marker_key(hashcode, context))
+        return body
+
+    def _marker_key(self, hashcode: str, context: str) -> str:
+        self._context_prefix(context)  # validates the context
+        return f"{self._base}.used/{context}/{hashcode}"
 
     def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
         """The header from a ranged GET of the entry's first 64 KiB."""
