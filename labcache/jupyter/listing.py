@@ -73,6 +73,8 @@ class EntryView:
     compute_seconds: float | None
     arguments: dict[str, str] = field(default_factory=dict)
     problem: str | None = None
+    #: When a process last loaded the entry (or wrote it), if the storage tracks it.
+    last_used: float | None = None
 
     @property
     def who(self) -> str:
@@ -163,7 +165,7 @@ def format_ago(when: float | None, now: float | None = None) -> str:
 # strings per row, matching the column titles.
 
 FUNCTION_COLUMNS = ("function", "entries", "total size", "newest", "by", "compute time", "note")
-ENTRY_COLUMNS = ("key", "created", "by", "compute time", "size", "arguments")
+ENTRY_COLUMNS = ("key", "created", "last used", "by", "compute time", "size", "arguments")
 LOCK_COLUMNS = ("function", "key", "holder", "held for", "last beat", "state")
 
 
@@ -182,7 +184,7 @@ def function_cells(summary: FunctionSummary, now: float | None = None) -> list[s
 
 def entry_cells(view: EntryView, now: float | None = None) -> list[str]:
     """One row of the entry table (see ``ENTRY_COLUMNS``)."""
-    return [view.name, format_ago(view.created, now), view.who,
+    return [view.name, format_ago(view.created, now), format_ago(view.last_used, now), view.who,
             format_age(view.compute_seconds), format_size(view.size), arguments_text(view)]
 
 
@@ -313,7 +315,7 @@ def read_view(storage: BaseStorage, context: str, stat: EntryStat) -> EntryView:
         header = _read_header(storage, stat.name, context)
     except Exception as exc:  # deleted meanwhile, damaged, another format
         return EntryView(context, stat.name, stat.size, stat.modified, None, None, None,
-                         {}, f"{type(exc).__name__}: {exc}")
+                         {}, f"{type(exc).__name__}: {exc}", stat.last_used or None)
     meta = _mapping(header.get("meta"))
     arguments = _mapping(meta.get("arguments"))
     size = stat.size
@@ -322,7 +324,7 @@ def read_view(storage: BaseStorage, context: str, stat: EntryStat) -> EntryView:
     return EntryView(
         context, stat.name, size, _number(meta.get("created")) or stat.modified,
         _text(meta.get("user")), _text(meta.get("host")), _number(meta.get("compute_seconds")),
-        {str(k): str(v) for k, v in arguments.items()},
+        {str(k): str(v) for k, v in arguments.items()}, last_used=stat.last_used or None,
     )
 
 
