@@ -85,7 +85,8 @@ def cmd_info(storage: BaseStorage, args: argparse.Namespace) -> Any:
     lock = _lock_of(storage, context, stat.name)
     data: dict[str, Any] = {"function": context, "key": stat.name, "size": stat.size,
             "created": meta.get("created"), "modified": stat.modified,
-            "last_used": stat.last_used or None, "by": f"{meta.get('user')}@{meta.get('host')}",
+            "last_used": stat.last_used or None,
+            "by": f"{meta.get('user') or '?'}@{meta.get('host') or '?'}",
             "compute_seconds": meta.get("compute_seconds"), "arguments": meta.get("arguments"),
             "python": meta.get("python"), "labcache": meta.get("labcache"),
             "signed": bool(header.get("signature")), "lock": lock}
@@ -264,7 +265,12 @@ Command = Callable[[BaseStorage, argparse.Namespace], Any]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (``labcache --help``)."""
+    """The argument parser (``labcache --help``).
+
+    Examples:
+        >>> build_parser().parse_args(["gc", "--max-size", "10GB"]).max_size
+        '10GB'
+    """
     common = _Parser(add_help=False)
     common.add_argument("--storage", metavar="URL", help="storage URL (default: "
                         "LABCACHE_STORAGE, then the local cache folder)")
@@ -299,7 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit code (0 done, 1 nothing matched, 2 error)."""
+    """Run one command; returns the exit code (0 done, 1 nothing matched, 2 error).
+
+    Examples:
+        >>> main(["gc", "--storage", "file:///tmp/labcache-cli-doctest-empty"])
+        2
+    """
     url = None
     try:
         args = build_parser().parse_args(argv)

@@ -101,6 +101,10 @@ class Eviction:
     ``removed`` and ``skipped`` hold ``(context, EntryStat)`` pairs; ``skipped``
     are entries that should have gone but were locked (being computed).
     ``total_before``/``total_after`` are bytes in the contexts examined.
+
+    Examples:
+        >>> Eviction(total_before=3000, total_after=1000).freed  # nothing listed as removed
+        0
     """
 
     removed: list[tuple[str, EntryStat]] = field(default_factory=list)

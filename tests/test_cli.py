@@ -297,3 +297,23 @@ def test_every_command_in_the_cli_page_runs(tmp_path: Path,
         run(*args)
     assert store.lock_info(lock) is None
     assert "__main__.train" not in [f["function"] for f in run_json("ls")["functions"]]
+
+
+def test_progress_bar_draws_on_a_terminal_only() -> None:
+    import io
+
+    from labcache._cli_format import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen, piped = Terminal(), io.StringIO()
+    for stream in (screen, piped):
+        bar = ProgressBar("gc", stream=stream)
+        bar(1, 4)
+        bar(4, 4)
+        bar.close()
+    assert "gc [#######" in screen.getvalue() and "4/4 entries" in screen.getvalue()
+    assert screen.getvalue().endswith("\r\033[K")  # erased before the command's output
+    assert piped.getvalue() == ""

@@ -230,3 +230,16 @@ def test_s3_use_markers_are_hidden_throttled_and_removed_with_their_entry(s3_sto
     s3_storage.delete_file("a", CONTEXT)
     listed = s3_storage._s3().list_objects_v2(Bucket=s3_storage.bucket).get("Contents", ())
     assert [item["Key"] for item in listed] == []
+
+
+def test_redis_entries_stored_without_a_recorded_size_are_measured_once(
+        redis_storage: Any) -> None:
+    redis_storage.upload_file(PAYLOAD, "new", CONTEXT)
+    # As an older labcache stored it: the value alone, no size beside it.
+    redis_storage.client.set(redis_storage._entry_key("old", CONTEXT), b"I" + PAYLOAD * 2)
+    sizes = {s.name: s.size for s in redis_storage.describe_entries(CONTEXT)}
+    assert sizes == {"new": len(PAYLOAD), "old": 2 * len(PAYLOAD)}
+    recorded = redis_storage.client.hgetall(redis_storage._sizes_key(CONTEXT))
+    assert recorded == {b"new": b"1000", b"old": b"2000"}
+    redis_storage.delete_file("old", CONTEXT)
+    assert redis_storage.client.hkeys(redis_storage._sizes_key(CONTEXT)) == [b"new"]

@@ -197,28 +197,33 @@ class RedisStorage(RecordLockingStorage):
         pipe.hmget(self._sizes_key(context), names)
         *idles, known = pipe.execute(raise_on_error=False)
         now = time.time()
-        stats = [EntryStat(name, int(size), None,
-                           now - idle if isinstance(idle, int) else None)  # None: LFU policy
-                 for name, idle, size in zip(names, idles, known, strict=True)
-                 if size is not None]
-        unsized = [name for name, size in zip(names, known, strict=True) if size is None]
-        return sorted(stats + self._measure(unsized, context))
+        sizes = dict(zip(names, known, strict=True))
+        sizes.update(self._measure([name for name in names if sizes[name] is None], context))
+        return [EntryStat(name, int(sizes[name]), None,
+                          now - idle if isinstance(idle, int) else None)  # None: LFU policy
+                for name, idle in zip(names, idles, strict=True)
+                if sizes.get(name) is not None]  # None: deleted since the SCAN
 
-    def _measure(self, names: list[str], context: str) -> list[EntryStat]:
-        """Sizes of entries stored before sizes were recorded (reads touch them)."""
+    def _measure(self, names: list[str], context: str) -> dict[str, int]:
+        """Sizes of entries stored before sizes were recorded (these reads
+        touch them once), written down so the next listing need not."""
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.getrange(self._entry_key(name, context), 0, 0).strlen(
                 self._entry_key(name, context))
         answers = pipe.execute() if names else []
-        stats = []
+        sizes = {}
         for name, kind, length in zip(names, answers[::2], answers[1::2], strict=True):
+            if not kind:  # deleted meanwhile
+                continue
             size = length - 1
             if kind == _MANIFEST:  # the value only names the chunks: add them up
                 manifest = json.loads(self.client.get(self._entry_key(name, context))[1:])
                 size = sum(manifest["sizes"])
-            stats.append(EntryStat(name, max(size, 0), None))
-        return stats
+            sizes[name] = max(size, 0)
+        if sizes:
+            self.client.hset(self._sizes_key(context), mapping=sizes)
+        return sizes
 
     @_translated
     def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
