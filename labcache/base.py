@@ -203,6 +203,9 @@ class BaseLockingStorage(BaseStorage):
             >>> LocalStorage(tempfile.mkdtemp()).wait_for_unlock("free", timeout=1)
             True
         """
+        from .names import check_name  # even with timeout=0, a bad name is an error
+
+        check_name(lock_name, "lock name")
         started = time.monotonic()
         pause = initial_poll_interval
         checks = 0

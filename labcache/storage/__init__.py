@@ -16,8 +16,9 @@ import os
 import threading
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
+from .._redact import install_log_filter, redact_url
 from ..base import BaseStorage
 
 __all__ = ["default_storage", "known_schemes", "open_storage"]
@@ -31,6 +32,11 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "rediss": ("labcache.storage.redis:RedisStorage", "labcache[redis]"),
     "s3": ("labcache.storage.s3:S3Storage", "labcache[s3]"),
 }
+
+_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+# Whatever reaches the labcache logger is scrubbed of credentials.
+install_log_filter()
 
 _defaults: dict[tuple[str | None, str | None], BaseStorage] = {}
 _defaults_guard = threading.Lock()
@@ -61,7 +67,7 @@ def open_storage(url: str) -> BaseStorage:
     """
     if not isinstance(url, str) or "://" not in url:
         raise ValueError(
-            f"storage URL {url!r} has no scheme; write it as scheme://..., "
+            f"storage URL {redact_url(url)!r} has no scheme; write it as scheme://..., "
             f"with a scheme among: {', '.join(known_schemes())}"
         )
     scheme = url.split("://", 1)[0].lower()
@@ -98,7 +104,7 @@ def _opener(scheme: str, url: str) -> Opener:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise ValueError(
-                f"storage URL {url!r} needs an optional dependency ({exc.name}); "
+                f"storage URL {redact_url(url)!r} needs an optional dependency ({exc.name}); "
                 f"install it with: pip install '{install}'"
             ) from exc
         opener: Opener = getattr(module, attribute)
@@ -106,7 +112,7 @@ def _opener(scheme: str, url: str) -> Opener:
     found = _entry_points().get(scheme)
     if found is None:
         raise ValueError(
-            f"unknown storage scheme {scheme!r} in {url!r}; known schemes: "
+            f"unknown storage scheme {redact_url(scheme)!r} in {redact_url(url)!r}; known schemes: "
             f"{', '.join(known_schemes())}"
         )
     loaded: Opener = found.load()
@@ -120,15 +126,31 @@ def _entry_points() -> dict[str, Any]:
 
 
 def _open_file(url: str) -> BaseStorage:
+    """``file:///path`` or ``file:///path?shared=1`` (group-writable, see LocalStorage)."""
     from .local import LocalStorage
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed '[' in the host
+        raise ValueError(f"file URL {redact_url(url)!r} is malformed ({exc}); use "
+                         "file:///absolute/path") from None
     if parts.netloc not in ("", "localhost"):
         raise ValueError(
-            f"file URL {url!r} names host {parts.netloc!r}; use file:///absolute/path "
+            f"file URL {redact_url(url)!r} names a host; use file:///absolute/path "
             "(mount a shared folder to reach another machine's files)"
         )
     path = unquote(parts.path)
-    if not path or not path.startswith("/"):
-        raise ValueError(f"file URL {url!r} has no absolute path; use file:///absolute/path")
-    return LocalStorage(path)
+    if not path or not path.startswith("/") or "\x00" in path or parts.fragment:
+        raise ValueError(f"file URL {redact_url(url)!r} has no absolute path (or has a NUL "
+                         "or a #fragment); use file:///absolute/path")
+    return LocalStorage(path, shared=_shared_option(url, parts.query))
+
+
+def _shared_option(url: str, query: str) -> bool:
+    options = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(options) - {"shared"})
+    values = options.get("shared", ["0"])
+    if unknown or len(values) != 1 or values[0].lower() not in _FLAGS:
+        raise ValueError(f"file URL {redact_url(url)!r}: the only option is shared=1 or "
+                         "shared=0, e.g. file:///shared/team?shared=1")
+    return _FLAGS[values[0].lower()]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
+import stat as stat_module
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +27,10 @@ from typing import Any
 import xxhash
 
 from ..entry import read_header, upload_chunks
+from ..errors import CorruptEntryError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
+from ._fs import Tree
 
 __all__ = ["LocalStorage", "default_root"]
 
@@ -37,6 +39,7 @@ CLAIM_STALE_SECONDS = 30.0
 #: How many levels of "claim on a stale claim" to try before giving up.
 MAX_CLAIM_LEVEL = 3
 _LOCK_DIR = "locks"
+_LOCKS = (_LOCK_DIR,)
 #: Entries up to this size are read in one call on a hit.
 _SMALL_ENTRY = 1 << 20
 #: A hit re-marks an entry's access time only when the mark is older than this,
@@ -66,6 +69,11 @@ def default_root() -> Path:
 class LocalStorage(RecordLockingStorage):
     """Entries under ``root/<context>/``, locks under ``root/locks/``.
 
+    Files and folders are created with the umask's permissions; with
+    ``shared=True`` (URL ``file:///path?shared=1``) new folders are also
+    group-writable and setgid and new files group-writable, so a team in the
+    folder's group can share it.  No link planted inside the root is followed.
+
     Examples:
         >>> import tempfile
         >>> store = LocalStorage(tempfile.mkdtemp())
@@ -75,25 +83,31 @@ class LocalStorage(RecordLockingStorage):
         (['answer'], True)
     """
 
-    def __new__(cls, path: str | os.PathLike[str] | None = None) -> LocalStorage:
-        # One instance per *resolved* folder: LocalStorage(), LocalStorage(p),
-        # LocalStorage(str(p)) and a pickled copy all share locks and state.
-        instance: LocalStorage = super().__new__(cls, str(_resolve(path)))
+    def __new__(cls, path: str | os.PathLike[str] | None = None,
+                shared: bool = False) -> LocalStorage:
+        # One instance per *resolved* folder and sharing mode: LocalStorage(),
+        # LocalStorage(p), LocalStorage(str(p)) and a pickled copy share state.
+        instance: LocalStorage = super().__new__(cls, str(_resolve(path)), bool(shared))
         return instance
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None,
+                 shared: bool = False) -> None:
         if self.__dict__.get("_ready"):  # the same configured instance again
             return
         self.root = _resolve(path)
+        self.shared = bool(shared)
+        self._tree = Tree(str(self.root), self.shared)
+        self._parts: dict[str, tuple[str, ...]] = {}  # context -> validated folder parts
         self._folders: dict[str, str] = {}  # context -> validated folder path
         self._init_locks()
         self._ready = True
 
     def __repr__(self) -> str:
-        return f"LocalStorage({str(self.root)!r})"
+        shared = ", shared=True" if self.shared else ""
+        return f"LocalStorage({str(self.root)!r}{shared})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self.root),))
+        return (type(self), (str(self.root), self.shared))
 
     # -- entries (the seed's BaseStorage) ---------------------------------------
 
@@ -105,24 +119,21 @@ class LocalStorage(RecordLockingStorage):
         self, file: object, file_name: str, context: str, direct_stream: bool = False
     ) -> str | None:
         """Atomically store ``file`` (bytes, an encoded entry or a binary file)."""
-        path = self._entry_path(file_name, context)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        _write_atomically(path, file)
+        self._tree.write_atomically(*self._where(file_name, context), upload_chunks(file))
         return file_name
 
     def download_file(self, hashcode: str, context: str) -> bytes:
         """The stored bytes; ``FileNotFoundError`` if there is no such entry."""
-        with open(self._entry_path(hashcode, context), "rb") as f:
-            return f.read()
+        return self._tree.read(*self._where(hashcode, context))
 
     def get_file_by_hashcode(self, hashcode: str, context: str) -> Any:
         """The entry opened for binary reading (the caller closes it)."""
-        return open(self._entry_path(hashcode, context), "rb")
+        return os.fdopen(self._tree.open_read(*self._where(hashcode, context)), "rb")
 
     def _open_for_load(self, hashcode: str, context: str) -> Any:
         # A hit on a small entry is open + fstat + one read: no buffered file
         # object, no separate reads for header and payload.
-        fd = os.open(self._entry_path(hashcode, context), os.O_RDONLY)
+        fd = self._tree.open_read(*self._where(hashcode, context))
         size = _note_use(fd).st_size
         if size > _SMALL_ENTRY:
             return os.fdopen(fd, "rb")
@@ -133,54 +144,53 @@ class LocalStorage(RecordLockingStorage):
 
     def check_if_exists(self, hashcode: str, context: str) -> bool:
         """Whether the entry exists."""
-        return os.path.isfile(self._entry_path(hashcode, context))
+        return self._tree.is_file(*self._where(hashcode, context))
 
     def delete_file(self, hashcode: str, context: str) -> None:
         """Remove the entry; ``FileNotFoundError`` if it is not there."""
-        os.unlink(self._entry_path(hashcode, context))
+        self._tree.unlink(*self._where(hashcode, context))
 
     def list_stored_files(self, context: str) -> list[str]:
         """Names of the entries in ``context``, sorted; temp files left out."""
-        folder = self._folder(context)
-        try:
-            with os.scandir(folder) as entries:
-                return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_file())
-        except FileNotFoundError:
-            return []
+        return sorted(name for name, st in self._tree.scan(self._context_parts(context))
+                      if not name.startswith(".") and stat_module.S_ISREG(st.st_mode))
 
     def list_contexts(self) -> list[str]:
         """Folders under the root that hold entries (``locks`` left out)."""
-        try:
-            with os.scandir(self.root) as found:
-                return sorted(e.name for e in found if e.is_dir() and e.name != _LOCK_DIR
-                              and not e.name.startswith("."))
-        except FileNotFoundError:
-            return []
+        return sorted(name for name, st in self._tree.scan(()) if name != _LOCK_DIR
+                      and not name.startswith(".") and stat_module.S_ISDIR(st.st_mode))
 
     def describe_entries(self, context: str) -> list[EntryStat]:
         """Names, sizes and mtimes from one directory scan (no file is opened)."""
-        try:
-            with os.scandir(self._folder(context)) as found:
-                stats = [(e.name, e.stat()) for e in found
-                         if not e.name.startswith(".") and e.is_file()]
-        except FileNotFoundError:
-            return []
+        stats = [(name, st) for name, st in self._tree.scan(self._context_parts(context))
+                 if not name.startswith(".") and stat_module.S_ISREG(st.st_mode)]
         stats.sort(key=_first)  # by name: cheaper than comparing whole EntryStats
         return [EntryStat(name, st.st_size, st.st_mtime, st.st_atime) for name, st in stats]
 
     def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
         """The entry's header, read without counting as a use of the entry."""
-        path = self._entry_path(hashcode, context)
+        where = self._where(hashcode, context)
         try:  # O_NOATIME: listing entries must not reorder least-recently-used eviction
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOATIME", 0))
+            fd = self._tree.open_read(*where, getattr(os, "O_NOATIME", 0))
         except PermissionError:  # O_NOATIME needs the file's owner
-            fd = os.open(path, os.O_RDONLY)
+            fd = self._tree.open_read(*where)
         with os.fdopen(fd, "rb") as source:
             return read_header(source)
 
     def entry_path(self, hashcode: str, context: str) -> Path:
         """Where an entry lives on disk (for memory-mapped loads and tools)."""
         return Path(self._entry_path(hashcode, context))
+
+    def _where(self, hashcode: str, context: str) -> tuple[tuple[str, ...], str]:
+        """(folder parts, file name) of an entry, both validated."""
+        return self._context_parts(context), check_name(hashcode, "file name")
+
+    def _context_parts(self, context: str) -> tuple[str, ...]:
+        parts = self._parts.get(context)
+        if parts is None:
+            check_entry_context(context)
+            parts = self._parts[context] = tuple(context.split("/"))
+        return parts
 
     def _entry_path(self, hashcode: str, context: str) -> str:
         # Plain strings, not pathlib: this runs on every cache hit.
@@ -198,51 +208,46 @@ class LocalStorage(RecordLockingStorage):
     def _lock_file(self, name: str) -> Path:
         return self.root / self._get_lock_path(check_name(name, "lock name"))
 
+    def _lock_leaf(self, name: str) -> str:
+        return f"{check_name(name, 'lock name')}.lock"
+
     def _lock_create(self, name: str, data: bytes) -> str | None:
-        path = self._lock_file(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        aside = path.with_name(f".{name}.{secrets.token_hex(8)}.tmp")
-        aside.write_bytes(data)
-        try:
-            os.link(aside, path)
-        except FileExistsError:
+        # Linked into place from a written file: never visible empty.
+        if not self._tree.link_new(_LOCKS, self._lock_leaf(name), data):
             return None
-        except OSError:  # no hard links here: O_EXCL, briefly empty (never stale)
-            if not _create_exclusive(path, data):
-                return None
-        finally:
-            aside.unlink(missing_ok=True)
         return _version(data)
 
     def _lock_read(self, name: str) -> RawLock | None:
+        leaf = self._lock_leaf(name)
         try:
-            with open(self._lock_file(name), "rb") as f:
-                beat = os.fstat(f.fileno()).st_mtime
-                data = f.read()
+            fd = self._tree.open_read(_LOCKS, leaf)
         except FileNotFoundError:
             return None
+        except CorruptEntryError:  # a link planted as the record: stale, so replaced
+            st = self._tree.lstat(_LOCKS, leaf)
+            return RawLock(b"", 0.0, f"link-{st.st_ino}-{st.st_mtime_ns}")
+        with os.fdopen(fd, "rb") as f:
+            beat = os.fstat(f.fileno()).st_mtime
+            data = f.read()
         return RawLock(data, beat, _version(data))
 
     def _lock_replace(self, name: str, version: str, data: bytes) -> str | None:
-        path = self._lock_file(name)
         with self._claim(name, version) as claimed:
             if not claimed or not self._still(name, version):
                 return None
-            aside = path.with_name(f".{name}.{secrets.token_hex(8)}.tmp")
-            aside.write_bytes(data)
-            os.replace(aside, path)
+            self._tree.write_atomically(_LOCKS, self._lock_leaf(name), [data])
         return _version(data)
 
     def _lock_delete(self, name: str, version: str) -> bool:
         with self._claim(name, version) as claimed:
             if not claimed or not self._still(name, version):
                 return False
-            self._lock_file(name).unlink(missing_ok=True)
+            self._tree.unlink(_LOCKS, self._lock_leaf(name), missing_ok=True)
         return True
 
     def _lock_touch(self, name: str, version: str) -> str | None:
         try:
-            os.utime(self._lock_file(name))
+            self._tree.touch(_LOCKS, self._lock_leaf(name))
         except FileNotFoundError:
             return None
         # If the record was replaced we touched the new holder's file, which
@@ -250,12 +255,8 @@ class LocalStorage(RecordLockingStorage):
         return version if self._still(name, version) else None
 
     def _lock_names(self) -> list[str]:
-        try:
-            with os.scandir(self.root / _LOCK_DIR) as entries:
-                return [e.name[: -len(".lock")] for e in entries
-                        if e.name.endswith(".lock") and not e.name.startswith(".")]
-        except FileNotFoundError:
-            return []
+        return [found[: -len(".lock")] for found, _ in self._tree.scan(_LOCKS)
+                if found.endswith(".lock") and not found.startswith(".")]
 
     def _now(self) -> float:
         """The file system's clock: the mtime of a file created here just now.
@@ -265,17 +266,10 @@ class LocalStorage(RecordLockingStorage):
         them with this instead of ``time.time()`` keeps a beating holder
         fresh when this host's clock is ahead or behind.
         """
-        probe = os.path.join(self.root, _LOCK_DIR, f".now.{secrets.token_hex(8)}")
-        try:
-            fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        try:  # through the tree: a locks folder planted as a link is never written
+            return self._tree.clock(_LOCKS)
         except OSError:  # a read-only folder: our clock is the best we have
             return time.time()
-        try:
-            return os.fstat(fd).st_mtime
-        finally:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(probe)
 
     def _still(self, name: str, version: str) -> bool:
         raw = self._lock_read(name)
@@ -283,13 +277,13 @@ class LocalStorage(RecordLockingStorage):
 
     @contextlib.contextmanager
     def _claim(self, name: str, version: str) -> Iterator[bool]:
-        base = self.root / _LOCK_DIR / f".{name}.{version}"
-        path = _take_claim(base, 1)
+        base = f".{name}.{version}"
+        claim = _take_claim(self._tree, base, 1)
         try:
-            yield path is not None
+            yield claim is not None
         finally:
-            if path is not None:
-                path.unlink(missing_ok=True)
+            if claim is not None:
+                self._tree.unlink(_LOCKS, claim, missing_ok=True)
 
 
 def _note_use(fd: int) -> os.stat_result:
@@ -315,49 +309,25 @@ def _version(data: bytes) -> str:
     return xxhash.xxh3_64_hexdigest(data)
 
 
-def _create_exclusive(path: Path, data: bytes = b"") -> bool:
+def _take_claim(tree: Tree, base: str, level: int) -> str | None:
+    """Create ``locks/<base>.claim<level>``; clear a dead claim under a higher level."""
+    claim = f"{base}.claim{level}"
+    if tree.create(_LOCKS, claim):
+        return claim
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return True
-
-
-def _take_claim(base: Path, level: int) -> Path | None:
-    """Create ``<base>.claim<level>``; clear a dead claim under a higher level."""
-    path = Path(f"{base}.claim{level}")
-    if _create_exclusive(path):
-        return path
-    try:
-        seen = os.stat(path)
+        seen = tree.lstat(_LOCKS, claim)
     except FileNotFoundError:
-        return path if _create_exclusive(path) else None
+        return claim if tree.create(_LOCKS, claim) else None
     if level >= MAX_CLAIM_LEVEL or time.time() - seen.st_mtime < CLAIM_STALE_SECONDS:
         return None
-    upper = _take_claim(base, level + 1)
+    upper = _take_claim(tree, base, level + 1)
     if upper is None:
         return None
     try:
         with contextlib.suppress(FileNotFoundError):
-            now = os.stat(path)
+            now = tree.lstat(_LOCKS, claim)
             if (now.st_ino, now.st_mtime_ns) == (seen.st_ino, seen.st_mtime_ns):
-                os.unlink(path)
-        return path if _create_exclusive(path) else None
+                tree.unlink(_LOCKS, claim)
+        return claim if tree.create(_LOCKS, claim) else None
     finally:
-        upper.unlink(missing_ok=True)
-
-
-def _write_atomically(path: str, file: object) -> None:
-    folder, name = os.path.split(path)
-    aside = os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp")
-    try:
-        with open(aside, "wb") as out:
-            for chunk in upload_chunks(file):
-                out.write(chunk)
-        os.replace(aside, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(aside)
-        raise
+        tree.unlink(_LOCKS, upper, missing_ok=True)

@@ -22,11 +22,13 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import redis
 
 from .. import entry
+from .._redact import redact_url as _redact
+from .._redact import scrub
 from ..errors import StorageError
 from ..locks import EntryStat, LockRecord, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
@@ -58,10 +60,10 @@ def _translated(method: Callable[..., T]) -> Callable[..., T]:
         try:
             return method(self, *args, **kwargs)
         except redis.RedisError as exc:
-            raise StorageError(
+            raise StorageError(scrub(
                 f"Redis at {self.get_root_path()} failed: {type(exc).__name__}: {exc}. "
-                "Check that the server is running and reachable"
-            ) from None
+                "Check that the server is running and reachable", [_password(self.client)]
+            )) from None
 
     return wrapper
 
@@ -91,7 +93,7 @@ class RedisStorage(RecordLockingStorage):
         if isinstance(url, str):
             self.url = _check_url(url)
             # Long socket timeout: a 64 MB chunk must fit through it.
-            self.client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=60)
+            self.client = _client_from_url(self.url)
         else:
             self.client, self.url = url, _url_of(url)
         self._scripts = {name: self.client.register_script(source) for name, source in
@@ -387,7 +389,8 @@ class _Chunks:
         try:
             value = self._client.get(self._keys.pop(0))
         except redis.RedisError as exc:
-            raise StorageError(f"Redis failed while reading an entry: {exc}") from None
+            raise StorageError(scrub(f"Redis failed while reading an entry: {exc}",
+                                     [_password(self._client)])) from None
         self._current = memoryview(value or b"")  # a vanished chunk reads as truncation
         return value is not None
 
@@ -427,12 +430,37 @@ def _last_beat(data: bytes, remaining_ms: int) -> float:
 
 
 def _check_url(url: str) -> str:
-    parts = urlsplit(url)
+    """``url`` with its scheme in lower case (as redis-py wants), or a ValueError."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:  # e.g. an unclosed '[' in the host
+        raise ValueError(f"Redis URL {_redact(url)!r} is malformed ({exc}); write "
+                         "redis://host:6379/0") from None
     if parts.scheme not in ("redis", "rediss"):
         raise ValueError(f"Redis URL {_redact(url)!r} must start with redis:// or rediss://")
-    if not parts.hostname:
+    if not host:
         raise ValueError(f"Redis URL {_redact(url)!r} has no host; write redis://host:6379/0")
-    return url
+    return parts.scheme + url[len(parts.scheme):]
+
+
+def _client_from_url(url: str) -> Any:
+    """A client for ``url``, or a ValueError naming what is wrong, before any I/O."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=60)
+        pool = client.connection_pool
+        pool.connection_class(**pool.connection_kwargs)  # unknown options fail here, offline
+    except (ValueError, TypeError) as exc:
+        raise ValueError(scrub(
+            f"Redis URL {_redact(url)!r} is not valid ({exc}); write redis://host:6379/0, "
+            "with only redis-py's connection options in the query")) from None
+    return client
+
+
+def _password(client: Any) -> str | None:
+    """The client's password, to scrub from messages (None if unknown)."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    return kwargs.get("password") if isinstance(kwargs, dict) else None
 
 
 def _url_of(client: redis.Redis) -> str:
@@ -441,17 +469,6 @@ def _url_of(client: redis.Redis) -> str:
     password = kwargs.get("password")
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"redis://{auth}{host}:{port}/{db}"
-
-
-def _redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _glob_escape(text: str) -> str:

@@ -33,6 +33,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import entry
+from .._redact import redact_url, scrub
 from ..errors import StorageError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_context, check_entry_context, check_name
@@ -47,7 +48,7 @@ _OPTIONS = {"profile_name", "region_name", "aws_access_key_id", "aws_secret_acce
             "aws_session_token", "aws_account_id", "config", "verify", "use_ssl", "api_version"}
 #: A hit leaves a use marker at most this often per entry and process (seconds).
 _MARK_USED_EVERY = 600.0
-_SECRETS = ("aws_secret_access_key", "aws_session_token")
+_SECRETS = ("aws_secret_access_key", "aws_session_token", "aws_access_key_id")
 
 
 class S3Storage(RecordLockingStorage):
@@ -93,7 +94,7 @@ class S3Storage(RecordLockingStorage):
         self._ready = True
 
     def __repr__(self) -> str:
-        shown = f", endpoint_url={self.endpoint_url!r}" if self.endpoint_url else ""
+        shown = f", endpoint_url={redact_url(self.endpoint_url)!r}" if self.endpoint_url else ""
         return f"S3Storage({self.url!r}{shown})"
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -104,7 +105,7 @@ class S3Storage(RecordLockingStorage):
 
     def get_root_path(self) -> str:
         """``s3://bucket/prefix``, and the endpoint when one is configured."""
-        return f"{self.url} at {self.endpoint_url}" if self.endpoint_url else self.url
+        return f"{self.url} at {redact_url(self.endpoint_url)}" if self.endpoint_url else self.url
 
     def upload_file(
         self, file: object, file_name: str, context: str, direct_stream: bool = False
@@ -335,8 +336,8 @@ class S3Storage(RecordLockingStorage):
                      f"{error.get('Message', '')}")
         message = f"S3 {operation} of s3://{self.bucket}/{key} at " \
                   f"{self.endpoint_url or 'the AWS endpoint'} failed: {cause}"
-        for secret in filter(None, map(self._options.get, _SECRETS)):
-            message = message.replace(str(secret), "***")  # never echo a credential
+        # Never echo a credential, given as an option or found in the environment.
+        message = scrub(message, map(self._options.get, _SECRETS))
         return StorageError(" ".join(message.split()))
 
     def _not_found(self, key: str) -> FileNotFoundError:
@@ -412,11 +413,13 @@ class _Body(io.RawIOBase):
 def _parse_url(url: object) -> tuple[str, str, str]:
     """``(bucket, prefix, normalized url)``; ValueError before any I/O."""
     if not isinstance(url, str) or not url.lower().startswith("s3://"):
-        raise ValueError(f"S3Storage needs a URL like s3://bucket/prefix, not {url!r}")
+        raise ValueError(
+            f"S3Storage needs a URL like s3://bucket/prefix, not {redact_url(url)!r}")
     bucket, _, path = url[len("s3://"):].partition("/")
     if not bucket or not _BUCKET.fullmatch(bucket) or ".." in bucket or "?" in url or "#" in url:
         raise ValueError(
-            f"S3 URL {url!r} needs a valid bucket name (3-63 lowercase letters, digits, '.', "
+            f"S3 URL {redact_url(url)!r} needs a valid bucket name (3-63 lowercase letters, "
+            "digits, '.', "
             "'-', '_'; a letter or digit at each end) and no query or fragment")
     prefix = "/".join(part for part in path.split("/") if part)
     if prefix:

@@ -1,0 +1,260 @@
+"""File operations confined to a storage root: no link inside it is followed.
+
+A shared cache folder is writable by a whole team, so anyone in it could
+replace a context folder, the ``locks`` folder or an entry with a symbolic
+link pointing elsewhere.  Every operation here walks from the root one
+component at a time with ``O_NOFOLLOW | O_DIRECTORY`` and then acts relative
+to the folder's descriptor (``openat``, ``renameat``, ``unlinkat``), so a
+link planted inside the root is refused even if it appears mid-operation.
+The root itself may be a link (a mount point, ``/shared -> /mnt/nfs``).
+
+Permissions: files are created ``0o666`` and folders ``0o777``, masked by
+the process umask.  A *shared* tree adds group read/write to files and
+group read/write/search plus setgid to the folders it creates, so teammates
+in the folder's group can replace entries and take over locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..errors import StorageError
+
+__all__ = ["PlantedLinkError", "Tree"]
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_READ = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_SHARED_FILE_BITS = 0o060
+_SHARED_DIR_BITS = stat.S_ISGID | 0o070
+# What opening a link with O_NOFOLLOW (and O_DIRECTORY) reports on Linux and BSDs.
+_LINK_ERRNOS = {errno.ELOOP, errno.ENOTDIR, getattr(errno, "EMLINK", -1),
+                getattr(errno, "EFTYPE", -1)}
+
+
+class PlantedLinkError(StorageError):
+    """A symbolic link (or non-folder) sits where the storage expects a folder.
+
+    Examples:
+        >>> issubclass(PlantedLinkError, OSError)
+        True
+    """
+
+
+class Tree:
+    """The folders and files under ``root``, reached without following links.
+
+    ``parts`` name a folder under the root (``("locks",)``, a context split
+    on ``/``); ``name`` is one file in it.  Names are validated by the caller.
+
+    Examples:
+        >>> import tempfile
+        >>> tree = Tree(tempfile.mkdtemp())
+        >>> tree.write_atomically(("ctx",), "entry", [b"data"])
+        >>> tree.read(("ctx",), "entry")
+        b'data'
+    """
+
+    def __init__(self, root: str, shared: bool = False) -> None:
+        self.root, self.shared = root, shared
+
+    # -- folders -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def folder(self, parts: Iterable[str], create: bool = False) -> Iterator[int]:
+        """A descriptor on ``root/parts`` (closed on exit).
+
+        Raises ``FileNotFoundError`` if a part is missing (unless ``create``)
+        and :class:`PlantedLinkError` if a part is a link or not a folder.
+        """
+        fd = self._open_root(create)
+        try:
+            for part in parts:
+                child = self._step(fd, part, create)
+                os.close(fd)
+                fd = child
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _open_root(self, create: bool) -> int:
+        try:
+            return os.open(self.root, _DIR)
+        except FileNotFoundError:
+            if not create:
+                raise
+        os.makedirs(self.root, exist_ok=True)
+        fd = os.open(self.root, _DIR)
+        if self.shared:  # a root we just made: share it like the folders below
+            self._share_folder(fd)
+        return fd
+
+    def _step(self, parent: int, part: str, create: bool) -> int:
+        """Open ``part`` under ``parent``, never through a link."""
+        try:
+            try:
+                return os.open(part, _DIR | _NOFOLLOW, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    raise
+            with contextlib.suppress(FileExistsError):  # another process made it
+                os.mkdir(part, 0o777, dir_fd=parent)
+                child = os.open(part, _DIR | _NOFOLLOW, dir_fd=parent)
+                if self.shared:
+                    self._share_folder(child)
+                return child
+            return os.open(part, _DIR | _NOFOLLOW, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in _LINK_ERRNOS:
+                raise self._planted(part) from None
+            raise
+
+    def _share_folder(self, fd: int) -> None:
+        os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | _SHARED_DIR_BITS)
+
+    def _planted(self, part: str) -> PlantedLinkError:
+        return PlantedLinkError(
+            f"refusing to use {part!r} under the storage folder {self.root}: it is a "
+            "symbolic link or not a folder, and labcache never follows links inside its "
+            "root. Remove it (someone may have planted it) and try again")
+
+    # -- files -------------------------------------------------------------------
+
+    def open_read(self, parts: Iterable[str], name: str, flags: int = 0) -> int:
+        """A read-only descriptor on a regular file.
+
+        A link in the file's place raises :class:`PlantedLinkError`; a folder,
+        fifo or device there reads as missing (``FileNotFoundError``).
+        """
+        with self.folder(parts) as folder:
+            try:
+                # O_NONBLOCK: a planted fifo must not hang the reader (regular
+                # files ignore the flag).
+                fd = os.open(name, _READ | flags, dir_fd=folder)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise PlantedLinkError(
+                        f"entry {name!r} under {self.root} is a symbolic link; labcache "
+                        "never reads through links inside its root") from None
+                raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FileNotFoundError(errno.ENOENT, "not a regular file", name)
+        return fd
+
+    def read(self, parts: Iterable[str], name: str) -> bytes:
+        """The whole content of a regular file (no link followed)."""
+        with os.fdopen(self.open_read(parts, name), "rb") as file:
+            return file.read()
+
+    def lstat(self, parts: Iterable[str], name: str) -> os.stat_result:
+        """``stat`` of ``name`` itself (a link is described, not followed)."""
+        with self.folder(parts) as folder:
+            return os.stat(name, dir_fd=folder, follow_symlinks=False)
+
+    def is_file(self, parts: Iterable[str], name: str) -> bool:
+        """Whether ``name`` is a regular file (a link or a planted folder is not)."""
+        try:
+            return stat.S_ISREG(self.lstat(parts, name).st_mode)
+        except (FileNotFoundError, NotADirectoryError, PlantedLinkError):
+            return False
+
+    def unlink(self, parts: Iterable[str], name: str, missing_ok: bool = False) -> None:
+        """Remove ``name`` (a link is removed itself, its target never)."""
+        try:
+            with self.folder(parts) as folder:
+                os.unlink(name, dir_fd=folder)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def create(self, parts: Iterable[str], name: str, data: bytes | None = b"") -> bool:
+        """Create ``name`` holding ``data`` if nothing (not even a link) is there."""
+        with self.folder(parts, create=True) as folder:
+            try:
+                fd = self._new_file(name, folder)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as file:
+                file.write(data or b"")
+        return True
+
+    def write_atomically(self, parts: Iterable[str], name: str, chunks: Iterable[Any]) -> None:
+        """Write a hidden temp file beside ``name`` and rename it over ``name``."""
+        with self.folder(parts, create=True) as folder:
+            aside = temp_name(name)
+            try:
+                with os.fdopen(self._new_file(aside, folder), "wb") as file:
+                    for chunk in chunks:
+                        file.write(chunk)
+                os.replace(aside, name, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(aside, dir_fd=folder)
+                raise
+
+    def link_new(self, parts: Iterable[str], name: str, data: bytes) -> bool:
+        """Publish ``name`` with ``data`` only if absent, never visible empty.
+
+        The data goes to a temp file first, hard-linked into place; where the
+        file system has no hard links, falls back to ``O_EXCL`` (briefly empty).
+        """
+        with self.folder(parts, create=True) as folder:
+            aside = temp_name(name)
+            with os.fdopen(self._new_file(aside, folder), "wb") as file:
+                file.write(data)
+            try:
+                os.link(aside, name, src_dir_fd=folder, dst_dir_fd=folder,
+                        follow_symlinks=False)
+                return True
+            except FileExistsError:
+                return False
+            except OSError:  # no hard links here
+                pass
+            finally:
+                os.unlink(aside, dir_fd=folder)
+        return self.create(parts, name, data)
+
+    def touch(self, parts: Iterable[str], name: str) -> None:
+        """Set ``name``'s times to now (a link's own times, never its target's)."""
+        with self.folder(parts) as folder:
+            os.utime(name, dir_fd=folder, follow_symlinks=False)
+
+    def scan(self, parts: Iterable[str]) -> list[tuple[str, os.stat_result]]:
+        """``(name, lstat)`` of everything in a folder; empty if it is missing."""
+        try:
+            with self.folder(parts) as folder, os.scandir(folder) as found:
+                return [(item.name, item.stat(follow_symlinks=False)) for item in found]
+        except (FileNotFoundError, PlantedLinkError):
+            return []
+
+    def clock(self, parts: Iterable[str]) -> float:
+        """The file system's idea of now: the mtime of a file created just now."""
+        with self.folder(parts) as folder:
+            probe = f".now.{secrets.token_hex(8)}"
+            fd = os.open(probe, _NEW_FILE, 0o600, dir_fd=folder)
+            try:
+                return os.fstat(fd).st_mtime
+            finally:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(probe, dir_fd=folder)
+
+    def _new_file(self, name: str, folder: int) -> int:
+        # 0o666 & ~umask, like open(); a link already there fails with EEXIST.
+        fd = os.open(name, _NEW_FILE, 0o666, dir_fd=folder)
+        if self.shared:
+            os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | _SHARED_FILE_BITS)
+        return fd
+
+
+def temp_name(name: str) -> str:
+    """A hidden, unpredictable name beside ``name`` for a file being written."""
+    return f".{name}.{secrets.token_hex(8)}.tmp"
