@@ -24,7 +24,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..errors import StorageError
+from ..errors import CorruptEntryError, StorageError
 
 __all__ = ["PlantedLinkError", "Tree"]
 
@@ -130,7 +130,7 @@ class Tree:
     def open_read(self, parts: Iterable[str], name: str, flags: int = 0) -> int:
         """A read-only descriptor on a regular file.
 
-        A link in the file's place raises :class:`PlantedLinkError`; a folder,
+        A link in the file's place raises ``CorruptEntryError``; a folder,
         fifo or device there reads as missing (``FileNotFoundError``).
         """
         with self.folder(parts) as folder:
@@ -139,10 +139,10 @@ class Tree:
                 # files ignore the flag).
                 fd = os.open(name, _READ | flags, dir_fd=folder)
             except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise PlantedLinkError(
-                        f"entry {name!r} under {self.root} is a symbolic link; labcache "
-                        "never reads through links inside its root") from None
+                if exc.errno == errno.ELOOP:  # unusable like a damaged entry: a miss
+                    raise CorruptEntryError(
+                        f"{name!r} under {self.root} is a symbolic link; labcache never "
+                        "reads through links inside its root") from None
                 raise
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
