@@ -124,6 +124,25 @@ def test_entries_altered_or_forged_after_signing_are_refused(tmp_path: Path) -> 
     assert not team.marker.exists() and team.computations() == 4
 
 
+def test_a_signed_entry_copied_over_another_call_is_refused(
+        storage: LocalStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABCACHE_SECRET", TEAM)
+    calls: list[int] = []
+
+    @cached(storage=storage)
+    def price(x: int) -> int:
+        calls.append(x)
+        return x * 100
+
+    assert price(1) == 100 and price(2) == 200
+    one = storage.entry_path(price.key(1), price.context)
+    two = storage.entry_path(price.key(2), price.context)
+    two.write_bytes(one.read_bytes())  # genuine and signed, but another call's result
+    result, messages = _warned_call(price, 2)
+    assert result == 200 and calls == [1, 2, 2]
+    assert any("holds the result of key" in m for m in messages), messages
+
+
 # -- permissions ------------------------------------------------------------------------------
 
 
