@@ -1,6 +1,6 @@
 """Per-backend numbers: waiter wake-up latency and 200 MB store/load speed.
 
-    python benchmarks/backends.py
+    python -m benchmarks.backends
 
 Starts its own redis-server and moto S3 server on free loopback ports,
 like the tests do, and prints one table. S3 numbers measure moto (a Python
@@ -9,10 +9,7 @@ server in this process, one request at a time), not a real S3 service.
 
 from __future__ import annotations
 
-import multiprocessing
-import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,37 +17,9 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from labcache import LocalStorage, cached
 
-
-def _slow_identity(x: int) -> int:
-    # A random length, so the waiter's polls fall anywhere relative to the end.
-    time.sleep(0.3 + random.random() * 0.2)
-    return x
-
-
-def _call(storage: Any, trial: int, ready: Any, delay: float) -> float:
-    fn = cached(storage=storage)(_slow_identity)
-    ready.wait()
-    time.sleep(delay)  # the waiter starts late so the holder wins the lock
-    fn(trial)
-    return time.time()  # the holder has released its lock when its call returns
-
-
-def wake_up(storage: Any, trials: int = 20) -> tuple[float, float]:
-    """(median, p95) seconds from the holder's return to the waiter's."""
-    context = multiprocessing.get_context("spawn")
-    delays = []
-    with context.Manager() as manager, context.Pool(2) as pool:
-        for trial in range(trials):
-            ready = manager.Barrier(2)
-            held = pool.apply_async(_call, (storage, trial, ready, 0.0))
-            waited = pool.apply_async(_call, (storage, trial, ready, 0.1))
-            delays.append(waited.get(60) - held.get(60))
-    delays.sort()
-    return statistics.median(delays), delays[min(trials - 1, int(0.95 * trials))]
+from .processes import wake_up
 
 
 def _array_result(seed: int) -> Any:

@@ -1,0 +1,1 @@
+"""labcache's benchmark suite: ``python -m benchmarks`` (see __main__.py)."""

@@ -1,0 +1,126 @@
+"""Hit overhead per call and hashing throughput, for four kinds of argument.
+
+Every hit is checked: a twin argument that differs in one element must get
+its own result (a library that keys on ``str(arg)`` would collide).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from . import _contenders as c
+from ._common import MB, Report, interleaved_medians, median_seconds
+
+
+def fingerprint(x: Any) -> float:
+    """The cached body: cheap to check, different for the twin argument."""
+    if isinstance(x, int):
+        return float(2 * x + 1)
+    if hasattr(x, "to_numpy"):
+        return float(x.sum().sum())
+    return float(x.sum())
+
+
+def arguments(quick: bool) -> dict[str, tuple[Any, Any]]:
+    """case -> (argument, a twin differing in one element)."""
+    import pandas as pd
+
+    big = (10 if quick else 100) * MB
+    rng = np.random.default_rng(0)
+    small_array = rng.random(MB // 8)
+    big_array = rng.random(big // 8)
+    frame = pd.DataFrame({f"c{i}": rng.random(big // 32) for i in range(4)})
+    cases: dict[str, tuple[Any, Any]] = {"small int": (7, 8)}
+    label = "10 MB" if quick else "100 MB"
+    for case, value in (("1 MB ndarray", small_array), (f"{label} ndarray", big_array),
+                        (f"{label} DataFrame", frame)):
+        twin = value.copy()
+        if hasattr(twin, "iat"):
+            twin.iat[len(twin) // 2, 2] += 1.0
+        else:
+            twin[len(twin) // 2] += 1.0
+        cases[case] = (value, twin)
+    return cases
+
+
+def _repeats(case: str) -> tuple[int, int]:
+    if case == "small int":
+        return 9, 400
+    return (7, 30) if case.startswith("1 MB") else (5, 1)
+
+
+def hit_overhead(report: Report, cases: dict[str, tuple[Any, Any]], root: Path) -> None:
+    report.section("Hit overhead per call (ratio = contender time / labcache time)")
+    for case, (value, twin) in cases.items():
+        repeat, number = _repeats(case)
+        calls, clears = {}, []
+        for name in c.ALL:
+            fn, clear = c.wrap(name, fingerprint, root / case.replace(" ", "-"))
+            for argument in (value, twin, value, twin):  # misses, then checked hits
+                got = fn(argument)
+                if got != fingerprint(argument):
+                    raise AssertionError(f"{name} returned a wrong result for {case}")
+            calls[name] = lambda fn=fn, value=value: fn(value)
+            clears.append(clear)
+        times = interleaved_medians(calls, repeat, number)
+        for clear in clears:
+            clear()
+        base = times[c.LABCACHE]
+        for name, seconds in times.items():
+            report.add("hit", case, name, seconds, "s", seconds / base)
+        if case == "small int":
+            report.target("hit, small int: diskcache.memoize time / labcache time",
+                          times[c.DISKCACHE] / base, ">= 1.0", times[c.DISKCACHE] >= base)
+            report.target("hit, small int: joblib.Memory time / labcache time",
+                          times[c.JOBLIB] / base, ">= 5", times[c.JOBLIB] >= 5 * base)
+
+
+def hashing(report: Report, cases: dict[str, tuple[Any, Any]]) -> None:
+    import blake3
+    import joblib
+
+    from labcache.keys import hash_value
+
+    report.section("Hashing throughput (ratio = labcache speed / this speed)")
+    for case, (value, _) in cases.items():
+        if case == "small int":
+            continue
+        buffers = ([value[col].to_numpy() for col in value.columns] if hasattr(value, "columns")
+                   else [value])
+        size = sum(b.nbytes for b in buffers)
+
+        def raw_xxh3(buffers: list[Any] = buffers) -> None:
+            for b in buffers:
+                xxhash.xxh3_128(b).digest()
+
+        def raw_blake3(buffers: list[Any] = buffers) -> None:
+            for b in buffers:
+                blake3.blake3(memoryview(b).cast("B")).digest()
+
+        speeds = {
+            "labcache keys.hash_value": size / median_seconds(lambda v=value: hash_value(v), 5),
+            "joblib.hash (md5)": size / median_seconds(lambda v=value: joblib.hash(v), 3),
+            "raw xxh3_128 over buffers": size / median_seconds(raw_xxh3, 5),
+            "raw blake3 over buffers": size / median_seconds(raw_blake3, 3),
+        }
+        ours = speeds["labcache keys.hash_value"]
+        for name, speed in speeds.items():
+            report.add("hashing", case, name, speed / 1e9, "GB/s", ours / speed)
+        if case.endswith("MB ndarray") and not case.startswith("1 MB"):
+            joblib_speed, raw = speeds["joblib.hash (md5)"], speeds["raw xxh3_128 over buffers"]
+            report.target(f"hash {case}: labcache / joblib.hash", ours / joblib_speed, ">= 10",
+                          ours >= 10 * joblib_speed)
+            report.target(f"hash {case}: labcache / raw xxh3", ours / raw, ">= 0.5",
+                          ours >= 0.5 * raw)
+
+
+def run(report: Report, quick: bool) -> None:
+    cases = arguments(quick)
+    with tempfile.TemporaryDirectory(prefix="labcache-bench-") as folder:
+        hit_overhead(report, cases, Path(folder))
+    hashing(report, cases)
