@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-__all__ = ["CREDENTIALS", "moto_endpoint", "raw_client", "require_s3", "s3_storage",
-           "s3_url"]
+__all__ = ["CREDENTIALS", "RestartableS3", "moto_endpoint", "raw_client", "require_s3",
+           "restartable_s3", "s3_storage", "s3_url"]
 
 #: Keyword arguments that reach the moto server (it accepts any credentials).
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing",
@@ -58,6 +58,18 @@ def _unavailable(reason: str) -> None:
 
 
 def _start_server() -> str:
+    server = serialized_server()
+    server.start()
+    atexit.register(server.stop)
+    host, port = server.get_host_and_port()
+    return f"http://{host}:{port}"
+
+
+def serialized_server(port: int = 0) -> Any:
+    """A moto server (not started) on ``127.0.0.1:port``, 0 for a free port.
+
+    All moto servers of one process share its in-memory buckets.
+    """
     try:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:
@@ -88,11 +100,31 @@ def _start_server() -> str:
             self._server.serve_forever()
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request
-    server = SerializedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    atexit.register(server.stop)
-    host, port = server.get_host_and_port()
-    return f"http://{host}:{port}"
+    return SerializedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+
+
+class RestartableS3:
+    """A moto server of one test's own, for outages: ``stop()`` closes its
+    port (requests are refused, not left hanging), ``start()`` opens the
+    same port again; buckets and objects survive (they live in this process)."""
+
+    def __init__(self) -> None:
+        self.server = serialized_server()
+        self.server.start()
+        host, self.port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{self.port}"
+        self.url = ""  # s3://bucket/prefix, set by the fixture
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server._server.server_close()
+            self.server = None
+
+    def start(self) -> None:
+        if self.server is None:
+            self.server = serialized_server(self.port)
+            self.server.start()
 
 
 def raw_client(endpoint: str | None = None) -> Any:
@@ -131,6 +163,23 @@ def s3_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
         if keys:
             client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
     client.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture
+def restartable_s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[RestartableS3]:
+    """A private moto server this test may stop and start, with a fresh bucket
+    at ``.url``; no AWS profile or config of the person running the tests."""
+    require_s3()
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    service = RestartableS3()
+    bucket = f"labcache-outage-{uuid.uuid4().hex[:16]}"
+    raw_client(service.endpoint).create_bucket(Bucket=bucket)
+    service.url = f"s3://{bucket}/cache"
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 @pytest.fixture
