@@ -173,13 +173,14 @@ def load(source: Any, verify_key: bytes | bool | None = True,
     nothing is unpickled before the checks pass.
     """
     key = secret() if verify_key is True else (verify_key or None)
-    reader = Reader(source)
-    start, head, header = _read_header(reader, parse_meta=False)
-    covered, parts = _read_payload(reader, head, header, copy_buffers)
-    checksum = xxhash.xxh3_128()
-    for piece in covered:
-        checksum.update(piece)
-    if checksum.hexdigest() != header.checksum:
+    if type(source) is bytes:  # a small entry read whole: the usual hit
+        start, header, covered, parts = _split_bytes(source, copy_buffers)
+        digest = xxhash.xxh3_128_hexdigest(covered[0])
+    else:
+        reader = Reader(source)
+        start, head, header = _read_header(reader, parse_meta=False)
+        covered, parts, digest = _read_payload(reader, head, header, copy_buffers)
+    if digest != header.checksum:
         raise CorruptEntryError("checksum mismatch: the entry was altered or damaged")
     if key is not None:
         signature = start[_SIGNED_SPAN:]
@@ -300,6 +301,29 @@ def _sign(key: bytes, start: bytes, covered: list[Any]) -> bytes:
 def _read_header(reader: Reader, parse_meta: bool) -> tuple[bytes, bytes, Header]:
     """(the prefix, the header bytes, the parsed header); checks only its shape."""
     start = reader.read_exact(_PREFIX.size)
+    version, flags, count, length, checksum = _check_prefix(start)
+    head = reader.read_exact(length)
+    header = _parse_header(head, version, flags, count, checksum)
+    if parse_meta:
+        header.meta  # noqa: B018  (raises CorruptEntryError for bad JSON)
+    return start, head, header
+
+
+def _split_bytes(data: bytes, copy_buffers: bool) -> tuple[bytes, Header, list[Any], list[Any]]:
+    """What :func:`_read_header` and :func:`_read_payload` give, for bytes."""
+    if len(data) < _PREFIX.size:
+        raise CorruptEntryError(f"truncated entry: {len(data)} bytes")
+    start = data[: _PREFIX.size]
+    version, flags, count, length, checksum = _check_prefix(start)
+    end = _PREFIX.size + length
+    if len(data) < end:
+        raise CorruptEntryError(f"truncated entry: needs {end} bytes, has {len(data)}")
+    header = _parse_header(data[_PREFIX.size : end], version, flags, count, checksum)
+    covered, parts = _slice_payload(memoryview(data), end, header, copy_buffers)
+    return start, header, covered, parts
+
+
+def _check_prefix(start: bytes) -> tuple[int, int, int, int, bytes]:
     magic, version, flags, count, length, checksum, _ = _PREFIX.unpack(start)
     if magic != MAGIC:
         if magic == _OLD_MAGIC:
@@ -310,11 +334,7 @@ def _read_header(reader: Reader, parse_meta: bool) -> tuple[bytes, bytes, Header
                                 "it was written by another labcache version")
     if not 0 < count <= _MAX_PARTS or length > _MAX_HEADER:
         raise CorruptEntryError(f"implausible header ({count} parts, {length} bytes)")
-    head = reader.read_exact(length)
-    header = _parse_header(head, version, flags, count, checksum)
-    if parse_meta:
-        header.meta  # noqa: B018  (raises CorruptEntryError for bad JSON)
-    return start, head, header
+    return version, flags, count, length, checksum
 
 
 def _parse_header(head: bytes, version: int, flags: int, count: int, checksum: bytes) -> Header:
@@ -336,27 +356,33 @@ def _parse_header(head: bytes, version: int, flags: int, count: int, checksum: b
 
 
 def _read_payload(reader: Reader, head: bytes, header: Header,
-                  copy_buffers: bool) -> tuple[list[Any], list[Any]]:
-    """(the pieces the checksum covers, in file order; [pickle, buffer, ...])."""
+                  copy_buffers: bool) -> tuple[list[Any], list[Any], str]:
+    """(the pieces the checksum covers, in file order; [pickle, buffer, ...];
+    their checksum, computed as they are read)."""
     if reader.view is not None:
-        return _slice_payload(reader, reader.view, header, copy_buffers)
+        whole, parts = _slice_payload(reader.view, reader.position, header, copy_buffers)
+        return whole, parts, xxhash.xxh3_128_hexdigest(whole[0])
+    checksum = xxhash.xxh3_128(head)
     covered: list[Any] = [head]
     parts = [reader.read_exact(header.sizes[0])]
+    checksum.update(parts[0])
     covered.append(parts[0])
     for size in header.sizes[1:]:
         covered.append(reader.read_exact(_padding(reader.position)))
-        parts.append(reader.read_into_new(size))
+        checksum.update(covered[-1])
+        parts.append(reader.read_into_new(size, checksum.update))
         covered.append(parts[-1])
     if reader.has_more():
         raise CorruptEntryError("trailing bytes after the last part")
-    return covered, parts
+    return covered, parts, checksum.hexdigest()
 
 
-def _slice_payload(reader: Reader, view: memoryview, header: Header,
+def _slice_payload(view: memoryview, offset: int, header: Header,
                    copy_buffers: bool) -> tuple[list[Any], list[Any]]:
-    """Parts of an in-memory entry as views: one checksum pass over the
-    whole tail, and buffers copied (or not) straight from the source."""
-    offset, spans = reader.position, []
+    """Parts of an in-memory entry as views (the payload starts at
+    ``offset``): one checksum pass over everything after the prefix, and
+    buffers copied (or not) straight from the source."""
+    first, spans = offset, []
     for index, size in enumerate(header.sizes):
         if index:
             offset += _padding(offset)
@@ -364,8 +390,7 @@ def _slice_payload(reader: Reader, view: memoryview, header: Header,
         offset += size
     if offset > len(view):
         raise CorruptEntryError(
-            f"truncated entry: needs {offset - reader.position} more bytes, "
-            f"has {len(view) - reader.position}")
+            f"truncated entry: needs {offset - first} more bytes, has {len(view) - first}")
     if offset < len(view):
         raise CorruptEntryError("trailing bytes after the last part")
     parts: list[Any] = [view[start : start + size] for start, size in spans]
