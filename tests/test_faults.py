@@ -29,7 +29,7 @@ from labcache.errors import StorageError
 from labcache.protocol import CacheWarning
 
 from . import _workers
-from ._procs import CTX, PATIENCE, collect, reaping
+from ._procs import CTX, PATIENCE, collect, dead_pid, reaping
 
 # -- bodies and process targets (module level: spawned processes import them) ------------
 
@@ -343,3 +343,43 @@ def test_skewed_holder_is_fresh_while_it_beats_and_taken_over_when_killed(
     assert (tag, value) == ("result", x * 10)
     assert len(_workers.computations(log_dir)) == 2  # the killed run and one takeover
     assert any_storage.list_locks() == []
+
+
+def try_lock_and_report(root: str, name: str, queue: Any) -> None:
+    """Try lock ``name`` once and report whether it was won."""
+    try:
+        queue.put(("tried", os.getpid(), LocalStorage(root).try_acquire_lock(name, ttl=60)))
+    except BaseException:
+        _workers._crash(queue)
+
+
+@pytest.mark.parametrize("clock", [SKEW, -SKEW], ids=["ahead", "behind"])
+def test_skewed_process_respects_a_live_claim(tmp_path: Path, clock: float) -> None:
+    """A takeover on LocalStorage first claims the stale record with a small
+    file; a claim younger than CLAIM_STALE_SECONDS belongs to a process in the
+    middle of the takeover.  A process whose clock is a minute ahead must not
+    see that claim as dead and take over the same record as well."""
+    from labcache.storage import local
+
+    root = tmp_path / "store"
+    storage = LocalStorage(root)
+    _workers.plant_stale_lock(storage, "L", "dead_pid", dead_pid())
+    raw = storage._lock_read("L")
+    assert raw is not None
+    claim = root / "locks" / f".L.{raw.version}.claim1"
+    claim.touch()  # a live process is replacing this very record right now
+    assert local.CLAIM_STALE_SECONDS < SKEW
+    queue = CTX.Queue()
+    with reaping() as start:
+        start(CTX.Process(target=with_clock_off_by,
+                          args=(clock, try_lock_and_report, str(root), "L", queue)))
+        [(tag, _, won)] = collect(queue, 1)
+    assert (tag, won) == ("tried", False), "a live claim was broken: two takeovers at once"
+    assert claim.exists()
+    assert storage._lock_read("L") == raw
+
+    # The same claim left by a process that died mid-takeover is cleared.
+    old = time.time() - 2 * local.CLAIM_STALE_SECONDS
+    os.utime(claim, (old, old))
+    assert storage.try_acquire_lock("L", ttl=60)
+    storage.release_lock("L")

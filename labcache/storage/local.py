@@ -266,10 +266,7 @@ class LocalStorage(RecordLockingStorage):
         them with this instead of ``time.time()`` keeps a beating holder
         fresh when this host's clock is ahead or behind.
         """
-        try:  # through the tree: a locks folder planted as a link is never written
-            return self._tree.clock(_LOCKS)
-        except OSError:  # a read-only folder: our clock is the best we have
-            return time.time()
+        return _fs_now(self._tree)
 
     def _still(self, name: str, version: str) -> bool:
         raw = self._lock_read(name)
@@ -309,6 +306,14 @@ def _version(data: bytes) -> str:
     return xxhash.xxh3_64_hexdigest(data)
 
 
+def _fs_now(tree: Tree) -> float:
+    """The file system's clock (a file created now), else ours if read-only."""
+    try:  # through the tree: a locks folder planted as a link is never written
+        return tree.clock(_LOCKS)
+    except OSError:
+        return time.time()
+
+
 def _take_claim(tree: Tree, base: str, level: int) -> str | None:
     """Create ``locks/<base>.claim<level>``; clear a dead claim under a higher level."""
     claim = f"{base}.claim{level}"
@@ -318,7 +323,9 @@ def _take_claim(tree: Tree, base: str, level: int) -> str | None:
         seen = tree.lstat(_LOCKS, claim)
     except FileNotFoundError:
         return claim if tree.create(_LOCKS, claim) else None
-    if level >= MAX_CLAIM_LEVEL or time.time() - seen.st_mtime < CLAIM_STALE_SECONDS:
+    # The claim's age by the file system's clock, like lock beats: a process
+    # whose clock is ahead must not see a live claim as dead.
+    if level >= MAX_CLAIM_LEVEL or _fs_now(tree) - seen.st_mtime < CLAIM_STALE_SECONDS:
         return None
     upper = _take_claim(tree, base, level + 1)
     if upper is None:
