@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import os
 import platform
 import reprlib
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import entry, keys
 from .base import BaseStorage
 from .locks import this_host, this_user
 from .names import context_for
-from .protocol import Call, open_entry, run_async, run_sync
+from .protocol import MISS, Call, load_entry, open_entry, run_async, run_sync
 from .report import reporter_for
+
+if TYPE_CHECKING:
+    import inspect
 
 __all__ = ["CachedFunction", "cached"]
 
@@ -58,10 +60,13 @@ class CachedFunction(Generic[R]):
         version: object = None,
         on_storage_error: str = "compute",
         expires_after: float | None = None,
+        mmap_mode: str | None = None,
         max_size: str | int | None = None,
     ) -> None:
         functools.update_wrapper(self, func)
         self.__wrapped__ = func
+        import inspect  # at decoration, not at `import labcache`
+
         self._signature = inspect.signature(func)
         self._ignore = tuple(ignore)
         parameters = self._signature.parameters.values()
@@ -71,7 +76,7 @@ class CachedFunction(Generic[R]):
             storage=storage, ttl=ttl, heartbeat_interval=heartbeat_interval,
             wait_timeout=wait_timeout, ignore=self._ignore, version=version,
             on_storage_error=on_storage_error, expires_after=expires_after,
-            max_size=max_size,
+            mmap_mode=mmap_mode, max_size=max_size,
         )
         _check_options(func, self._signature, self._options)
         self.context = context_for(func.__module__ or "", func.__qualname__)
@@ -85,13 +90,27 @@ class CachedFunction(Generic[R]):
     # -- calling -------------------------------------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
-        call = self._prepare(args, kwargs)
         if self._is_async:
+            call = self._prepare(args, kwargs)
             if self._options["max_size"] is not None:
                 return _limited_async(self, call, args, kwargs)  # type: ignore[return-value]
             return run_async(call, self.__wrapped__, args, kwargs)  # type: ignore[return-value]
-        result: R = run_sync(call, self.__wrapped__, args, kwargs)
-        if call.computed and self._options["max_size"] is not None:
+        arguments = self._bind(args, kwargs)
+        key = keys.call_key(self._identity or self._function_identity(), arguments)
+        options = self._options
+        try:  # a hit goes no further: no protocol, no lock, no Call object
+            found = load_entry(self.storage, key, self.context, self._name,
+                               options["expires_after"], None, options["mmap_mode"])
+        except Exception:  # a storage problem: the protocol reports or works around it
+            found, looked = MISS, False
+        else:
+            looked = True
+        if found is not MISS:
+            result: R = found
+            return result
+        call = self._prepare(args, kwargs, arguments=arguments, key=key, looked=looked)
+        result = run_sync(call, self.__wrapped__, args, kwargs)
+        if call.computed and options["max_size"] is not None:
             _limit_size(self, call.key)
         return result
 
@@ -188,9 +207,12 @@ class CachedFunction(Generic[R]):
             return dict(zip(plain, args, strict=True))
         return keys.bind_arguments(self._signature, args, kwargs, self._ignore)
 
-    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any], force: bool = False) -> Call:
-        arguments = self._bind(args, kwargs)
-        key = keys.call_key(self._function_identity(), arguments)
+    def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any], force: bool = False,
+                 arguments: dict[str, Any] | None = None, key: str | None = None,
+                 looked: bool = False) -> Call:
+        if arguments is None or key is None:
+            arguments = self._bind(args, kwargs)
+            key = keys.call_key(self._function_identity(), arguments)
         name, options = self._name, self._options
         return Call(
             storage=self.storage, context=self.context, key=key, function=name,
@@ -198,7 +220,8 @@ class CachedFunction(Generic[R]):
             wait_timeout=options["wait_timeout"], expires_after=options["expires_after"],
             on_storage_error=options["on_storage_error"],
             metadata=functools.partial(_metadata, name, key, arguments),
-            reporter=reporter_for(name), force=force,
+            reporter=reporter_for(name), force=force, looked=looked,
+            mmap_mode=options["mmap_mode"],
         )
 
     def _expired(self, storage: BaseStorage, key: str, expires_after: float) -> bool:
@@ -276,6 +299,10 @@ def cached(func: Callable[..., R] | None = None, /, **options: Any) -> Any:
             uncached) or ``"raise"``.
         expires_after (float | None): entries older than this many seconds
             count as misses.
+        mmap_mode (str | None): ``"r"`` (read-only) or ``"c"`` (copy on
+            write) to memory-map array data of hits from a ``LocalStorage``
+            instead of reading it, like ``joblib.Memory(mmap_mode=)``; other
+            storages load normally.
         max_size (str | int | None): keep this function's entries under this
             size (``"5GB"``, ``"500 MB"``, ``"1.5GiB"`` or bytes): after a new
             entry is stored, the least recently used ones are evicted.
@@ -310,13 +337,15 @@ def _check_options(func: Callable[..., Any], signature: inspect.Signature,
     for name in ("ttl", "wait_timeout"):
         if not options[name] > 0:
             raise ValueError(f"{name} must be a positive number of seconds")
+    for name in ("heartbeat_interval", "expires_after"):
+        if options[name] is not None and not options[name] > 0:
+            raise ValueError(f"{name} must be a positive number of seconds or None")
     if options["max_size"] is not None:  # bytes from now on: "5GB" is parsed once
         from .eviction import parse_size
 
         options["max_size"] = parse_size(options["max_size"])
-    for name in ("heartbeat_interval", "expires_after"):
-        if options[name] is not None and not options[name] > 0:
-            raise ValueError(f"{name} must be a positive number of seconds or None")
+    if options["mmap_mode"] not in (None, "r", "c"):
+        raise ValueError(f"mmap_mode must be None, 'r' or 'c', not {options['mmap_mode']!r}")
     storage = options["storage"]
     if storage is not None and not isinstance(storage, (BaseStorage, str)):
         raise TypeError(f"storage must be a storage or a URL string, not {type(storage).__name__}")
@@ -385,6 +414,8 @@ def _rebuild(func: Callable[..., Any], options: dict[str, Any]) -> CachedFunctio
 
 def _mark_coroutine_function(obj: object) -> None:
     """Make ``inspect``/``asyncio.iscoroutinefunction`` recognise ``obj``."""
+    import inspect
+
     if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
         inspect.markcoroutinefunction(obj)  # type: ignore[arg-type,unused-ignore]
     else:

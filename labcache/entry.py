@@ -26,8 +26,6 @@ because unpickling runs code.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import json
 import os
@@ -186,6 +184,8 @@ def load(source: Any, verify_key: bytes | bool | None = True,
         signature = start[_SIGNED_SPAN:]
         if not header.signed or signature == _NO_SIGNATURE:
             raise SignatureError("entry is not signed but LABCACHE_SECRET is set")
+        import hmac
+
         if not hmac.compare_digest(signature, _sign(key, start[:_SIGNED_SPAN], covered)):
             raise SignatureError("entry signature does not match LABCACHE_SECRET")
     try:
@@ -289,6 +289,9 @@ def _layout(offset: int, pickled: bytes, buffers: list[memoryview]) -> list[Any]
 
 
 def _sign(key: bytes, start: bytes, covered: list[Any]) -> bytes:
+    import hashlib  # only teams with a secret pay for importing OpenSSL's hashes
+    import hmac
+
     mac = hmac.new(key, start, hashlib.sha256)
     for part in covered:
         mac.update(part)

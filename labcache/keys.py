@@ -11,18 +11,18 @@ pandas are only looked at if the caller already imported them.
 
 from __future__ import annotations
 
-import ast
-import inspect
 import struct
 import sys
-import textwrap
 import types
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
 from .errors import UnhashableArgumentError
+
+if TYPE_CHECKING:
+    import inspect
 
 __all__ = ["bind_arguments", "call_key", "function_identity", "hash_value"]
 
@@ -58,6 +58,7 @@ def bind_arguments(
 
     Examples:
         >>> def f(x, y=2, verbose=False): ...
+        >>> import inspect
         >>> bind_arguments(inspect.signature(f), (1,), {}, ignore=("verbose",))
         {'x': 1, 'y': 2}
     """
@@ -106,6 +107,10 @@ def hash_value(value: object) -> str:
 
 def _source_of(func: Callable[..., Any]) -> str:
     """The function's source without decorator lines, or a code fingerprint."""
+    import ast  # only when a function is first keyed: keeps `import labcache` light
+    import inspect
+    import textwrap
+
     func = inspect.unwrap(func)
     try:
         source = textwrap.dedent(inspect.getsource(func))
