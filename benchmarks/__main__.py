@@ -4,6 +4,7 @@
     python -m benchmarks --quick              # small sizes: a smoke run
     python -m benchmarks --only hits,results  # some sections
     python -m benchmarks --json out.json
+    python -m benchmarks --markdown benchmarks/results.md   # the table in the docs
 
 Every ratio compares figures measured in this one run (machines are
 noisy: compare only within a run).  Ratios are "contender / labcache" for
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections of {', '.join(SECTIONS)}")
     parser.add_argument("--json", default="benchmarks/results.json", help="where to write JSON")
+    parser.add_argument("--markdown", default=None,
+                        help="also write Markdown tables here (docs/performance.md includes "
+                             "benchmarks/results.md)")
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
@@ -58,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         SECTIONS[name](report, args.quick)
     report.print_targets()
     report.write_json(args.json, environment)
+    if args.markdown:
+        report.write_markdown(args.markdown, environment)
     print(f"\n{len(report.rows)} figures in {time.perf_counter() - began:.0f} s; "
           f"JSON written to {args.json}")
     return 0

@@ -59,6 +59,29 @@ class Report:
                        "targets": self.targets}, f, indent=1)
 
 
+    def write_markdown(self, path: str, environment: dict[str, Any]) -> None:
+        """The same figures as Markdown tables, one per section (for the docs)."""
+        versions = ", ".join(f"{k} {v}" for k, v in environment["versions"].items() if v)
+        lines = [f"Measured {environment['date']} on {environment['cpus']} cores, Python "
+                 f"{environment['python']}; {versions}.", ""]
+        section = None
+        for row in self.rows:
+            if row.section != section:
+                section = row.section
+                lines += ["", f"**{section}**", "", "| case | contender | value | ratio | note |",
+                          "|---|---|---:|---:|---|"]
+            ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
+            lines.append(f"| {row.case} | {row.contender} | {_human(row.value, row.unit)} | "
+                         f"{ratio} | {row.note} |")
+        lines += ["", "**targets**", "", "| target | measured | wanted | met |",
+                  "|---|---:|---|---|"]
+        for t in self.targets:
+            lines.append(f"| {t['target']} | {t['measured']:.3f} | {t['wanted']} | "
+                         f"{'yes' if t['met'] else '**no**'} |")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
 def _human(value: float, unit: str) -> str:
     if unit == "s":
         if value < 1e-3:
