@@ -22,7 +22,13 @@ MASK = "***"
 # Query parameters whose values are credentials ("password", "aws_secret_access_key",
 # "X-Amz-Signature", "token", ...).
 _SECRET_PARAM = re.compile(r"pass|secret|token|key|cred|auth|sig", re.IGNORECASE)
-_QUERY_PAIR = re.compile(r"(?P<name>[^&;?=#\s]+)=(?P<value>[^&;?#\s]*)")
+# A pair as parsers read it (the value runs to the next '&'), then any pair
+# nested inside a value after a stray '?': both are masked, to be safe.
+# In free text a value also stops at a space.
+_URL_PAIRS = (re.compile(r"(?P<name>[^&;=#]+)=(?P<value>[^&;#]*)"),
+              re.compile(r"(?P<name>[^&;?=#]+)=(?P<value>[^&;?#]*)"))
+_TEXT_PAIRS = (re.compile(r"(?P<name>[^&;=#\s]+)=(?P<value>[^&;#\s]*)"),
+               re.compile(r"(?P<name>[^&;?=#\s]+)=(?P<value>[^&;?#\s]*)"))
 # scheme://userinfo@: in a URL the userinfo runs to the last '@' of the
 # authority; in free text (libraries embed URLs in messages) it stops at a space.
 _SCHEME = r"(?P<scheme>(?:[A-Za-z][A-Za-z0-9+.\-]*)?://)"
@@ -50,16 +56,18 @@ def redact_url(url: object) -> str:
         'file:///shared/team'
     """
     text = url if isinstance(url, str) else str(url)
-    return _redact(_URL_USERINFO.sub(_mask_userinfo, text))
+    return _redact(_URL_USERINFO.sub(_mask_userinfo, text), _URL_PAIRS)
 
 
-def _redact(text: str) -> str:
+def _redact(text: str, query_pairs: tuple[re.Pattern[str], ...]) -> str:
     """Mask credential-looking query values after the first '?'."""
     base, mark, rest = text.partition("?")
     if not mark:
         return text
     query, hash_mark, fragment = rest.partition("#")
-    return base + mark + _QUERY_PAIR.sub(_mask_pair, query) + hash_mark + fragment
+    for pairs in query_pairs:
+        query = pairs.sub(_mask_pair, query)
+    return base + mark + query + hash_mark + fragment
 
 
 def scrub(text: object, secrets: Iterable[object] = ()) -> str:
@@ -72,7 +80,7 @@ def scrub(text: object, secrets: Iterable[object] = ()) -> str:
         >>> scrub("cannot reach redis://:hunter22@db:6379 (hunter22 refused)", ["hunter22"])
         'cannot reach redis://:***@db:6379 (*** refused)'
     """
-    result = _redact(_TEXT_USERINFO.sub(_mask_userinfo, str(text)))
+    result = _redact(_TEXT_USERINFO.sub(_mask_userinfo, str(text)), _TEXT_PAIRS)
     values = [*secrets, *(os.environ.get(name) for name in _SECRET_ENV)]
     for value in sorted({str(v) for v in values if v}, key=len, reverse=True):
         if len(value) < _MIN_SECRET:

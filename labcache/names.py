@@ -24,6 +24,8 @@ MAX_NAME_BYTES = 180
 MAX_CONTEXT_BYTES = 1024
 
 _UNSAFE_CONTEXT_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
+# C0 controls, DEL and C1 controls (Unicode category Cc).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def check_name(name: object, what: str = "name") -> str:
@@ -106,8 +108,8 @@ def _check_common(name: object, what: str, limit: int) -> None:
         raise InvalidNameError(f"invalid {what} {name!r}: must be a str, not {type(name).__name__}")
     if not name:
         _fail(name, what, "it is empty")
-    if "\x00" in name:
-        _fail(name, what, "NUL characters are not allowed")
+    if _CONTROL.search(name):  # NUL ends a C path; newlines break S3 keys and listings
+        _fail(name, what, "NUL and other control characters are not allowed")
     try:
         encoded = name.encode("utf-8")
     except UnicodeEncodeError:
