@@ -22,6 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any
@@ -450,6 +451,12 @@ def _json_object(data: bytes) -> dict[str, Any] | None:
     return None
 
 
+def _http_date(text: str) -> float:
+    """Unix seconds of an HTTP date ("-0000" parses without a zone: it is UTC)."""
+    when = parsedate_to_datetime(text)
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def _beat(response: dict[str, Any]) -> float:
     """When the lock object was last written, as a time on this host's clock.
 
@@ -462,6 +469,6 @@ def _beat(response: dict[str, Any]) -> float:
     age = 0.0
     date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
     with contextlib.suppress(TypeError, ValueError):
-        server_now = parsedate_to_datetime(date).timestamp() if date else time.time()
+        server_now = _http_date(date) if date else time.time()
         age = max(server_now - response["LastModified"].timestamp(), 0.0)
     return time.time() - age
