@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import CorruptEntryError, StorageError
 
-__all__ = ["PlantedLinkError", "Tree"]
+__all__ = ["PlantedLinkError", "Tree", "open_for_hit"]
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -253,6 +253,25 @@ class Tree:
         if self.shared:
             os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | _SHARED_FILE_BITS)
         return fd
+
+
+def open_for_hit(path: str) -> int:
+    """Open an entry for a cache hit by its full path: one system call.
+
+    Only the last component is refused when it is a link (as a damaged
+    entry).  Links in the folders above are followed, which is harmless for a
+    *read*: whoever can plant one can write entries in the root anyway, and a
+    signed storage checks what was read.  Writes and deletes go through
+    :class:`Tree`, which follows none.
+    """
+    try:
+        return os.open(path, _READ)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptEntryError(
+                f"{path!r} is a symbolic link; labcache never reads an entry through a link "
+                "inside its root") from None
+        raise
 
 
 def temp_name(name: str) -> str:

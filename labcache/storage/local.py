@@ -30,7 +30,7 @@ from ..entry import read_header, upload_chunks
 from ..errors import CorruptEntryError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
-from ._fs import Tree
+from ._fs import Tree, open_for_hit
 
 __all__ = ["LocalStorage", "default_root"]
 
@@ -133,7 +133,7 @@ class LocalStorage(RecordLockingStorage):
     def _open_for_load(self, hashcode: str, context: str) -> Any:
         # A hit on a small entry is open + fstat + one read: no buffered file
         # object, no separate reads for header and payload.
-        fd = self._tree.open_read(*self._where(hashcode, context))
+        fd = open_for_hit(self._entry_path(hashcode, context))
         size = _note_use(fd).st_size
         if size > _SMALL_ENTRY:
             return os.fdopen(fd, "rb")
