@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +37,28 @@ def main(argv: list[str] | None = None) -> int:
     backends = BACKENDS if options.backend == "all" else (options.backend,)
     deadline = time.monotonic() + 60 * options.minutes
     failed, rounds = False, 0
+    totals = {name: Report(f"{name} (all rounds)") for name in backends}
     with tempfile.TemporaryDirectory(prefix="labcache-chaos-") as scratch, \
             contextlib.ExitStack() as services:
-        storages = {name: services.enter_context(_storage(name, Path(scratch)))
-                    for name in backends}
+        # Each round gets a fresh storage (folder, key prefix) on the same service.
+        makers = {name: services.enter_context(_storages(name, Path(scratch)))
+                  for name in backends}
         while True:
-            for name, storage in storages.items():
+            for name, make in makers.items():
                 settings = Settings(workers=options.workers, calls=options.calls,
                                     keys=options.keys, heartbeat_interval=options.heartbeat,
                                     time_limit=options.time_limit, seed=rounds)
                 folder = Path(scratch) / f"{name}-{rounds}"
-                report = run_chaos(storage, folder, settings, backend=name)
+                report = run_chaos(make(rounds), folder, settings, backend=name)
                 _show(report)
+                _add(totals[name], report)
                 failed = failed or bool(report.problems)
             rounds += 1
             if time.monotonic() >= deadline:
                 break
+    if rounds > 1:
+        for total in totals.values():
+            print(total.summary())
     print(f"{rounds} round(s) on {', '.join(backends)}: "
           f"{'PROBLEMS FOUND' if failed else 'all invariants held'}")
     return 1 if failed else 0
@@ -75,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add(total: Report, report: Report) -> None:
+    for name in ("calls", "invalidations", "computations", "kills", "kills_mid_compute",
+                 "takeovers", "respawns", "seconds"):
+        setattr(total, name, getattr(total, name) + getattr(report, name))
+    total.max_wait = max(total.max_wait, report.max_wait)
+    total.problems += report.problems
+
+
 def _show(report: Report) -> None:
     print(report.summary(), flush=True)
     for problem in report.problems:
@@ -82,12 +96,12 @@ def _show(report: Report) -> None:
 
 
 @contextlib.contextmanager
-def _storage(name: str, scratch: Path) -> Iterator[Any]:
-    """A fresh storage of backend ``name``, with its service running meanwhile."""
+def _storages(name: str, scratch: Path) -> Iterator[Callable[[int], Any]]:
+    """``round -> a fresh storage`` of backend ``name``; its service runs meanwhile."""
     if name == "local":
         from labcache import LocalStorage
 
-        yield LocalStorage(scratch / "local-store")
+        yield lambda round_: LocalStorage(scratch / f"local-store-{round_}")
     elif name == "redis":
         from labcache import RedisStorage
         from tests.services_redis import RedisServer
@@ -97,7 +111,7 @@ def _storage(name: str, scratch: Path) -> Iterator[Any]:
         server = RedisServer(folder)
         server.start()
         try:
-            yield RedisStorage(server.url, prefix="chaos")
+            yield lambda round_: RedisStorage(server.url, prefix=f"chaos{round_}")
         finally:
             server.stop()
     else:
@@ -107,7 +121,8 @@ def _storage(name: str, scratch: Path) -> Iterator[Any]:
         endpoint = moto_endpoint()
         bucket = f"labcache-chaos-{uuid.uuid4().hex[:12]}"
         raw_client(endpoint).create_bucket(Bucket=bucket)
-        yield S3Storage(f"s3://{bucket}/chaos", endpoint_url=endpoint, **CREDENTIALS)
+        yield lambda round_: S3Storage(f"s3://{bucket}/chaos{round_}", endpoint_url=endpoint,
+                                       **CREDENTIALS)
 
 
 if __name__ == "__main__":
