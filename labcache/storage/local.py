@@ -17,6 +17,7 @@ replace one.  No process-local lock is ever relied on.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import stat as stat_module
 import time
@@ -141,6 +142,21 @@ class LocalStorage(RecordLockingStorage):
             return os.read(fd, size)
         finally:
             os.close(fd)
+
+    def open_mapped(self, hashcode: str, context: str, mode: str = "r") -> Any:
+        """The entry memory-mapped (``"r"`` read-only, ``"c"`` copy on write),
+        or None if there is none.  Entries are replaced by rename, never
+        rewritten in place, so a mapping stays valid after a replace or delete.
+        """
+        access = mmap.ACCESS_READ if mode == "r" else mmap.ACCESS_COPY
+        try:
+            with os.fdopen(open_for_hit(self._entry_path(hashcode, context)), "rb") as f:
+                _note_use(f.fileno())
+                return mmap.mmap(f.fileno(), 0, access=access)
+        except FileNotFoundError:
+            return None
+        except ValueError:  # an empty file cannot be mapped
+            return b""
 
     def check_if_exists(self, hashcode: str, context: str) -> bool:
         """Whether the entry exists."""
