@@ -29,7 +29,7 @@ from typing import Any
 from . import entry
 from .base import BaseLockingStorage, BaseStorage, LockInfo
 from .errors import CorruptEntryError, LabcacheError, LockTimeout, StorageError
-from .locks import RecordLockingStorage
+from .locks import MISSED_BEATS, RecordLockingStorage
 from .report import Reporter, reporter_for
 
 __all__ = ["MISS", "CacheWarning", "Call", "load_entry", "lock_name_for", "run_async", "run_sync"]
@@ -269,7 +269,7 @@ def _wait_while_held(call: Call, storage: BaseLockingStorage) -> Protocol:
     """Pause while the lock is held by the same fresh holder; return that holder."""
     began = time.monotonic()
     held, first = yield _Op(observe_lock, (storage, call.lock_name))
-    poll = getattr(storage, "wake_poll_interval", 0.05)
+    poll, now = getattr(storage, "wake_poll_interval", 0.05), first
     while held:
         waited = time.monotonic() - began
         if waited >= call.wait_timeout:
@@ -281,11 +281,22 @@ def _wait_while_held(call: Call, storage: BaseLockingStorage) -> Protocol:
                 "storage.break_lock(name)"
             )
         call.reporter.waiting(first, waited)
-        yield _Pause(storage, call.lock_name, min(poll, call.wait_timeout - waited))
+        pause = min(_until_stale(now, poll), call.wait_timeout - waited)
+        yield _Pause(storage, call.lock_name, pause)
         held, now = yield _Op(observe_lock, (storage, call.lock_name))
         if first is not None and now is not None and now.token != first.token:
             break  # the holder we waited for is gone; a new one took over
     return first
+
+
+def _until_stale(info: LockInfo | None, poll: float) -> float:
+    """How long to pause: ``poll``, or less when the holder's beats are due to
+    run out sooner, so a dead holder is taken over within ~3 beats even on a
+    backend with a long poll (Redis waits on pub/sub for up to 1 s)."""
+    if info is None or not info.heartbeat_interval:
+        return poll
+    due = info.heartbeat + MISSED_BEATS * info.heartbeat_interval - time.time()
+    return min(poll, max(due, poll / 10))
 
 
 def observe_lock(storage: BaseLockingStorage, name: str) -> tuple[bool, LockInfo | None]:
