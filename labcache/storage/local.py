@@ -27,7 +27,7 @@ from typing import Any
 
 import xxhash
 
-from ..entry import read_header, upload_chunks
+from ..entry import Encoded, read_header, upload_chunks
 from ..errors import CorruptEntryError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
@@ -120,7 +120,8 @@ class LocalStorage(RecordLockingStorage):
         self, file: object, file_name: str, context: str, direct_stream: bool = False
     ) -> str | None:
         """Atomically store ``file`` (bytes, an encoded entry or a binary file)."""
-        self._tree.write_atomically(*self._where(file_name, context), upload_chunks(file))
+        size = file.size if isinstance(file, Encoded) else None  # reserve its blocks first
+        self._tree.write_atomically(*self._where(file_name, context), upload_chunks(file), size)
         return file_name
 
     def download_file(self, hashcode: str, context: str) -> bytes:
