@@ -107,7 +107,7 @@ class Header(NamedTuple):
     format: int
     signed: bool
     sizes: tuple[int, ...]
-    checksum: str
+    checksum: bytes
     key: str | None
     created: float
     compute_seconds: float | None
@@ -127,7 +127,7 @@ class Header(NamedTuple):
     def as_dict(self) -> dict[str, Any]:
         """The header as plain data (what :func:`read_header` returns)."""
         return {"format": self.format, "sizes": list(self.sizes), "align": _ALIGN,
-                "checksum": self.checksum, "signed": self.signed, "meta": self.meta}
+                "checksum": self.checksum.hex(), "signed": self.signed, "meta": self.meta}
 
 
 def encode(value: object, meta: dict[str, Any]) -> Encoded:
@@ -173,7 +173,7 @@ def load(source: Any, verify_key: bytes | bool | None = True,
     key = secret() if verify_key is True else (verify_key or None)
     if type(source) is bytes:  # a small entry read whole: the usual hit
         start, header, covered, parts = _split_bytes(source, copy_buffers)
-        digest = xxhash.xxh3_128_hexdigest(covered[0])
+        digest = xxhash.xxh3_128_digest(covered[0])
     else:
         reader = Reader(source)
         start, head, header = _read_header(reader, parse_meta=False)
@@ -353,18 +353,19 @@ def _parse_header(head: bytes, version: int, flags: int, count: int, checksum: b
         key = head[_FIXED.size:sizes_at].decode() if key_length else None
     except UnicodeDecodeError:
         raise CorruptEntryError("header key is not text") from None
-    sizes = struct.unpack_from(f"<{count}Q", head, sizes_at)
-    return Header(version, bool(flags & _SIGNED), sizes, checksum.hex(), key, created,
+    sizes = (_SIZE.unpack_from(head, sizes_at) if count == 1  # the usual small entry
+             else struct.unpack_from(f"<{count}Q", head, sizes_at))
+    return Header(version, bool(flags & _SIGNED), sizes, checksum, key, created,
                   None if compute != compute else compute, head[meta_at:])
 
 
 def _read_payload(reader: Reader, head: bytes, header: Header,
-                  copy_buffers: bool) -> tuple[list[Any], list[Any], str]:
+                  copy_buffers: bool) -> tuple[list[Any], list[Any], bytes]:
     """(the pieces the checksum covers, in file order; [pickle, buffer, ...];
     their checksum, computed as they are read)."""
     if reader.view is not None:
         whole, parts = _slice_payload(reader.view, reader.position, header, copy_buffers)
-        return whole, parts, xxhash.xxh3_128_hexdigest(whole[0])
+        return whole, parts, xxhash.xxh3_128_digest(whole[0])
     checksum = xxhash.xxh3_128(head)
     covered: list[Any] = [head]
     parts = [reader.read_exact(header.sizes[0])]
@@ -377,7 +378,7 @@ def _read_payload(reader: Reader, head: bytes, header: Header,
         covered.append(parts[-1])
     if reader.has_more():
         raise CorruptEntryError("trailing bytes after the last part")
-    return covered, parts, checksum.hexdigest()
+    return covered, parts, checksum.digest()
 
 
 def _slice_payload(view: memoryview, offset: int, header: Header,
