@@ -147,7 +147,9 @@ def takeover(storage: Any, root: Path, other_host: bool, beat: float = 1.0) -> f
     _wait_for(lambda: (log / str(holder.pid)).exists(), 30)
     waiter = context.Process(target=_run_marked, args=(storage, str(log), False, None, beat, x))
     waiter.start()
-    time.sleep(1.0)  # the waiter is waiting on the lock by now
+    # The waiter is waiting on the lock by now; a random phase so the kill
+    # lands anywhere between two beats, not always just after one.
+    time.sleep(1.0 + random.uniform(0.0, beat))
     killed_at = time.time()
     os.kill(holder.pid, signal.SIGKILL)  # type: ignore[arg-type]
     holder.join()
@@ -179,13 +181,17 @@ def locking(report: Report, root: Path, quick: bool) -> None:
             report.add("wake-up", "median", name, median, "s")
             report.add("wake-up", "p95", name, p95, "s")
             report.target(f"wake-up p95 on {name} (s)", p95, "<= 0.1", p95 <= 0.1)
-            for other_host, case in ((False, "same host (dead pid)"),
-                                     (True, "other host (heartbeat 1 s)")):
-                seconds = takeover(storage, root, other_host)
-                report.add("takeover", case, name, seconds, "s")
-                if other_host:
-                    report.target(f"takeover after SIGKILL on {name}: s (3 x heartbeat = 3 s)",
-                                  seconds, "<= 3", seconds <= 3.0)
+            seconds = takeover(storage, root, other_host=False)
+            report.add("takeover", "same host (dead pid)", name, seconds, "s")
+            trials = [takeover(storage, root, other_host=True) for _ in range(3 if quick else 6)]
+            report.add("takeover", "other host, heartbeat 1 s: median", name,
+                       statistics.median(trials), "s")
+            report.add("takeover", "other host, heartbeat 1 s: max", name, max(trials), "s",
+                       note=f"{len(trials)} kills at random phases between beats")
+            report.target(f"takeover after SIGKILL on {name}, median s (3 x heartbeat = 3 s)",
+                          statistics.median(trials), "<= 3", statistics.median(trials) <= 3.0)
+            report.target(f"takeover after SIGKILL on {name}, worst s (3 x heartbeat = 3 s)",
+                          max(trials), "<= 3", max(trials) <= 3.0)
     finally:
         server.stop()
 
