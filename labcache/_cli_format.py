@@ -17,9 +17,8 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import TextIO
-from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["ProgressBar", "age_text", "mask_url", "size_text", "table"]
+__all__ = ["ProgressBar", "age_text", "size_text", "table"]
 
 _SIZE_UNITS = ("kB", "MB", "GB", "TB", "PB")
 #: Columns whose cells are numbers or sizes: right-aligned so digits line up.
@@ -61,37 +60,6 @@ def age_text(seconds: float | None) -> str:
         if seconds < limit:
             return f"{int(seconds // divisor)} {unit}"
     return f"{int(seconds // 86400)} d"
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to print).
-
-    Examples:
-        >>> mask_url("redis://:s3cret@db:6379/0"), mask_url("file:///tmp/x")
-        ('redis://:***@db:6379/0', 'file:///tmp/x')
-    """
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # an unparsable port: show the scheme only
-        return url.split("://", 1)[0] + "://..." if "://" in url else "..."
-    if not password:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def hide_secret(text: str, url: str | None) -> str:
-    """``text`` with the password of ``url`` (if any) masked wherever it appears."""
-    if not url:
-        return text
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return text.replace(url, mask_url(url))
-    text = text.replace(url, mask_url(url))
-    return text.replace(password, "***") if password else text
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -25,9 +25,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from ._cli_find import CliError, contexts, find_function, find_key, find_lock, listing_module
-from ._cli_format import ProgressBar, age_text, hide_secret, mask_url, size_text, table
+from ._cli_format import ProgressBar, age_text, size_text, table
+from ._redact import redact_url, scrub
 from .base import BaseLockingStorage, BaseStorage
 from .errors import LabcacheError
 
@@ -252,7 +254,7 @@ def _lock_of(storage: BaseStorage, context: str, key: str) -> dict[str, Any] | N
 
 
 def _where(storage: BaseStorage, args: argparse.Namespace) -> str:
-    return mask_url(args.storage) if args.storage else storage.get_root_path()
+    return redact_url(args.storage) if args.storage else storage.get_root_path()
 
 
 def _open(url: str | None) -> BaseStorage:
@@ -325,15 +327,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(text)
         return 0
     except CliError as exc:
-        return _fail(hide_secret(str(exc), url), exc.code)
+        return _fail(scrub(str(exc), _password_of(url)), exc.code)
     except (LabcacheError, ValueError, OSError, ImportError) as exc:
         if isinstance(exc, BrokenPipeError):  # `labcache ls | head`: not an error
             with contextlib.suppress(OSError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
-        return _fail(hide_secret(" ".join(f"{type(exc).__name__}: {exc}".split()), url), 2)
+        return _fail(scrub(" ".join(f"{type(exc).__name__}: {exc}".split()), _password_of(url)), 2)
     except KeyboardInterrupt:
         return 130
+
+
+def _password_of(url: str | None) -> list[str]:
+    """The password in ``url`` (if any), to scrub from error text."""
+    try:
+        password = urlsplit(url).password if url else None
+    except ValueError:
+        return []
+    return [password] if password else []
 
 
 def _fail(message: str, code: int) -> int:

@@ -227,8 +227,11 @@ def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...]) -> None:
     one_error_line(run(*args, check=2))
 
 
-def test_storage_errors_exit_2_and_never_print_a_password() -> None:
-    done = run("ls", url="redis://:hunter2@127.0.0.1:1/0", check=2)
+@pytest.mark.parametrize("url", ["redis://:hunter2@127.0.0.1:1/0",
+                                 "redis://alice:hunter2@127.0.0.1:1/0",
+                                 "redis://127.0.0.1:1/0?password=hunter2"])
+def test_storage_errors_exit_2_and_never_print_a_password(url: str) -> None:
+    done = run("ls", url=url, check=2)
     line = one_error_line(done)
     assert "hunter2" not in done.stderr + done.stdout and "***" in line
 
