@@ -28,7 +28,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from .base import BaseLockingStorage, BaseStorage
@@ -59,16 +59,10 @@ def parse_size(size: str | int) -> int:
         Traceback (most recent call last):
         ValueError: cannot read 'lots' as a size; write a number and a unit such as ...
     """
-    if isinstance(size, int) and not isinstance(size, bool):
-        if size < 0:
-            raise ValueError(f"a size cannot be negative ({size})")
-        return size
-    match = _NUMBER.fullmatch(size) if isinstance(size, str) else None
-    unit = match[2].lower() if match else ""
-    if match is None or unit not in _UNITS:
-        raise ValueError(f"cannot read {size!r} as a size; write a number and a unit such "
-                         "as 500MB, 5GB or 1.5GiB")
-    return int(float(match[1]) * _UNITS[unit])
+    if isinstance(size, float):
+        raise ValueError(f"cannot read {size!r} as a size; write whole bytes or a number "
+                         "and a unit such as 500MB, 5GB or 1.5GiB")
+    return int(_quantity(size, _UNITS, "size", "500MB, 5GB or 1.5GiB"))
 
 
 def parse_age(age: str | float) -> float:
@@ -82,16 +76,22 @@ def parse_age(age: str | float) -> float:
         Traceback (most recent call last):
         ValueError: cannot read 'soon' as an age; write a number and a unit such as ...
     """
-    if isinstance(age, (int, float)) and not isinstance(age, bool):
-        if age < 0:
-            raise ValueError(f"an age cannot be negative ({age})")
-        return float(age)
-    match = _NUMBER.fullmatch(age) if isinstance(age, str) else None
+    return _quantity(age, _AGE_UNITS, "age", "45s, 90m, 12h, 30d or 2w")
+
+
+def _quantity(value: object, units: Mapping[str, float], what: str, examples: str) -> float:
+    """A number, or a number and one of ``units``, as a float (never negative)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"{'an' if what == 'age' else 'a'} {what} cannot be negative "
+                             f"({value})")
+        return float(value)
+    match = _NUMBER.fullmatch(value) if isinstance(value, str) else None
     unit = match[2].lower() if match else ""
-    if match is None or unit not in _AGE_UNITS:
-        raise ValueError(f"cannot read {age!r} as an age; write a number and a unit such "
-                         "as 45s, 90m, 12h, 30d or 2w")
-    return float(match[1]) * _AGE_UNITS[unit]
+    if match is None or unit not in units:
+        raise ValueError(f"cannot read {value!r} as {'an' if what == 'age' else 'a'} {what}; "
+                         f"write a number and a unit such as {examples}")
+    return float(match[1]) * units[unit]
 
 
 @dataclass
