@@ -41,6 +41,8 @@ CLAIM_STALE_SECONDS = 30.0
 MAX_CLAIM_LEVEL = 3
 _LOCK_DIR = "locks"
 _LOCKS = (_LOCK_DIR,)
+#: How many validated entry paths an instance remembers (then it starts over).
+_REMEMBERED_PATHS = 4096
 #: Entries up to this size are read in one call on a hit.
 _SMALL_ENTRY = 1 << 20
 #: A hit re-marks an entry's access time only when the mark is older than this,
@@ -100,6 +102,7 @@ class LocalStorage(RecordLockingStorage):
         self._tree = Tree(str(self.root), self.shared)
         self._parts: dict[str, tuple[str, ...]] = {}  # context -> validated folder parts
         self._folders: dict[str, str] = {}  # context -> validated folder path
+        self._paths: dict[tuple[str, str], str] = {}  # (context, name) -> entry path
         self._init_locks()
         self._ready = True
 
@@ -210,8 +213,15 @@ class LocalStorage(RecordLockingStorage):
         return parts
 
     def _entry_path(self, hashcode: str, context: str) -> str:
-        # Plain strings, not pathlib: this runs on every cache hit.
-        return os.path.join(self._folder(context), check_name(hashcode, "file name"))
+        # Plain strings, not pathlib, and remembered: this runs on every cache
+        # hit, and validating the name costs more than the lookup.
+        path = self._paths.get((context, hashcode))
+        if path is None:
+            if len(self._paths) >= _REMEMBERED_PATHS:
+                self._paths.clear()
+            path = os.path.join(self._folder(context), check_name(hashcode, "file name"))
+            self._paths[(context, hashcode)] = path
+        return path
 
     def _folder(self, context: str) -> str:
         folder = self._folders.get(context)
