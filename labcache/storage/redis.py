@@ -22,7 +22,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 import redis
 
@@ -32,6 +32,7 @@ from .._redact import scrub
 from ..errors import StorageError
 from ..locks import EntryStat, LockRecord, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
+from ._redis_client import Chunks, check_url, client_from_url, password_of, url_of
 
 __all__ = ["RedisStorage"]
 
@@ -68,7 +69,7 @@ def _translated(method: Callable[..., T]) -> Callable[..., T]:
         except redis.RedisError as exc:
             raise StorageError(scrub(
                 f"Redis at {self.get_root_path()} failed: {type(exc).__name__}: {exc}. "
-                "Check that the server is running and reachable", [_password(self.client)]
+                "Check that the server is running and reachable", [password_of(self.client)]
             )) from None
 
     return wrapper
@@ -97,11 +98,11 @@ class RedisStorage(RecordLockingStorage):
         # redis-py's responses are typed bytes | str; ours are always bytes.
         self.client: Any
         if isinstance(url, str):
-            self.url = _check_url(url)
+            self.url = check_url(url)
             # Long socket timeout: a 64 MB chunk must fit through it.
-            self.client = _client_from_url(self.url)
+            self.client = client_from_url(self.url)
         else:
-            self.client, self.url = url, _url_of(url)
+            self.client, self.url = url, url_of(url)
         self._scripts = {name: self.client.register_script(source) for name, source in
                          (("replace", _REPLACE), ("delete", _DELETE), ("extend", _EXTEND),
                           ("idle", _IDLE))}
@@ -150,8 +151,8 @@ class RedisStorage(RecordLockingStorage):
         if value is None:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
         if value[:1] == _INLINE:
-            return _Chunks(self.client, [], memoryview(value)[1:])
-        return _Chunks(self.client, self._chunk_keys(value))
+            return Chunks(self.client, [], memoryview(value)[1:])
+        return Chunks(self.client, self._chunk_keys(value))
 
     @_translated
     def check_if_exists(self, hashcode: str, context: str) -> bool:
@@ -359,58 +360,6 @@ class RedisStorage(RecordLockingStorage):
         return f"{self.prefix}:released:{name}"
 
 
-class _Chunks:
-    """A read-only binary file over an entry's chunks, fetched one at a time
-    so a load never holds the whole entry twice."""
-
-    def __init__(self, client: Any, keys: list[str], first: Any = b"") -> None:
-        self._client, self._keys = client, list(keys)
-        self._current = memoryview(first)
-
-    def readinto(self, target: Any) -> int:
-        view = memoryview(target).cast("B")
-        done = 0
-        while done < len(view):
-            if not self._current and not self._next_chunk():
-                break
-            taken = min(len(view) - done, len(self._current))
-            view[done:done + taken] = self._current[:taken]
-            self._current = self._current[taken:]
-            done += taken
-        return done
-
-    def read(self, size: int = -1) -> bytes:
-        if size < 0:
-            parts = [bytes(self._current)]
-            self._current = memoryview(b"")
-            while self._next_chunk():
-                parts.append(bytes(self._current))
-                self._current = memoryview(b"")
-            return b"".join(parts)
-        buffer = bytearray(size)
-        return bytes(buffer[: self.readinto(buffer)])
-
-    def _next_chunk(self) -> bool:
-        if not self._keys:
-            return False
-        try:
-            value = self._client.get(self._keys.pop(0))
-        except redis.RedisError as exc:
-            raise StorageError(scrub(f"Redis failed while reading an entry: {exc}",
-                                     [_password(self._client)])) from None
-        self._current = memoryview(value or b"")  # a vanished chunk reads as truncation
-        return value is not None
-
-    def close(self) -> None:
-        self._keys, self._current = [], memoryview(b"")
-
-    def __enter__(self) -> _Chunks:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def _pieces(file: object, limit: int) -> Iterator[memoryview]:
     """The upload as memoryviews of at most ``limit`` bytes, without joining."""
     for view in entry.upload_chunks(file, limit):
@@ -434,48 +383,6 @@ def _last_beat(data: bytes, remaining_ms: int) -> float:
     if remaining_ms < 0 or record is None:  # no expiry, or not ours to read
         return record.acquired if record else now
     return now - (_expiry_ms(data) - remaining_ms) / 1000
-
-
-def _check_url(url: str) -> str:
-    """``url`` with its scheme in lower case (as redis-py wants), or a ValueError."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError as exc:  # e.g. an unclosed '[' in the host
-        raise ValueError(f"Redis URL {_redact(url)!r} is malformed ({exc}); write "
-                         "redis://host:6379/0") from None
-    if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"Redis URL {_redact(url)!r} must start with redis:// or rediss://")
-    if not host:
-        raise ValueError(f"Redis URL {_redact(url)!r} has no host; write redis://host:6379/0")
-    return parts.scheme + url[len(parts.scheme):]
-
-
-def _client_from_url(url: str) -> Any:
-    """A client for ``url``, or a ValueError naming what is wrong, before any I/O."""
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=60)
-        pool = client.connection_pool
-        pool.connection_class(**pool.connection_kwargs)  # unknown options fail here, offline
-    except (ValueError, TypeError) as exc:
-        raise ValueError(scrub(
-            f"Redis URL {_redact(url)!r} is not valid ({exc}); write redis://host:6379/0, "
-            "with only redis-py's connection options in the query")) from None
-    return client
-
-
-def _password(client: Any) -> str | None:
-    """The client's password, to scrub from messages (None if unknown)."""
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
-    return kwargs.get("password") if isinstance(kwargs, dict) else None
-
-
-def _url_of(client: redis.Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
-    password = kwargs.get("password")
-    auth = f":{quote(password, safe='')}@" if password else ""
-    return f"redis://{auth}{host}:{port}/{db}"
 
 
 def _glob_escape(text: str) -> str:

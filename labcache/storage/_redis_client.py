@@ -1,0 +1,109 @@
+"""The redis-py side of RedisStorage: a client from a URL, checked before any
+I/O and never showing its password, and a file over an entry's chunks."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import redis
+
+from .._redact import redact_url, scrub
+from ..errors import StorageError
+
+__all__ = ["Chunks", "check_url", "client_from_url", "password_of", "url_of"]
+
+
+def check_url(url: str) -> str:
+    """``url`` with its scheme in lower case (as redis-py wants), or a ValueError."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:  # e.g. an unclosed '[' in the host
+        raise ValueError(f"Redis URL {redact_url(url)!r} is malformed ({exc}); write "
+                         "redis://host:6379/0") from None
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"Redis URL {redact_url(url)!r} must start with redis:// or rediss://")
+    if not host:
+        raise ValueError(f"Redis URL {redact_url(url)!r} has no host; write redis://host:6379/0")
+    return parts.scheme + url[len(parts.scheme):]
+
+
+def client_from_url(url: str) -> Any:
+    """A client for ``url``, or a ValueError naming what is wrong, before any I/O."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=60)
+        pool = client.connection_pool
+        pool.connection_class(**pool.connection_kwargs)  # unknown options fail here, offline
+    except (ValueError, TypeError) as exc:
+        raise ValueError(scrub(
+            f"Redis URL {redact_url(url)!r} is not valid ({exc}); write redis://host:6379/0, "
+            "with only redis-py's connection options in the query")) from None
+    return client
+
+
+def password_of(client: Any) -> str | None:
+    """The client's password, to scrub from messages (None if unknown)."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    return kwargs.get("password") if isinstance(kwargs, dict) else None
+
+
+def url_of(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    host, port, db = kwargs.get("host", "localhost"), kwargs.get("port", 6379), kwargs.get("db", 0)
+    password = kwargs.get("password")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/{db}"
+
+
+
+class Chunks:
+    """A read-only binary file over an entry's chunks, fetched one at a time
+    so a load never holds the whole entry twice."""
+
+    def __init__(self, client: Any, keys: list[str], first: Any = b"") -> None:
+        self._client, self._keys = client, list(keys)
+        self._current = memoryview(first)
+
+    def readinto(self, target: Any) -> int:
+        view = memoryview(target).cast("B")
+        done = 0
+        while done < len(view):
+            if not self._current and not self._next_chunk():
+                break
+            taken = min(len(view) - done, len(self._current))
+            view[done:done + taken] = self._current[:taken]
+            self._current = self._current[taken:]
+            done += taken
+        return done
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            parts = [bytes(self._current)]
+            self._current = memoryview(b"")
+            while self._next_chunk():
+                parts.append(bytes(self._current))
+                self._current = memoryview(b"")
+            return b"".join(parts)
+        buffer = bytearray(size)
+        return bytes(buffer[: self.readinto(buffer)])
+
+    def _next_chunk(self) -> bool:
+        if not self._keys:
+            return False
+        try:
+            value = self._client.get(self._keys.pop(0))
+        except redis.RedisError as exc:
+            raise StorageError(scrub(f"Redis failed while reading an entry: {exc}",
+                                     [password_of(self._client)])) from None
+        self._current = memoryview(value or b"")  # a vanished chunk reads as truncation
+        return value is not None
+
+    def close(self) -> None:
+        self._keys, self._current = [], memoryview(b"")
+
+    def __enter__(self) -> Chunks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
