@@ -28,10 +28,10 @@ from .errors import (
     UnhashableArgumentError,
     UnpicklableResultError,
 )
-from .protocol import CacheWarning
 from .report import stats
 from .storage import default_storage, open_storage
 from .storage.local import LocalStorage
+from .transfer import CacheWarning
 
 __version__ = "0.1.0"
 

@@ -15,8 +15,9 @@ from . import entry, keys
 from .base import BaseStorage
 from .locks import this_host, this_user
 from .names import context_for
-from .protocol import MISS, Call, load_entry, open_entry, run_async, run_sync
+from .protocol import Call, run_async, run_sync
 from .report import reporter_for
+from .transfer import MISS, load_entry, open_entry
 
 if TYPE_CHECKING:
     import inspect

@@ -232,7 +232,7 @@ class RecordLockingStorage(BaseLockingStorage):
 
     def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
         """An entry's header (metadata, sizes) without loading its payload."""
-        from .protocol import open_entry
+        from .transfer import open_entry
 
         with open_entry(self, hashcode, context) as source:
             if source is None:

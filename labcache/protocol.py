@@ -17,44 +17,34 @@ waiting coroutine never blocks its event loop.  One call goes:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
 import warnings
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import entry
 from .base import BaseLockingStorage, BaseStorage, LockInfo
-from .errors import CorruptEntryError, LabcacheError, LockTimeout, StorageError
-from .locks import MISSED_BEATS, RecordLockingStorage, this_host
-from .report import Reporter, reporter_for
+from .errors import LabcacheError, LockTimeout, StorageError
+from .locks import MISSED_BEATS, this_host
+from .report import Reporter
+from .transfer import (
+    FAILURES_CONTEXT,
+    MISS,
+    CacheWarning,
+    load,
+    read_failure,
+    record_failure,
+    store,
+)
 
-__all__ = ["MISS", "CacheWarning", "Call", "load_entry", "lock_name_for", "run_async", "run_sync"]
+__all__ = ["FAILURES_CONTEXT", "MISS", "CacheWarning", "Call", "lock_name_for", "run_async",
+           "run_sync", "store"]
 
 logger = logging.getLogger("labcache")
 
 #: Longest pause between two looks at a lock whose holder is on this host.
 _SAME_HOST_POLL = 0.1
-#: Context holding the last failure of each key, for waiters to re-raise.
-FAILURES_CONTEXT = "labcache-failures"
-
-
-class CacheWarning(UserWarning):
-    """A cache problem that labcache worked around (a bad entry, a storage
-    outage); the call still returned a correct result."""
-
-
-class _Miss:
-    def __repr__(self) -> str:
-        return "MISS"
-
-
-MISS: Any = _Miss()
-
-
 @dataclass
 class Call:
     """Everything the protocol needs to know about one call."""
@@ -320,136 +310,3 @@ def _release(storage: BaseLockingStorage, name: str) -> None:
         storage.release_lock(name)
     except Exception as exc:  # the lock will go stale by itself
         logger.warning("could not release lock %s: %s", name, exc)
-
-
-# -- storage work ------------------------------------------------------------------------
-
-
-def load(call: Call) -> Any:
-    """The stored value of this call, or MISS (a bad entry is removed)."""
-    return load_entry(call.storage, call.key, call.context, call.function,
-                      call.expires_after, call.reporter, call.mmap_mode)
-
-
-def load_entry(storage: BaseStorage, key: str, context: str, function: str,
-               expires_after: float | None = None, reporter: Reporter | None = None,
-               mmap_mode: str | None = None) -> Any:
-    """The stored value of ``key``, or MISS; a bad entry is removed with a
-    ``CacheWarning``.  This is the whole of a cache hit, so it stays lean."""
-    began = time.monotonic()
-    try:
-        if mmap_mode is not None and hasattr(storage, "open_mapped"):
-            source = storage.open_mapped(key, context, mmap_mode)
-            if source is None:
-                return MISS
-            value, header = entry.load(source, copy_buffers=False)
-        else:
-            source = _find_entry(storage, key, context)
-            if source is None:
-                return MISS
-            try:
-                value, header = entry.load(source)
-            finally:
-                if hasattr(source, "close"):
-                    source.close()
-        if header.key is not None and header.key != key:
-            # Signed content is not enough: an entry copied over another key
-            # would hand back a genuine result of a different call.
-            raise CorruptEntryError(f"it holds the result of key {header.key}")
-    except CorruptEntryError as exc:
-        warnings.warn(f"{function}: cached entry {key} is unusable ({exc}); "
-                      "recomputing it", CacheWarning, stacklevel=2)
-        with contextlib.suppress(OSError):
-            storage.delete_file(key, context)
-        return MISS
-    if expires_after is not None and time.time() - header.created > expires_after:
-        return MISS
-    (reporter or reporter_for(function)).loaded(time.monotonic() - began,
-                                                header.compute_seconds)
-    return value
-
-
-@contextlib.contextmanager
-def open_entry(storage: BaseStorage, key: str, context: str) -> Iterator[Any]:
-    """The stored entry as bytes or an open binary file (closed on exit),
-    or None if there is none."""
-    found = _find_entry(storage, key, context)
-    try:
-        yield found
-    finally:
-        if hasattr(found, "close"):
-            found.close()
-
-
-def _find_entry(storage: BaseStorage, key: str, context: str) -> Any:
-    ours = isinstance(storage, RecordLockingStorage)
-    if not ours and not storage.check_if_exists(key, context):
-        return None  # a seed-style storage may raise anything for a missing entry
-    try:
-        if ours:
-            found = storage._open_for_load(key, context)  # type: ignore[attr-defined]
-        else:
-            found = storage.get_file_by_hashcode(key, context)
-    except (FileNotFoundError, KeyError):
-        return None
-    if found is None or isinstance(found, (bytes, bytearray, memoryview)) or hasattr(found, "read"):
-        return found
-    return storage.download_file(key, context)
-
-
-def store(call: Call, value: Any, seconds: float) -> None:
-    """Encode and upload the value, then forget any earlier failure of this key."""
-    meta = dict(call.metadata(), created=time.time(), compute_seconds=round(seconds, 6))
-    encoded = entry.encode(value, meta)
-    call.storage.upload_file(encoded, call.key, call.context)
-    if call.storage.check_if_exists(call.key, FAILURES_CONTEXT):
-        with contextlib.suppress(FileNotFoundError):
-            call.storage.delete_file(call.key, FAILURES_CONTEXT)
-
-
-def record_failure(call: Call, storage: BaseLockingStorage, error: BaseException) -> None:
-    """Leave the holder's exception where the waiters on its lock will look.
-
-    Never raises: if the record cannot be written the waiters recompute,
-    which is slower but still correct.
-    """
-    try:
-        info = storage.lock_info(call.lock_name)
-        own = None
-        if isinstance(storage, RecordLockingStorage):
-            own = storage.held_token(call.lock_name)
-        if own is not None and (info is None or info.token != own):
-            return  # our lock was taken over: its waiters wait on someone else now
-        meta = {"token": info.token if info else "", "failed_at": time.time(),
-                "pid": os.getpid(), "function": call.function}
-        try:
-            encoded = entry.encode(error, meta)
-        except LabcacheError:
-            from .errors import HolderFailedError
-
-            shipped = HolderFailedError(f"{type(error).__qualname__}: {error}")
-            encoded = entry.encode(shipped, meta)
-        storage.upload_file(encoded, call.key, FAILURES_CONTEXT)
-    except Exception as exc:
-        logger.warning("could not record the failure of %s: %s", call.function, exc)
-
-
-def read_failure(call: Call, holder: LockInfo | None) -> BaseException | None:
-    """The recorded exception of the holder this call waited on, if any."""
-    try:
-        with open_entry(call.storage, call.key, FAILURES_CONTEXT) as source:
-            if source is None:
-                return None
-            error, header = entry.decode(source)
-    except CorruptEntryError:
-        return None
-    meta = header.get("meta") or {}
-    if holder is not None and holder.token:
-        ours = meta.get("token") == holder.token
-    else:  # the backend cannot name holders: trust failures since we started
-        ours = meta.get("failed_at", 0.0) >= call.started - 1.0
-    if not ours or not isinstance(error, BaseException):
-        return None
-    if hasattr(error, "add_note"):
-        error.add_note(f"(raised by the holder computing {call.function}, pid {meta.get('pid')})")
-    return error

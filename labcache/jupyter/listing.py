@@ -340,7 +340,7 @@ def _read_header(storage: BaseStorage, name: str, context: str) -> dict[str, Any
     if reader is not None:
         header: dict[str, Any] = reader(name, context)
         return header
-    from ..protocol import open_entry
+    from ..transfer import open_entry
 
     with open_entry(storage, name, context) as source:
         if source is None:
