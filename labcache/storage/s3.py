@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import math
 import os
 import re
 import threading
 import time
-from collections.abc import Iterable
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from functools import partial
@@ -38,6 +36,7 @@ from .._redact import redact_url, scrub
 from ..errors import StorageError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_context, check_entry_context, check_name
+from ._s3_streams import Body, ChunkReader
 
 __all__ = ["S3Storage"]
 
@@ -113,7 +112,7 @@ class S3Storage(RecordLockingStorage):
     ) -> str | None:
         """Store ``file`` (an encoded entry, bytes or a binary file) as one object."""
         key = self._entry_key(file_name, context)
-        stream = _ChunkReader(entry.upload_chunks(file, self.multipart_chunksize))
+        stream = ChunkReader(entry.upload_chunks(file, self.multipart_chunksize))
         config = TransferConfig(multipart_threshold=self.multipart_threshold,
                                 multipart_chunksize=self.multipart_chunksize,
                                 max_concurrency=4, preferred_transfer_client="classic")
@@ -129,13 +128,13 @@ class S3Storage(RecordLockingStorage):
         with self.get_file_by_hashcode(hashcode, context) as body:
             return body.read()
 
-    def get_file_by_hashcode(self, hashcode: str, context: str) -> _Body:
+    def get_file_by_hashcode(self, hashcode: str, context: str) -> Body:
         """The entry as a binary stream (read/readinto/close) straight off the wire."""
         key = self._entry_key(hashcode, context)
         response = self._call("get_object", key, (_MISSING,))
         if response == _MISSING:
             raise self._not_found(key)
-        return _Body(self, key, response)
+        return Body(self, key, response)
 
     def check_if_exists(self, hashcode: str, context: str) -> bool:
         """Whether the entry exists (a HEAD request)."""
@@ -218,7 +217,7 @@ class S3Storage(RecordLockingStorage):
         response = self._call("get_object", key, (_MISSING,), Range="bytes=0-65535")
         if response == _MISSING:
             raise self._not_found(key)
-        with _Body(self, key, response) as body:
+        with Body(self, key, response) as body:
             return entry.read_header(body.read())
 
     def _entry_key(self, hashcode: str, context: str) -> str:
@@ -246,7 +245,7 @@ class S3Storage(RecordLockingStorage):
         response = self._call("get_object", key, (_MISSING,))
         if response == _MISSING:
             return None
-        with _Body(self, key, response) as body:
+        with Body(self, key, response) as body:
             data = body.read()
         return RawLock(data, _beat(response), str(response["ETag"]))
 
@@ -343,72 +342,6 @@ class S3Storage(RecordLockingStorage):
 
     def _not_found(self, key: str) -> FileNotFoundError:
         return FileNotFoundError(errno.ENOENT, "no such entry", f"s3://{self.bucket}/{key}")
-
-
-class _ChunkReader:
-    """A forward-only file over buffers for ``upload_fileobj``: boto3 reads
-    it part by part, and ``read(n)`` copies at most ``n`` bytes (one part)."""
-
-    def __init__(self, chunks: Iterable[Any]) -> None:
-        self._chunks, self._current = iter(chunks), memoryview(b"")
-
-    def seekable(self) -> bool:
-        return False
-
-    def read(self, size: int | None = -1) -> bytes:
-        pieces, wanted = [], math.inf if size is None or size < 0 else size
-        while wanted > 0:
-            if not self._current:
-                chunk = next(self._chunks, None)
-                if chunk is None:
-                    break
-                self._current = memoryview(chunk).cast("B")
-            pieces.append(self._current[: int(min(wanted, len(self._current)))])
-            self._current = self._current[len(pieces[-1]):]
-            wanted -= len(pieces[-1])
-        return b"".join(pieces)
-
-
-class _Body(io.RawIOBase):
-    """An object's HTTP stream, network errors as ``StorageError``.  ``seek``
-    only *reports* positions: the entry reader learns the size from
-    ``seek(0, SEEK_END)`` and refuses a header claiming more bytes than exist."""
-
-    def __init__(self, storage: S3Storage, key: str, response: dict[str, Any]) -> None:
-        super().__init__()
-        self._storage, self._key, self._stream = storage, key, response["Body"]
-        self._size, self._pos, self._probe = int(response.get("ContentLength", -1)), 0, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:  # not RawIOBase's: no 8 KiB steps
-        return bytes(self._io("read", None if size is None or size < 0 else size))
-
-    def readinto(self, buffer: Any) -> int:
-        return int(self._io("readinto", buffer))
-
-    def _io(self, method: str, argument: Any) -> Any:
-        if self._probe != self._pos:
-            raise io.UnsupportedOperation("an S3 object is read front to back only")
-        try:
-            result = getattr(self._stream, method)(argument)
-        except (BotoCoreError, OSError) as exc:
-            raise self._storage._error("read", self._key, exc) from None
-        self._pos = self._probe = self._pos + (result if isinstance(result, int) else len(result))
-        return result
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_END and self._size < 0:
-            raise io.UnsupportedOperation("size unknown")
-        start = {io.SEEK_SET: 0, io.SEEK_CUR: self._probe, io.SEEK_END: self._size}[whence]
-        self._probe = start + offset
-        return self._probe
-
-    def close(self) -> None:
-        if not self.closed:
-            self._stream.close()
-        super().close()
 
 
 def _parse_url(url: object) -> tuple[str, str, str]:
