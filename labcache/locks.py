@@ -313,11 +313,14 @@ class RecordLockingStorage(BaseLockingStorage):
 
     def list_locks(self) -> list[LockInfo]:
         """Every lock present, fresh or stale, sorted by name."""
-        found = []
+        found, now = [], None
         for name in sorted(self._lock_names()):
             raw = self._lock_read(name)
             if raw is not None:
-                found.append(self._describe(name, raw))
+                # One reading of the storage's clock for the whole listing
+                # (on Local each reading creates a file).
+                now = now or self._now()
+                found.append(self._describe(name, raw, now))
         return found
 
     def break_lock(self, lock_name: str) -> bool:
@@ -345,24 +348,26 @@ class RecordLockingStorage(BaseLockingStorage):
             held = self._held.get(lock_name)
         return held.token if held else None
 
-    def is_stale(self, record: LockRecord | None, beat: float) -> bool:
+    def is_stale(self, record: LockRecord | None, beat: float,
+                 now: float | None = None) -> bool:
         """Whether a lock with this record, last beating at ``beat``, is dead.
 
         A beating lock is judged by ``beat`` against ``_now()``, two readings
         of the *storage's* clock (file times, the server's), never by times
         the holder wrote: a holder whose clock is off still beats on time.
         ``clock_resolution`` pads the limit by how coarse that clock is.
+        ``now``, a reading of ``_now()`` already taken, saves taking another.
         """
         if record is None:  # unreadable: only its age can retire it
-            return self._now() - beat > UNREADABLE_LOCK_TTL
+            return (now or self._now()) - beat > UNREADABLE_LOCK_TTL
         if record.host == this_host() and record.boot == _BOOT_ID and not _pid_alive(record.pid):
             return True
         if record.heartbeat_interval:
             limit = MISSED_BEATS * record.heartbeat_interval + self.clock_resolution
-            return self._now() - beat > limit
+            return (now or self._now()) - beat > limit
         # Without beats only the holder's own acquisition time says how old
         # the lock is: here a clock skew between hosts shifts the ttl.
-        return self._now() - record.acquired > record.ttl
+        return (now or self._now()) - record.acquired > record.ttl
 
     # -- internals ---------------------------------------------------------------
 
@@ -387,9 +392,9 @@ class RecordLockingStorage(BaseLockingStorage):
         with self._held_guard:
             self._held[lock_name] = _Held(record.token, beat)
 
-    def _describe(self, name: str, raw: RawLock) -> LockInfo:
+    def _describe(self, name: str, raw: RawLock, now: float | None = None) -> LockInfo:
         record = LockRecord.parse(raw.data)
-        stale = self.is_stale(record, raw.beat)
+        stale = self.is_stale(record, raw.beat, now)
         if record is None:
             return LockInfo(name, "?", "?", 0, "", raw.beat, raw.beat,
                             UNREADABLE_LOCK_TTL, None, stale)

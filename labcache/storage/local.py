@@ -101,7 +101,6 @@ class LocalStorage(RecordLockingStorage):
         self.shared = bool(shared)
         self._tree = Tree(str(self.root), self.shared)
         self._parts: dict[str, tuple[str, ...]] = {}  # context -> validated folder parts
-        self._folders: dict[str, str] = {}  # context -> validated folder path
         self._paths: dict[tuple[str, str], str] = {}  # (context, name) -> entry path
         self._init_locks()
         self._ready = True
@@ -219,24 +218,15 @@ class LocalStorage(RecordLockingStorage):
         if path is None:
             if len(self._paths) >= _REMEMBERED_PATHS:
                 self._paths.clear()
-            path = os.path.join(self._folder(context), check_name(hashcode, "file name"))
-            self._paths[(context, hashcode)] = path
+            parts, name = self._where(hashcode, context)
+            path = self._paths[(context, hashcode)] = os.path.join(self.root, *parts, name)
         return path
-
-    def _folder(self, context: str) -> str:
-        folder = self._folders.get(context)
-        if folder is None:
-            check_entry_context(context)
-            folder = self._folders[context] = os.path.join(self.root, context)
-        return folder
 
     # -- lock primitives -----------------------------------------------------------
 
-    def _lock_file(self, name: str) -> Path:
-        return self.root / self._get_lock_path(check_name(name, "lock name"))
-
     def _lock_leaf(self, name: str) -> str:
-        return f"{check_name(name, 'lock name')}.lock"
+        # The file name inside locks/, as the seed's _get_lock_path places it.
+        return os.path.basename(self._get_lock_path(check_name(name, "lock name")))
 
     def _lock_create(self, name: str, data: bytes) -> str | None:
         # Linked into place from a written file: never visible empty.
