@@ -181,7 +181,7 @@ class RedisStorage(RecordLockingStorage):
     @_translated
     def list_stored_files(self, context: str) -> list[str]:
         """Entry names in ``context``, found with SCAN (never KEYS)."""
-        start = self._entry_key("x", context)[:-1]
+        start = self._entry_prefix(context)
         pattern = _glob_escape(start) + "*"
         return sorted(key[len(start):].decode() for key in
                       self.client.scan_iter(match=pattern, count=1000))
@@ -197,11 +197,11 @@ class RedisStorage(RecordLockingStorage):
     @_translated
     def describe_entries(self, context: str) -> list[EntryStat]:
         """Names, sizes and last access (``OBJECT IDLETIME``, which touches
-        nothing) from one pipelined round trip; modification times unknown."""
+        nothing, from one Lua call per 5,000 keys); modification times unknown."""
         names = self.list_stored_files(context)
         if not names:
             return []
-        start = self._entry_key("x", context)[:-1]  # names from SCAN are valid already
+        start = self._entry_prefix(context)  # names from SCAN are valid already
         keys = [start + name for name in names]
         idles: list[int] = []
         for at in range(0, len(keys), _IDLE_BATCH):
@@ -265,6 +265,10 @@ class RedisStorage(RecordLockingStorage):
         # Quoting keeps ':' out of the context, so a prefix match never
         # reaches into another context.
         return f"{self.prefix}:e:{quote(context, safe='/')}:{name}"
+
+    def _entry_prefix(self, context: str) -> str:
+        """What every entry key of ``context`` starts with (the context validated)."""
+        return self._entry_key("x", context)[:-1]
 
     def _sizes_key(self, context: str) -> str:
         return f"{self.prefix}:s:{quote(context, safe='/')}"
