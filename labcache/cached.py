@@ -26,6 +26,7 @@ __all__ = ["CachedFunction", "cached"]
 
 R = TypeVar("R")
 _ON_STORAGE_ERROR = ("compute", "raise")
+_CODE_CHANGES = ("new_key", "keep")
 _summary = reprlib.Repr()
 _summary.maxstring = _summary.maxother = 60
 
@@ -63,6 +64,8 @@ class CachedFunction(Generic[R]):
         expires_after: float | None = None,
         mmap_mode: str | None = None,
         max_size: str | int | None = None,
+        packages: Iterable[str] = (),
+        code_changes: str = "new_key",
     ) -> None:
         functools.update_wrapper(self, func)
         self.__wrapped__ = func
@@ -77,12 +80,16 @@ class CachedFunction(Generic[R]):
             storage=storage, ttl=ttl, heartbeat_interval=heartbeat_interval,
             wait_timeout=wait_timeout, ignore=self._ignore, version=version,
             on_storage_error=on_storage_error, expires_after=expires_after,
-            mmap_mode=mmap_mode, max_size=max_size,
+            mmap_mode=mmap_mode, max_size=max_size, packages=packages,
+            code_changes=code_changes,
         )
         _check_options(func, self._signature, self._options)
-        self.context = context_for(func.__module__ or "", func.__qualname__)
-        self._name = f"{func.__module__}.{func.__qualname__}"
-        self._identity: bytes | None = None
+        # Spawned workers import a script as __mp_main__: the same module.
+        module = "__main__" if func.__module__ == "__mp_main__" else func.__module__ or ""
+        self.context = context_for(module, func.__qualname__)
+        self._name = f"{module}.{func.__qualname__}"
+        self._identity: keys.Identity | None = None
+        self._changed: list[str] = []  # parts that changed at the last re-identification
         self._opened: BaseStorage | None = None
         self._is_async = inspect.iscoroutinefunction(func)
         if self._is_async:
@@ -97,7 +104,11 @@ class CachedFunction(Generic[R]):
                 return _limited_async(self, call, args, kwargs)  # type: ignore[return-value]
             return run_async(call, self.__wrapped__, args, kwargs)  # type: ignore[return-value]
         arguments = self._bind(args, kwargs)
-        key = keys.call_key(self._identity or self._function_identity(), arguments)
+        identity = self._identity
+        if identity is None or not identity.watch.unchanged():
+            identity = self._function_identity()
+        digests = keys.argument_digests(arguments)
+        key = keys.key_from_digests(identity.digest, digests)
         options = self._options
         try:  # a hit goes no further: no protocol, no lock, no Call object
             found = load_entry(self.storage, key, self.context, self._name,
@@ -109,7 +120,8 @@ class CachedFunction(Generic[R]):
         if found is not MISS:
             result: R = found
             return result
-        call = self._prepare(args, kwargs, arguments=arguments, key=key, looked=looked)
+        call = self._prepare(args, kwargs, arguments=arguments, key=key, looked=looked,
+                             digests=digests)
         result = run_sync(call, self.__wrapped__, args, kwargs)
         if call.computed and options["max_size"] is not None:
             _limit_size(self, call.key)
@@ -129,7 +141,7 @@ class CachedFunction(Generic[R]):
 
     def key(self, *args: Any, **kwargs: Any) -> str:
         """The hex key of this call: the same in every process and machine."""
-        return keys.call_key(self._function_identity(), self._bind(args, kwargs))
+        return keys.call_key(self._function_identity().digest, self._bind(args, kwargs))
 
     def is_cached(self, *args: Any, **kwargs: Any) -> bool:
         """Whether this call has a stored entry that has not expired."""
@@ -195,10 +207,19 @@ class CachedFunction(Generic[R]):
 
     # -- internals ---------------------------------------------------------------------
 
-    def _function_identity(self) -> bytes:
-        if self._identity is None:
-            self._identity = keys.function_identity(self.__wrapped__, self._options["version"])
-        return self._identity
+    def _function_identity(self) -> keys.Identity:
+        """The deep identity, recomputed only when a binding it read has changed."""
+        known = self._identity
+        if known is not None and known.watch.unchanged():
+            return known
+        options = self._options
+        fresh = keys.code_identity(self.__wrapped__, options["version"], options["packages"],
+                                   keep_across_edits=options["code_changes"] == "keep")
+        if known is not None and fresh.digest != known.digest:
+            self._changed = sorted(name for name in {*known.parts, *fresh.parts}
+                                   if known.parts.get(name) != fresh.parts.get(name))
+        self._identity = fresh
+        return fresh
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         plain = self._plain_parameters
@@ -210,18 +231,25 @@ class CachedFunction(Generic[R]):
 
     def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any], force: bool = False,
                  arguments: dict[str, Any] | None = None, key: str | None = None,
-                 looked: bool = False) -> Call:
-        if arguments is None or key is None:
+                 looked: bool = False, digests: dict[str, str] | None = None) -> Call:
+        identity = self._function_identity()
+        if arguments is None or key is None or digests is None:
             arguments = self._bind(args, kwargs)
-            key = keys.call_key(self._function_identity(), arguments)
+            digests = keys.argument_digests(arguments)
+            key = keys.key_from_digests(identity.digest, digests)
         name, options = self._name, self._options
+        parts = {**identity.parts, **{f"argument {n}": d for n, d in digests.items()}}
+        reporter = reporter_for(name)
+        if self._changed:  # cheap to know: this process saw the code change
+            reporter.reason = f"{', '.join(self._changed)} changed"
+            self._changed = []
         return Call(
             storage=self.storage, context=self.context, key=key, function=name,
             ttl=options["ttl"], heartbeat_interval=options["heartbeat_interval"],
             wait_timeout=options["wait_timeout"], expires_after=options["expires_after"],
             on_storage_error=options["on_storage_error"],
-            metadata=functools.partial(_metadata, name, key, arguments),
-            reporter=reporter_for(name), force=force, looked=looked,
+            metadata=functools.partial(_metadata, name, key, arguments, parts),
+            reporter=reporter, force=force, looked=looked,
             mmap_mode=options["mmap_mode"],
         )
 
@@ -275,7 +303,8 @@ def cached(
     heartbeat_interval: float | None = 30, wait_timeout: float = 7200,
     ignore: Iterable[str] = (), version: object = None, on_storage_error: str = "compute",
     expires_after: float | None = None,
-    max_size: str | int | None = None,
+    max_size: str | int | None = None, packages: Iterable[str] = (),
+    code_changes: str = "new_key",
 ) -> Callable[[Callable[..., R]], CachedFunction[R]]: ...
 
 
@@ -307,6 +336,13 @@ def cached(func: Callable[..., R] | None = None, /, **options: Any) -> Any:
         max_size (str | int | None): keep this function's entries under this
             size (``"5GB"``, ``"500 MB"``, ``"1.5GiB"`` or bytes): after a new
             entry is stored, the least recently used ones are evicted.
+        packages (tuple[str, ...]): distributions whose installed versions
+            are part of the key (``("pandas",)``): upgrading one recomputes.
+        code_changes (str): ``"new_key"`` (default): editing the function or
+            anything user-written it uses gives new keys.  ``"keep"``: keys
+            are the function's name, ``version`` and arguments only, so
+            entries survive edits; results of old code come back until you
+            bump ``version`` or ``clear()`` (see docs/keys.md).
 
     Examples:
         >>> import tempfile
@@ -332,6 +368,13 @@ def _check_options(func: Callable[..., Any], signature: inspect.Signature,
             f"ignore={options['ignore']!r} names {unknown or options['ignore']!r}, which "
             f"{func.__qualname__} has no parameter of; pass a tuple of parameter names"
         )
+    if options["code_changes"] not in _CODE_CHANGES:
+        raise ValueError(f"code_changes must be one of {_CODE_CHANGES}, "
+                         f"not {options['code_changes']!r}")
+    if isinstance(options["packages"], str) or not all(
+            isinstance(p, str) for p in options["packages"]):
+        raise TypeError("packages must be a tuple of distribution names, e.g. ('pandas',)")
+    options["packages"] = tuple(options["packages"])
     if options["on_storage_error"] not in _ON_STORAGE_ERROR:
         raise ValueError(f"on_storage_error must be one of {_ON_STORAGE_ERROR}, "
                          f"not {options['on_storage_error']!r}")
@@ -377,13 +420,15 @@ async def _limited_async(function: CachedFunction[Any], call: Call, args: tuple[
     return result
 
 
-def _metadata(function: str, key: str, arguments: dict[str, Any]) -> dict[str, Any]:
+def _metadata(function: str, key: str, arguments: dict[str, Any],
+              parts: dict[str, str]) -> dict[str, Any]:
     from . import __version__
 
     return {
         "function": function,
         "key": key,
         "arguments": {name: _describe(value) for name, value in arguments.items()},
+        "parts": parts,
         "user": this_user(),
         "host": this_host(),
         "pid": os.getpid(),

@@ -85,6 +85,8 @@ class Reporter:
 
     def __init__(self, function: str) -> None:
         self.function = function
+        #: Why this call computes, when known cheaply ("helper scale changed").
+        self.reason: str | None = None
         self._last_wait_line = 0.0
         self._waited = False
 
@@ -99,7 +101,10 @@ class Reporter:
     def computing(self) -> None:
         """This call holds the lock and starts computing."""
         stats.add(misses=1)
-        logger.debug("%s: computing", self.function)
+        if self.reason:
+            logger.info("%s: recomputing: %s", self.function, self.reason)
+        else:
+            logger.debug("%s: computing", self.function)
 
     def computed(self, seconds: float) -> None:
         """The computation finished and its result was stored."""

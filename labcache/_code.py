@@ -1,0 +1,540 @@
+"""Code identity: what a function runs, read from its live objects.
+
+A function's identity is its own code object plus everything user-written it
+reaches, transitively: the globals its code reads, its closure cells and
+default values, attributes of user modules it reads (``features.scale``),
+classes with their methods and class attributes, and nested code.  Each of
+these dependencies becomes one named *part* (``"code"``, ``"helper
+features.scale"``, ``"global SCALE"``, ``"class Model"``) with its own
+digest, so a miss can say which part changed.
+
+Code is read from code objects (bytecode, constants, names, flags), never
+from source files: a process that imported a module and then had its file
+edited keeps its old identity, because it still runs the old code.  Line
+numbers are left out, so comments and blank lines do not change a key;
+docstrings are constants of the code and do.
+
+Library code (the standard library and installed distributions) is referred
+to by module and name.  Plain-data values (numbers, strings, containers,
+arrays) are hashed by value the first time a binding is seen in the process
+and again whenever the name is rebound to another object; mutating a value
+in place is not noticed (a function that appends to a global log list keeps
+its key).
+
+Nothing here imports ``labcache.keys``: the value hasher is passed in.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dis
+import functools
+import os
+import sys
+import sysconfig
+import threading
+import types
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+__all__ = ["Identity", "Watch", "identify", "is_user_module", "reference_digest"]
+
+#: Bumped when what goes into an identity changes: old entries then miss.
+_FORMAT = b"labcache-code-2"
+#: Bytecode is stable within a minor version; another minor version misses.
+PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
+_MAIN_NAMES = ("__main__", "__mp_main__")
+_ABSENT = object()
+
+ValueDigest = Callable[[object], bytes]
+
+
+class Watch:
+    """The bindings an identity depended on, checked on every call (cheaply).
+
+    Objects are held, not their ids: a freed object's id can be reused by
+    its replacement, which would hide a redefinition.
+    """
+
+    __slots__ = ("bindings", "cells", "functions")
+
+    def __init__(self) -> None:
+        self.bindings: list[tuple[Any, str, object]] = []
+        self.cells: list[tuple[Any, object]] = []
+        self.functions: list[tuple[Any, object, object, object]] = []
+
+    def unchanged(self) -> bool:
+        """True while every watched name, cell and function is as it was."""
+        for mapping, name, obj in self.bindings:
+            if mapping.get(name, _ABSENT) is not obj:
+                return False
+        for cell, obj in self.cells:
+            if _cell_value(cell) is not obj:
+                return False
+        for func, code, defaults, kwdefaults in self.functions:
+            if (func.__code__ is not code or func.__defaults__ is not defaults
+                    or func.__kwdefaults__ is not kwdefaults):
+                return False
+        return True
+
+
+@dataclass
+class Identity:
+    """A function's identity: one digest, its named parts, and what to watch."""
+
+    digest: bytes
+    parts: dict[str, str]
+    watch: Watch = field(repr=False)
+
+
+def identify(func: Callable[..., Any], digest_value: ValueDigest, version: object = None,
+             packages: Iterable[str] = (), keep_across_edits: bool = False) -> Identity:
+    """The deep identity of ``func``.
+
+    ``digest_value`` hashes a plain value to bytes (the key's value hasher).
+    ``packages``: distributions whose installed versions join the identity.
+    ``keep_across_edits``: only the name and ``version`` count, not the code.
+
+    Examples:
+        >>> import xxhash
+        >>> def digest(value):
+        ...     return xxhash.xxh3_128(repr(value).encode()).digest()
+        >>> def f(x):
+        ...     return round(x)
+        >>> identity = identify(f, digest, version=2)
+        >>> sorted(identity.parts), identity.watch.unchanged()
+        (['code', 'version'], True)
+    """
+    func = _unwrap(func)
+    walk = _Walk(digest_value)
+    with _guard(func) as again:
+        if not keep_across_edits and not again:
+            if isinstance(func, types.FunctionType):
+                walk.function(func, "code")
+            else:  # a callable object or a builtin given to @cached
+                walk.parts["code"] = _text_digest(walk.reference(func).hex())
+        elif again:  # hashing a value that holds the function being identified
+            walk.parts["code"] = _name_token("recursive", func)
+    if version is not None:
+        walk.parts["version"] = digest_value(version)
+    for package in sorted(set(packages)):
+        walk.parts[f"package {package}"] = _text_digest(_package_version(package))
+    h = xxhash.xxh3_128(_FORMAT)
+    _feed_text(h, PYTHON)
+    _feed_text(h, _display_name(func))
+    for name in sorted(walk.parts):
+        _feed_text(h, name)
+        h.update(walk.parts[name])
+    parts = {name: digest.hex() for name, digest in sorted(walk.parts.items())}
+    return Identity(h.digest(), parts, walk.watch)
+
+
+def reference_digest(obj: object, digest_value: ValueDigest,
+                     attributes: Iterable[str] = ()) -> bytes:
+    """Digest of any object as code reaching it would see it: functions,
+    classes and user modules deeply (``attributes``: the module attributes
+    read), anything else by value.
+
+    Examples:
+        >>> import xxhash
+        >>> digest = lambda v: xxhash.xxh3_128(repr(v).encode()).digest()
+        >>> reference_digest(len, digest) == reference_digest(len, digest)
+        True
+    """
+    walk = _Walk(digest_value)
+    h = xxhash.xxh3_128(_FORMAT)
+    h.update(walk.reference(obj, frozenset(attributes)))
+    for name in sorted(walk.parts):
+        _feed_text(h, name)
+        h.update(walk.parts[name])
+    return h.digest()
+
+
+# -- which code is the user's ---------------------------------------------------------
+
+
+@functools.cache
+def _library_roots() -> tuple[str, ...]:
+    import site
+
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    roots.update(getattr(site, "getsitepackages", list)())
+    user_site = getattr(site, "getusersitepackages", lambda: None)()
+    if user_site:
+        roots.add(user_site)
+    return tuple(os.path.join(os.path.realpath(r), "") for r in roots if r)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_user_module_cached(name: str, file: str | None) -> bool:
+    if name == "labcache" or name.startswith("labcache."):
+        return False  # labcache itself is a library, even installed editable
+    if file is None:
+        return False  # built into the interpreter
+    real = os.path.realpath(file)
+    return not real.startswith(_library_roots())
+
+
+def is_user_module(name: str | None) -> bool:
+    """Whether code of module ``name`` is the user's (walked) or a library's.
+
+    Examples:
+        >>> is_user_module("__main__"), is_user_module("json"), is_user_module("sys")
+        (True, False, False)
+    """
+    if not name or name in _MAIN_NAMES:
+        return True
+    module = sys.modules.get(name)
+    if module is None:  # made by exec() under a made-up name: treat as the user's
+        return True
+    file = getattr(module, "__file__", None)
+    return _is_user_module_cached(name, file if isinstance(file, str) else None)
+
+
+def _module_name(obj: object) -> str:
+    name = getattr(obj, "__module__", None)
+    name = name if isinstance(name, str) else ""
+    return "__main__" if name == "__mp_main__" else name
+
+
+def _display_name(obj: object) -> str:
+    """``qualname`` for the user's ``__main__``, ``module.qualname`` otherwise."""
+    qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "?")
+    module = _module_name(obj)
+    return str(qualname) if module in ("", "__main__") else f"{module}.{qualname}"
+
+
+def _package_version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# -- the walk -----------------------------------------------------------------------------
+
+#: Per process, per binding: the object last seen there and its value digest.
+#: A mutable global keeps the digest of the value it had when first seen.
+_SEEN: dict[tuple[int, str], tuple[object, bytes]] = {}
+_SEEN_LOCK = threading.Lock()
+_ACTIVE = threading.local()
+
+
+class _guard:
+    """Notices a function whose identity is needed while it is being walked
+    (a global list holding the function itself): the inner use gets a name."""
+
+    def __init__(self, func: object) -> None:
+        self.func = func
+        self.active: set[int] = _ACTIVE.__dict__.setdefault("ids", set())
+
+    def __enter__(self) -> bool:
+        again = id(self.func) in self.active
+        self.added = not again
+        if self.added:
+            self.active.add(id(self.func))
+        return again
+
+    def __exit__(self, *exc: object) -> None:
+        if self.added:
+            self.active.discard(id(self.func))
+
+
+class _Walk:
+    """One identity computation: parts found so far, and what to watch."""
+
+    def __init__(self, digest_value: ValueDigest) -> None:
+        self.digest_value = digest_value
+        self.parts: dict[str, bytes] = {}
+        self.named: dict[int, bytes] = {}  # id(obj) -> token, for cycles and reuse
+        self.alive: list[object] = []  # keeps walked objects (and their ids) alive
+        self.watch = Watch()
+
+    # -- parts ------------------------------------------------------------------------
+
+    def _claim(self, obj: object, kind: str) -> tuple[str, bytes] | bytes:
+        """A fresh part name for ``obj``, or the token if it was walked already."""
+        known = self.named.get(id(obj))
+        if known is not None:
+            return known
+        base = f"{kind} {_display_name(obj)}"
+        name, n = base, 1
+        while name in self.parts:
+            n += 1
+            name = f"{base} #{n}"
+        token = b"part:" + name.encode()
+        self.named[id(obj)] = token
+        self.alive.append(obj)
+        self.parts[name] = b""  # reserved: a cycle back here refers to the name
+        return name, token
+
+    def function(self, func: types.FunctionType, part: str | None = None) -> bytes:
+        if part is not None:
+            token = b"part:" + part.encode()
+            self.named[id(func)], self.parts[part] = token, b""
+            self.alive.append(func)
+            name = part
+        else:
+            claimed = self._claim(func, "helper")
+            if isinstance(claimed, bytes):
+                return claimed
+            name, token = claimed
+        self.watch.functions.append((func, func.__code__, func.__defaults__,
+                                     func.__kwdefaults__))
+        h = xxhash.xxh3_128(b"function")
+        self._code(h, func.__code__, func.__globals__)
+        for i, default in enumerate(func.__defaults__ or ()):
+            h.update(self.reference(default, container=func, label=f"default {i}"))
+        for key, default in sorted((func.__kwdefaults__ or {}).items()):
+            _feed_text(h, key)
+            h.update(self.reference(default, container=func, label=f"default {key}"))
+        for var, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=False):
+            contents = _cell_value(cell)
+            self.watch.cells.append((cell, contents))
+            _feed_text(h, var)
+            h.update(b"empty" if contents is _ABSENT
+                     else self.reference(contents, container=cell, label="cell"))
+        self.parts[name] = h.digest()
+        return token
+
+    def _code(self, h: Any, code: types.CodeType, namespace: dict[str, Any]) -> None:
+        """The code's own digest, then what each global name it reads refers to."""
+        h.update(_code_digest(code, self.digest_value))
+        reads, attributes = _names_used(code)
+        for name in sorted(reads):
+            _feed_text(h, name)
+            h.update(self.binding(namespace, name, attributes))
+
+    def binding(self, namespace: Any, name: str, attributes: frozenset[str]) -> bytes:
+        """What ``name`` in ``namespace`` refers to, watched for rebinding."""
+        obj = namespace.get(name, _ABSENT)
+        self.watch.bindings.append((namespace, name, obj))
+        if obj is _ABSENT:
+            # A builtin (or a NameError at run time): by name, and watched in
+            # case a global of that name appears later.
+            return b"builtin:" + name.encode() if hasattr(builtins, name) else b"unbound"
+        token = self._code_reference(obj, attributes)
+        if token is not None:
+            return token
+        owner = _module_name_of_namespace(namespace)
+        part = f"global {name}" if owner in ("", "__main__") else f"global {owner}.{name}"
+        self.parts[part] = xxhash.xxh3_128(self._data(namespace, name, obj)).digest()
+        return b"part:" + part.encode()
+
+    def _data(self, container: object, label: str, obj: object) -> bytes:
+        """A value's digest (with its class, walked if the user's), taken when
+        the binding is first seen and again only once it holds another object."""
+        key = (id(container), label)
+        with _SEEN_LOCK:
+            seen = _SEEN.get(key)
+        if seen is not None and seen[0] is obj:
+            digest = seen[1]
+        else:
+            digest = self._value(obj)
+            with _SEEN_LOCK:
+                _SEEN[key] = (obj, digest)
+        kind = type(obj)
+        return (b"value:" + (b"" if kind in _DATA_TYPES else self.klass(kind)) + digest)
+
+    def _value(self, obj: object) -> bytes:
+        try:
+            return self.digest_value(obj)
+        except Exception:  # unhashable state (a lock, a socket): the type stands in
+            return b"unhashable:" + _display_name(type(obj)).encode()
+
+    # -- references -------------------------------------------------------------------
+
+    def reference(self, obj: object, attributes: frozenset[str] = frozenset(),
+                  container: object = None, label: str = "") -> bytes:
+        """A token for ``obj`` as code sees it; user-written things are walked.
+
+        ``container`` and ``label`` say where a value was found (a cell, a
+        default) for the once-per-binding rule; without them it is hashed now.
+        """
+        token = self._code_reference(obj, attributes)
+        if token is not None:
+            return token
+        if container is None:
+            kind = type(obj)
+            return (b"value:" + (b"" if kind in _DATA_TYPES else self.klass(kind))
+                    + self._value(obj))
+        return self._data(container, label, obj)
+
+    def _code_reference(self, obj: object, attributes: frozenset[str]) -> bytes | None:
+        """The token of code-like objects (functions, classes, modules...); None
+        for values."""
+        if isinstance(obj, types.FunctionType):
+            if not is_user_module(_module_name(obj)):
+                return _name_token("function", obj)
+            return self.function(obj)
+        if isinstance(obj, type):
+            return self.klass(obj)
+        if isinstance(obj, types.ModuleType):
+            return self.module(obj, attributes)
+        if isinstance(obj, types.MethodType):
+            return b"method:" + self.reference(obj.__func__) + self.reference(obj.__self__)
+        if isinstance(obj, (staticmethod, classmethod)):
+            return b"wrapped:" + self.reference(obj.__func__)
+        if isinstance(obj, property):
+            return b"property:" + b"".join(self.reference(f) for f in
+                                           (obj.fget, obj.fset, obj.fdel))
+        if isinstance(obj, functools.partial):
+            return (b"partial:" + self.reference(obj.func) + self._value(obj.args)
+                    + self._value(obj.keywords))
+        if isinstance(obj, _BUILTIN_CALLABLES):
+            return _name_token("builtin", obj)
+        wrapped = _instance_dict(obj).get("__wrapped__")
+        if callable(wrapped):  # a decorated function (@cached, functools.wraps)
+            return b"wrapper:" + self.klass(type(obj)) + self.reference(wrapped)
+        return None
+
+    def klass(self, cls: type) -> bytes:
+        if not is_user_module(_module_name(cls)):
+            return _name_token("class", cls)
+        claimed = self._claim(cls, "class")
+        if isinstance(claimed, bytes):
+            return claimed
+        name, token = claimed
+        h = xxhash.xxh3_128(b"class")
+        for base in cls.__bases__:
+            h.update(self.reference(base))
+        namespace = cls.__dict__
+        for attr in sorted(namespace):
+            if attr in _CLASS_NOISE:
+                continue
+            value = namespace[attr]
+            self.watch.bindings.append((namespace, attr, value))
+            _feed_text(h, attr)
+            h.update(self.reference(value, container=cls, label=attr))
+        self.parts[name] = h.digest()
+        return token
+
+    def module(self, module: types.ModuleType, attributes: frozenset[str]) -> bytes:
+        """A user module by the attributes the code reads of it; a library by name."""
+        if not is_user_module(module.__name__):
+            return b"module:" + module.__name__.encode()
+        key = id(module)
+        if key in self.named:  # a cycle of modules reaching each other
+            return self.named[key]
+        self.named[key] = b"module:" + module.__name__.encode()
+        self.alive.append(module)
+        h = xxhash.xxh3_128(b"module")
+        _feed_text(h, module.__name__)
+        namespace = vars(module)
+        for attr in sorted(attributes):
+            if attr in namespace:
+                _feed_text(h, attr)
+                h.update(self.binding(namespace, attr, attributes))
+        del self.named[key]
+        return h.digest()
+
+
+# -- small helpers ---------------------------------------------------------------------
+
+_CLASS_NOISE = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__",
+                          "__firstlineno__", "__static_attributes__"})
+_DATA_TYPES = (type(None), bool, int, float, complex, str, bytes, bytearray, tuple, list,
+               dict, set, frozenset, range, slice)
+_BUILTIN_CALLABLES = (types.BuiltinFunctionType, types.MethodDescriptorType,
+                      types.WrapperDescriptorType, types.ClassMethodDescriptorType)
+#: Global names code reads.  Names it only assigns (``global n; n = ...``) are
+#: state it writes, not inputs: watching them would change the key each call.
+_GLOBAL_READS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
+_ATTRIBUTE_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR",
+                            "IMPORT_FROM", "LOAD_SUPER_ATTR"})
+
+
+@functools.lru_cache(maxsize=4096)
+def _names_used(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
+    """(global names read, attribute names read) by ``code`` and its nested code."""
+    reads: set[str] = set()
+    writes: set[str] = set()
+    attributes: set[str] = set()
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in _GLOBAL_READS:
+            reads.add(instruction.argval)
+        elif instruction.opname in ("STORE_GLOBAL", "DELETE_GLOBAL"):
+            writes.add(instruction.argval)
+        elif instruction.opname in _ATTRIBUTE_OPS:
+            attributes.add(instruction.argval)
+        elif instruction.opname == "IMPORT_NAME":
+            attributes.update(instruction.argval.split("."))
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            inner_reads, inner_attributes = _names_used(const)
+            reads |= inner_reads
+            attributes |= inner_attributes
+    return frozenset(reads - writes), frozenset(attributes)
+
+
+def _code_digest(code: types.CodeType, digest_value: ValueDigest) -> bytes:
+    """Bytecode, constants and names; not the file name or line numbers."""
+    h = xxhash.xxh3_128(b"code")
+    h.update(b"%d,%d,%d,%d;" % (code.co_argcount, code.co_posonlyargcount,
+                                code.co_kwonlyargcount, code.co_flags))
+    _feed_text(h, code.co_name)
+    h.update(b"b%d:" % len(code.co_code))
+    h.update(code.co_code)
+    table = getattr(code, "co_exceptiontable", b"")
+    h.update(b"e%d:" % len(table))
+    h.update(table)
+    for names in (code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars):
+        h.update(b"n%d:" % len(names))
+        for name in names:
+            _feed_text(h, name)
+    h.update(b"c%d:" % len(code.co_consts))
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            h.update(_code_digest(const, digest_value))
+        else:
+            h.update(digest_value(const))
+    return h.digest()
+
+
+def _unwrap(func: Callable[..., Any]) -> Any:
+    while not isinstance(func, types.FunctionType):
+        inner = getattr(func, "__wrapped__", None) or getattr(func, "__func__", None)
+        if inner is None:
+            break
+        func = inner
+    return func
+
+
+def _cell_value(cell: Any) -> object:
+    try:
+        return cell.cell_contents
+    except ValueError:  # not yet assigned
+        return _ABSENT
+
+
+def _instance_dict(obj: object) -> dict[str, Any]:
+    try:
+        found = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _module_name_of_namespace(namespace: Any) -> str:
+    name = namespace.get("__name__", "") if isinstance(namespace, dict) else ""
+    return "__main__" if name == "__mp_main__" else str(name)
+
+
+def _name_token(kind: str, obj: object) -> bytes:
+    return f"{kind}:{_module_name(obj)}:{getattr(obj, '__qualname__', '?')}".encode()
+
+
+def _text_digest(text: str) -> bytes:
+    return xxhash.xxh3_128(text.encode()).digest()
+
+
+def _feed_text(h: Any, text: str) -> None:
+    data = text.encode("utf-8", "surrogatepass")
+    h.update(b"s%d:" % len(data))
+    h.update(data)
