@@ -108,11 +108,9 @@ def call_key(identity: bytes, arguments: dict[str, Any]) -> str:
 
 def key_from_digests(identity: bytes, digests: dict[str, str]) -> str:
     """Hex key from an identity and the arguments' digests (``argument_digests``)."""
-    h = xxhash.xxh3_128(identity)
-    for name, digest in digests.items():
-        _feed_str(h, name)
-        _feed_str(h, digest)
-    return h.hexdigest()
+    # Names cannot hold NUL and digests are fixed-size hex: the join is unambiguous.
+    text = "".join([f"{name}\0{digest};" for name, digest in digests.items()])
+    return xxhash.xxh3_128_hexdigest(identity + text.encode())
 
 
 def argument_digests(arguments: dict[str, Any]) -> dict[str, str]:
