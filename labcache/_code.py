@@ -75,7 +75,7 @@ class Watch:
         checks = self._checks
         if checks is None:
             checks = self._checks = self._compile()
-        for check in checks:
+        for check in checks:  # noqa: SIM110  (a loop beats all(<generator>) on the hit path)
             if not check():
                 return False
         return True
@@ -342,8 +342,18 @@ class _Walk:
         self.parts[name] = b""  # reserved: a cycle back here refers to the name
         return name, token
 
-    def function(self, func: types.FunctionType, part: str | None = None) -> bytes:
-        if part is not None:
+    def function(self, func: types.FunctionType, part: str | None = None,
+                 member: bool = False) -> bytes:
+        """Walk a function; its digest becomes a part (``member``: a method,
+        whose digest is returned to count in its class's part instead)."""
+        if member:
+            known = self.named.get(id(func))
+            if known is not None:
+                return known
+            self.named[id(func)] = b"member:" + _display_name(func).encode()
+            self.alive.append(func)
+            name, token = "", b""
+        elif part is not None:
             token = b"part:" + part.encode()
             self.named[id(func)], self.parts[part] = token, b""
             self.alive.append(func)
@@ -368,6 +378,8 @@ class _Walk:
             _feed_text(h, var)
             h.update(b"empty" if contents is _ABSENT
                      else self.reference(contents, container=cell, label="cell"))
+        if member:
+            return h.digest()
         self.parts[name] = h.digest()
         return token
 
@@ -479,9 +491,17 @@ class _Walk:
             value = namespace[attr]
             self.watch.bindings.append((namespace, attr, value))
             _feed_text(h, attr)
-            h.update(self.reference(value, container=cls, label=attr))
+            h.update(self._member(value, cls, attr))
         self.parts[name] = h.digest()
         return token
+
+    def _member(self, value: object, cls: type, attr: str) -> bytes:
+        """A class attribute: its methods count in the class's own part."""
+        inner = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+        if isinstance(inner, types.FunctionType) and _module_name(inner) == _module_name(cls):
+            return self.function(inner, member=True) + (b"" if inner is value
+                                                        else type(value).__name__.encode())
+        return self.reference(value, container=cls, label=attr)
 
     def module(self, module: types.ModuleType, attributes: frozenset[str]) -> bytes:
         """A user module by the attributes the code reads of it; a library by name."""

@@ -22,6 +22,8 @@ from .transfer import MISS, load_entry, open_entry
 if TYPE_CHECKING:
     import inspect
 
+    from .explain import Explanation
+
 __all__ = ["CachedFunction", "cached"]
 
 R = TypeVar("R")
@@ -142,6 +144,28 @@ class CachedFunction(Generic[R]):
     def key(self, *args: Any, **kwargs: Any) -> str:
         """The hex key of this call: the same in every process and machine."""
         return keys.call_key(self._function_identity().digest, self._bind(args, kwargs))
+
+    def explain(self, *args: Any, **kwargs: Any) -> Explanation:
+        """Why this call hits or misses: ``.hit``, ``.changed`` and a readable ``str()``.
+
+        A miss is compared with the nearest stored entry of this function and
+        the parts of the key that differ are named (``"helper clean"``,
+        ``"global SCALE"``, ``"argument df"``).  Nothing is computed.
+
+        Examples:
+            >>> import tempfile
+            >>> from labcache import LocalStorage
+            >>> @cached(storage=LocalStorage(tempfile.mkdtemp()))
+            ... def double(x):
+            ...     return 2 * x
+            >>> double(3)
+            6
+            >>> double.explain(3).hit, double.explain(4).changed
+            (True, ['argument x'])
+        """
+        from .explain import explain_call
+
+        return explain_call(self, args, kwargs)
 
     def is_cached(self, *args: Any, **kwargs: Any) -> bool:
         """Whether this call has a stored entry that has not expired."""
@@ -282,6 +306,9 @@ class _BoundCached:
 
     def is_cached(self, *args: Any, **kwargs: Any) -> bool:
         return self._cached.is_cached(self._instance, *args, **kwargs)
+
+    def explain(self, *args: Any, **kwargs: Any) -> Explanation:
+        return self._cached.explain(self._instance, *args, **kwargs)
 
     def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         return self._cached.invalidate(self._instance, *args, **kwargs)

@@ -122,7 +122,7 @@ def test_closures_lambdas_and_defaults():
 
     assert function_identity(make(2)) != function_identity(make(3))
     assert function_identity(make(2)) == function_identity(make(2))
-    one, two = lambda x: x + 1, lambda x: x + 2  # noqa: E731  (two lambdas on one line)
+    one, two = lambda x: x + 1, lambda x: x + 2  # two lambdas on one line
     assert function_identity(one) != function_identity(two)
 
     def with_default(x, y=1):
