@@ -41,7 +41,7 @@ from typing import Any
 
 import xxhash
 
-__all__ = ["Identity", "Watch", "identify", "is_user_module", "reference_digest"]
+__all__ = ["Identity", "Watch", "identify", "is_code", "is_user_module", "reference_digest"]
 
 #: Bumped when what goes into an identity changes: old entries then miss.
 _FORMAT = b"labcache-code-2"
@@ -198,6 +198,17 @@ def identify(func: Callable[..., Any], digest_value: ValueDigest, version: objec
         h.update(walk.parts[name])
     parts = {name: digest.hex() for name, digest in sorted(walk.parts.items())}
     return Identity(h.digest(), parts, walk.watch)
+
+
+def is_code(obj: object) -> bool:
+    """Whether ``obj`` is code (function, class, module, method, decorated
+    function) rather than a value.
+
+    Examples:
+        >>> is_code(len), is_code(is_code), is_code([1]), is_code(int)
+        (True, True, False, True)
+    """
+    return isinstance(obj, _CODE_TYPES) or callable(_instance_dict(obj).get("__wrapped__"))
 
 
 def reference_digest(obj: object, digest_value: ValueDigest,
@@ -486,9 +497,9 @@ class _Walk:
             h.update(self.reference(base))
         namespace = cls.__dict__
         for attr in sorted(namespace):
-            if attr in _CLASS_NOISE:
-                continue
             value = namespace[attr]
+            if attr in _CLASS_NOISE or (_is_dunder(attr) and not _is_routine(value)):
+                continue  # generated bookkeeping (__dict__, __annotations__, slots...)
             self.watch.bindings.append((namespace, attr, value))
             _feed_text(h, attr)
             h.update(self._member(value, cls, attr))
@@ -531,6 +542,8 @@ _DATA_TYPES = (type(None), bool, int, float, complex, str, bytes, bytearray, tup
                dict, set, frozenset, range, slice)
 _BUILTIN_CALLABLES = (types.BuiltinFunctionType, types.MethodDescriptorType,
                       types.WrapperDescriptorType, types.ClassMethodDescriptorType)
+_CODE_TYPES = (types.FunctionType, type, types.ModuleType, types.MethodType, staticmethod,
+               classmethod, property, functools.partial, *_BUILTIN_CALLABLES)
 #: Global names code reads.  Names it only assigns (``global n; n = ...``) are
 #: state it writes, not inputs: watching them would change the key each call.
 _GLOBAL_READS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
@@ -583,6 +596,14 @@ def _code_digest(code: types.CodeType, digest_value: ValueDigest) -> bytes:
         else:
             h.update(digest_value(const))
     return h.digest()
+
+
+def _is_dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+def _is_routine(value: object) -> bool:
+    return isinstance(value, (types.FunctionType, staticmethod, classmethod, property))
 
 
 def _unwrap(func: Callable[..., Any]) -> Any:

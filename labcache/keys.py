@@ -11,9 +11,11 @@ pandas are only looked at if the caller already imported them.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import sys
 import types
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +47,18 @@ def function_identity(func: Callable[..., Any], version: object = None) -> bytes
         >>> len(function_identity(f))
         16
     """
-    return code_identity(func, version).digest
+    if version is not None:
+        return code_identity(func, version).digest
+    known = _IDENTITIES.get(func)
+    if known is None or not known.watch.unchanged():
+        known = code_identity(func)
+        with contextlib.suppress(TypeError):  # not weak-referenceable: not remembered
+            _IDENTITIES[func] = known
+    return known.digest
+
+
+#: Identities of functions passed as arguments, reused while their bindings hold.
+_IDENTITIES: weakref.WeakKeyDictionary[Any, Identity] = weakref.WeakKeyDictionary()
 
 
 def code_identity(func: Callable[..., Any], version: object = None,
