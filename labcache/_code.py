@@ -27,12 +27,10 @@ Nothing here imports ``labcache.keys``: the value hasher is passed in.
 from __future__ import annotations
 
 import builtins
-import dis
 import functools
 import operator
 import os
 import sys
-import sysconfig
 import threading
 import types
 from collections.abc import Callable, Iterable
@@ -238,6 +236,7 @@ def reference_digest(obj: object, digest_value: ValueDigest,
 @functools.cache
 def _library_roots() -> tuple[str, ...]:
     import site
+    import sysconfig
 
     paths = sysconfig.get_paths()
     roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
@@ -554,6 +553,8 @@ _ATTRIBUTE_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_AT
 @functools.lru_cache(maxsize=4096)
 def _names_used(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
     """(global names read, attribute names read) by ``code`` and its nested code."""
+    import dis  # when a function is first identified: keeps `import labcache` light
+
     reads: set[str] = set()
     writes: set[str] = set()
     attributes: set[str] = set()

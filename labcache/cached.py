@@ -455,13 +455,26 @@ def _metadata(function: str, key: str, arguments: dict[str, Any],
         "function": function,
         "key": key,
         "arguments": {name: _describe(value) for name, value in arguments.items()},
-        "parts": parts,
+        **_recorded_parts(parts),
         "user": this_user(),
         "host": this_host(),
         "pid": os.getpid(),
         "python": platform.python_version(),
         "labcache": __version__,
     }
+
+
+#: Parts recorded per entry at most: headers are read through a 64 KiB window.
+MAX_RECORDED_PARTS = 300
+
+
+def _recorded_parts(parts: dict[str, str]) -> dict[str, Any]:
+    """The key's parts for the entry's metadata (what ``explain`` compares)."""
+    if len(parts) <= MAX_RECORDED_PARTS:
+        return {"parts": parts}
+    first = [n for n in parts if n == "code" or n.startswith("argument ")]
+    rest = [n for n in parts if n not in first][:MAX_RECORDED_PARTS - len(first)]
+    return {"parts": {n: parts[n] for n in first + rest}, "parts_truncated": True}
 
 
 def _describe(value: object) -> str:

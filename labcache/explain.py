@@ -22,6 +22,7 @@ __all__ = ["Explanation", "explain_call"]
 
 #: How many of a function's newest entries are read to find the nearest.
 ENTRIES_READ = 50
+_TRUNCATED = "\0truncated"
 _KIND_ORDER = ("code", "version", "helper", "class", "global", "package", "argument")
 
 
@@ -107,13 +108,19 @@ def _stored_parts(storage: Any, context: str) -> dict[str, dict[str, str] | None
         except Exception:  # removed meanwhile, damaged: not a candidate
             continue
         parts = meta.get("parts")
-        found[stat.name] = ({str(k): str(v) for k, v in parts.items()}
-                            if isinstance(parts, dict) else None)
+        if isinstance(parts, dict):
+            recorded = {str(k): str(v) for k, v in parts.items()}
+            if meta.get("parts_truncated"):  # only what was recorded can be compared
+                recorded[_TRUNCATED] = ""
+            found[stat.name] = recorded
+        else:
+            found[stat.name] = None
     return found
 
 
 def _differences(ours: dict[str, str], theirs: dict[str, str]) -> list[str]:
-    names = {n for n in {*ours, *theirs} if ours.get(n) != theirs.get(n)}
+    compared = set(theirs) - {_TRUNCATED} if _TRUNCATED in theirs else {*ours, *theirs}
+    names = {n for n in compared if ours.get(n) != theirs.get(n)}
     return sorted(names, key=_order)
 
 
