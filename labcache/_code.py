@@ -34,7 +34,6 @@ import sys
 import threading
 import types
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import xxhash
@@ -147,13 +146,16 @@ def _same_functions(functions: tuple[tuple[Any, object, object, object], ...],
     return check
 
 
-@dataclass
 class Identity:
     """A function's identity: one digest, its named parts, and what to watch."""
 
-    digest: bytes
-    parts: dict[str, str]
-    watch: Watch = field(repr=False)
+    __slots__ = ("digest", "parts", "watch")
+
+    def __init__(self, digest: bytes, parts: dict[str, str], watch: Watch) -> None:
+        self.digest, self.parts, self.watch = digest, parts, watch
+
+    def __repr__(self) -> str:
+        return f"Identity({self.digest.hex()}, parts={sorted(self.parts)})"
 
 
 def identify(func: Callable[..., Any], digest_value: ValueDigest, version: object = None,
@@ -180,6 +182,7 @@ def identify(func: Callable[..., Any], digest_value: ValueDigest, version: objec
         if not keep_across_edits and not again:
             if isinstance(func, types.FunctionType):
                 walk.function(func, "code")
+                _walk_owner(walk, func)
             else:  # a callable object or a builtin given to @cached
                 walk.parts["code"] = _text_digest(walk.reference(func).hex())
         elif again:  # hashing a value that holds the function being identified
@@ -228,6 +231,19 @@ def reference_digest(obj: object, digest_value: ValueDigest,
         _feed_text(h, name)
         h.update(walk.parts[name])
     return h.digest()
+
+
+def _walk_owner(walk: _Walk, func: types.FunctionType) -> None:
+    """A method's class (found by its qualified name): the other methods it
+    calls through ``self`` are part of its code too."""
+    path = func.__qualname__.split(".")[:-1]
+    if not path or "<locals>" in path:
+        return
+    owner: object = func.__globals__.get(path[0])
+    for name in path[1:]:
+        owner = vars(owner).get(name) if isinstance(owner, type) else None
+    if isinstance(owner, type):
+        walk.binding(func.__globals__, path[0], frozenset(path[1:]))
 
 
 # -- which code is the user's ---------------------------------------------------------
@@ -386,8 +402,8 @@ class _Walk:
             contents = _cell_value(cell)
             self.watch.cells.append((cell, contents))
             _feed_text(h, var)
-            h.update(b"empty" if contents is _ABSENT
-                     else self.reference(contents, container=cell, label="cell"))
+            h.update(b"empty" if contents is _ABSENT else self.reference(
+                contents, _names_used(func.__code__)[1], container=cell, label="cell"))
         if member:
             return h.digest()
         self.parts[name] = h.digest()

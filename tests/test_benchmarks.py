@@ -27,7 +27,7 @@ def test_quick_suite_runs_and_writes_json(tmp_path: Path) -> None:
     assert {"labcache", "joblib.Memory", "diskcache.memoize", "diskcache.memoize_stampede",
             "cachier"} <= contenders
     sections = {row["section"] for row in results["rows"]}
-    assert {"hit", "hashing", "store", "load", "memory"} <= sections
+    assert {"hit", "hit with dependencies", "hashing", "store", "load", "memory"} <= sections
     assert all(row["value"] > 0 for row in results["rows"] if row["section"] != "memory")
     assert {t["target"].split(":")[0] for t in results["targets"]} >= {"hit, small int"}
     assert "Targets (issue 5)" in done.stdout

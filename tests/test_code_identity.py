@@ -322,3 +322,56 @@ def test_code_changes_keep_keys_on_the_name_only(nb):
     assert nb.key() == old
     with pytest.raises(ValueError, match="code_changes"):
         cached(code_changes="ignore")(len)
+
+
+def test_attributes_of_a_user_module_are_named_in_explain(tmp_path, monkeypatch, storage):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "features_mod.py").write_text(FEATURES.format(scale=2))
+    features = importlib.import_module("features_mod")
+    try:
+        @cached(storage=storage)
+        def f(x):
+            return features.scale(x)
+
+        assert f(3) == 6
+        (tmp_path / "features_mod.py").write_text(FEATURES.format(scale=2).replace(
+            "return x * SCALE", "return x * SCALE + 1"))
+        assert f.explain(3).hit  # edited on disk, not re-imported: still the old code
+        importlib.reload(features)
+        assert f.explain(3).changed == ["helper features_mod.scale"]
+        assert f(3) == 7
+        features.SCALE = 5
+        assert f.explain(3).changed == ["global features_mod.SCALE"]
+    finally:
+        sys.modules.pop("features_mod", None)
+
+
+def test_code_assigned_in_place_is_seen_at_the_next_call(nb):
+    nb.run("def helper(x):\n    return x\n")
+    nb.run(F)
+    assert nb.ns["f"](3) == 4
+    # IPython's autoreload swaps code objects in place like this:
+    nb.run("def other(x):\n    return -x\nhelper.__code__ = other.__code__\n")
+    assert nb.ns["f"](3) == -2
+
+
+def test_methods_called_through_self_are_part_of_a_methods_code(nb):
+    box = """
+        class Box:
+            def __init__(self, size):
+                self.size = size
+            def helper(self, x):
+                return x * {factor}
+            @cached(storage=storage)
+            def area(self, x):
+                return self.helper(x) * self.size
+    """
+    nb.run(box.format(factor=2))
+    old = nb.key("Box(2).area.key(3)")
+    assert "class Box" in nb.ns["Box"].area._function_identity().parts
+    assert nb.key("Box(2).area(3)") == "12"
+    nb.run(box.format(factor=3))
+    assert nb.key("Box(2).area.key(3)") != old
+    assert nb.key("Box(2).area(3)") == "18"
