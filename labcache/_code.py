@@ -484,7 +484,12 @@ class _Walk:
         if isinstance(obj, types.ModuleType):
             return self.module(obj, attributes)
         if isinstance(obj, types.MethodType):
-            return b"method:" + self.reference(obj.__func__) + self.reference(obj.__self__)
+            owner = obj.__self__
+            if not is_user_module(_module_name(type(owner))) and not isinstance(owner, type):
+                # A library object's method (get_ipython, a client's get): by
+                # name; hashing the object itself could walk a whole shell.
+                return b"method:" + self.klass(type(owner)) + obj.__func__.__name__.encode()
+            return b"method:" + self.reference(obj.__func__) + self.reference(owner)
         if isinstance(obj, (staticmethod, classmethod)):
             return b"wrapped:" + self.reference(obj.__func__)
         if isinstance(obj, property):
