@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import builtins
 import functools
-import operator
-import os
 import sys
 import threading
 import types
@@ -38,112 +36,17 @@ from typing import Any
 
 import xxhash
 
+from ._origin import display_name, is_user_module, module_name, package_version
+from ._watch import ABSENT, Watch, cell_value
+
 __all__ = ["Identity", "Watch", "identify", "is_code", "is_user_module", "reference_digest"]
 
 #: Bumped when what goes into an identity changes: old entries then miss.
 _FORMAT = b"labcache-code-2"
 #: Bytecode is stable within a minor version; another minor version misses.
 PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
-_MAIN_NAMES = ("__main__", "__mp_main__")
-_ABSENT = object()
 
 ValueDigest = Callable[[object], bytes]
-
-
-class Watch:
-    """The bindings an identity depended on, checked on every call (cheaply).
-
-    Objects are held, not their ids: a freed object's id can be reused by
-    its replacement, which would hide a redefinition.  The check runs on
-    every hit, so it is compiled into a few C-level comparisons per
-    namespace (``itemgetter`` + ``map(is_)``) instead of a Python loop.
-    """
-
-    __slots__ = ("_checks", "bindings", "cells", "functions")
-
-    def __init__(self) -> None:
-        self.bindings: list[tuple[Any, str, object]] = []
-        self.cells: list[tuple[Any, object]] = []
-        self.functions: list[tuple[Any, object, object, object]] = []
-        self._checks: tuple[Callable[[], bool], ...] | None = None
-
-    def unchanged(self) -> bool:
-        """True while every watched name, cell and function is as it was."""
-        checks = self._checks
-        if checks is None:
-            checks = self._checks = self._compile()
-        for check in checks:  # noqa: SIM110  (a loop beats all(<generator>) on the hit path)
-            if not check():
-                return False
-        return True
-
-    def _compile(self) -> tuple[Callable[[], bool], ...]:
-        groups: dict[int, tuple[Any, dict[str, object]]] = {}
-        for mapping, name, obj in self.bindings:
-            groups.setdefault(id(mapping), (mapping, {}))[1][name] = obj
-        checks = []
-        for mapping, names in groups.values():
-            present = {n: o for n, o in names.items() if o is not _ABSENT}
-            absent = tuple(n for n, o in names.items() if o is _ABSENT)
-            if present:
-                checks.append(_same_items(mapping, tuple(present), tuple(present.values())))
-            if absent:
-                checks.append(_still_absent(mapping, absent))
-        if self.cells:
-            checks.append(_same_cells(tuple(self.cells)))
-        if self.functions:
-            checks.append(_same_functions(tuple(self.functions)))
-        return tuple(checks)
-
-
-def _same_items(mapping: Any, names: tuple[str, ...], saved: tuple[object, ...],
-                ) -> Callable[[], bool]:
-    getter = operator.itemgetter(*names)
-    if len(names) == 1:  # itemgetter of one name returns the bare value
-        only = saved[0]
-
-        def check_one() -> bool:
-            return mapping.get(names[0], _ABSENT) is only
-
-        return check_one
-
-    def check() -> bool:
-        try:
-            current = getter(mapping)
-        except KeyError:  # deleted
-            return False
-        return all(map(operator.is_, current, saved))
-
-    return check
-
-
-def _still_absent(mapping: Any, names: tuple[str, ...]) -> Callable[[], bool]:
-    contains = mapping.__contains__
-    return lambda: not any(map(contains, names))
-
-
-def _same_cells(cells: tuple[tuple[Any, object], ...]) -> Callable[[], bool]:
-    return lambda: all(_cell_value(cell) is obj for cell, obj in cells)
-
-
-_FUNCTION_STATE = operator.attrgetter("__code__", "__defaults__", "__kwdefaults__")
-
-
-def _same_functions(functions: tuple[tuple[Any, object, object, object], ...],
-                    ) -> Callable[[], bool]:
-    """Code or defaults assigned in place (IPython's autoreload does that)."""
-    funcs = tuple(f[0] for f in functions)
-    saved = [tuple(f[1:]) for f in functions]
-
-    def check() -> bool:
-        # List equality tries identity first, so this is cheap while nothing
-        # changed; a new code object or defaults tuple compares by value.
-        try:
-            return list(map(_FUNCTION_STATE, funcs)) == saved
-        except Exception:  # defaults whose == is not a bool (arrays)
-            return False
-
-    return check
 
 
 class Identity:
@@ -190,10 +93,10 @@ def identify(func: Callable[..., Any], digest_value: ValueDigest, version: objec
     if version is not None:
         walk.parts["version"] = digest_value(version)
     for package in sorted(set(packages)):
-        walk.parts[f"package {package}"] = _text_digest(_package_version(package))
+        walk.parts[f"package {package}"] = _text_digest(package_version(package))
     h = xxhash.xxh3_128(_FORMAT)
     _feed_text(h, PYTHON)
-    _feed_text(h, _display_name(func))
+    _feed_text(h, display_name(func))
     for name in sorted(walk.parts):
         _feed_text(h, name)
         h.update(walk.parts[name])
@@ -246,71 +149,6 @@ def _walk_owner(walk: _Walk, func: types.FunctionType) -> None:
         walk.binding(func.__globals__, path[0], frozenset(path[1:]))
 
 
-# -- which code is the user's ---------------------------------------------------------
-
-
-@functools.cache
-def _library_roots() -> tuple[str, ...]:
-    import site
-    import sysconfig
-
-    paths = sysconfig.get_paths()
-    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-    roots.update(getattr(site, "getsitepackages", list)())
-    user_site = getattr(site, "getusersitepackages", lambda: None)()
-    if user_site:
-        roots.add(user_site)
-    return tuple(os.path.join(os.path.realpath(r), "") for r in roots if r)
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_user_module_cached(name: str, file: str | None) -> bool:
-    if name == "labcache" or name.startswith("labcache."):
-        return False  # labcache itself is a library, even installed editable
-    if file is None:
-        return False  # built into the interpreter
-    real = os.path.realpath(file)
-    return not real.startswith(_library_roots())
-
-
-def is_user_module(name: str | None) -> bool:
-    """Whether code of module ``name`` is the user's (walked) or a library's.
-
-    Examples:
-        >>> is_user_module("__main__"), is_user_module("json"), is_user_module("sys")
-        (True, False, False)
-    """
-    if not name or name in _MAIN_NAMES:
-        return True
-    module = sys.modules.get(name)
-    if module is None:  # made by exec() under a made-up name: treat as the user's
-        return True
-    file = getattr(module, "__file__", None)
-    return _is_user_module_cached(name, file if isinstance(file, str) else None)
-
-
-def _module_name(obj: object) -> str:
-    name = getattr(obj, "__module__", None)
-    name = name if isinstance(name, str) else ""
-    return "__main__" if name == "__mp_main__" else name
-
-
-def _display_name(obj: object) -> str:
-    """``qualname`` for the user's ``__main__``, ``module.qualname`` otherwise."""
-    qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "?")
-    module = _module_name(obj)
-    return str(qualname) if module in ("", "__main__") else f"{module}.{qualname}"
-
-
-def _package_version(package: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 # -- the walk -----------------------------------------------------------------------------
 
 #: Per process, per binding: the object last seen there and its value digest.
@@ -357,7 +195,7 @@ class _Walk:
         known = self.named.get(id(obj))
         if known is not None:
             return known
-        base = f"{kind} {_display_name(obj)}"
+        base = f"{kind} {display_name(obj)}"
         name, n = base, 1
         while name in self.parts:
             n += 1
@@ -376,7 +214,7 @@ class _Walk:
             known = self.named.get(id(func))
             if known is not None:
                 return known
-            self.named[id(func)] = b"member:" + _display_name(func).encode()
+            self.named[id(func)] = b"member:" + display_name(func).encode()
             self.alive.append(func)
             name, token = "", b""
         elif part is not None:
@@ -399,10 +237,10 @@ class _Walk:
             _feed_text(h, key)
             h.update(self.reference(default, container=func, label=f"default {key}"))
         for var, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=False):
-            contents = _cell_value(cell)
+            contents = cell_value(cell)
             self.watch.cells.append((cell, contents))
             _feed_text(h, var)
-            h.update(b"empty" if contents is _ABSENT else self.reference(
+            h.update(b"empty" if contents is ABSENT else self.reference(
                 contents, _names_used(func.__code__)[1], container=cell, label="cell"))
         if member:
             return h.digest()
@@ -419,9 +257,9 @@ class _Walk:
 
     def binding(self, namespace: Any, name: str, attributes: frozenset[str]) -> bytes:
         """What ``name`` in ``namespace`` refers to, watched for rebinding."""
-        obj = namespace.get(name, _ABSENT)
+        obj = namespace.get(name, ABSENT)
         self.watch.bindings.append((namespace, name, obj))
-        if obj is _ABSENT:
+        if obj is ABSENT:
             # A builtin (or a NameError at run time): by name, and watched in
             # case a global of that name appears later.
             return b"builtin:" + name.encode() if hasattr(builtins, name) else b"unbound"
@@ -452,7 +290,7 @@ class _Walk:
         try:
             return self.digest_value(obj)
         except Exception:  # unhashable state (a lock, a socket): the type stands in
-            return b"unhashable:" + _display_name(type(obj)).encode()
+            return b"unhashable:" + display_name(type(obj)).encode()
 
     # -- references -------------------------------------------------------------------
 
@@ -476,7 +314,7 @@ class _Walk:
         """The token of code-like objects (functions, classes, modules...); None
         for values."""
         if isinstance(obj, types.FunctionType):
-            if not is_user_module(_module_name(obj)):
+            if not is_user_module(module_name(obj)):
                 return _name_token("function", obj)
             return self.function(obj)
         if isinstance(obj, type):
@@ -485,7 +323,7 @@ class _Walk:
             return self.module(obj, attributes)
         if isinstance(obj, types.MethodType):
             owner = obj.__self__
-            if not is_user_module(_module_name(type(owner))) and not isinstance(owner, type):
+            if not is_user_module(module_name(type(owner))) and not isinstance(owner, type):
                 # A library object's method (get_ipython, a client's get): by
                 # name; hashing the object itself could walk a whole shell.
                 return b"method:" + self.klass(type(owner)) + obj.__func__.__name__.encode()
@@ -506,7 +344,7 @@ class _Walk:
         return None
 
     def klass(self, cls: type) -> bytes:
-        if not is_user_module(_module_name(cls)):
+        if not is_user_module(module_name(cls)):
             return _name_token("class", cls)
         claimed = self._claim(cls, "class")
         if isinstance(claimed, bytes):
@@ -529,7 +367,7 @@ class _Walk:
     def _member(self, value: object, cls: type, attr: str) -> bytes:
         """A class attribute: its methods count in the class's own part."""
         inner = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
-        if isinstance(inner, types.FunctionType) and _module_name(inner) == _module_name(cls):
+        if isinstance(inner, types.FunctionType) and module_name(inner) == module_name(cls):
             return self.function(inner, member=True) + (b"" if inner is value
                                                         else type(value).__name__.encode())
         return self.reference(value, container=cls, label=attr)
@@ -637,13 +475,6 @@ def _unwrap(func: Callable[..., Any]) -> Any:
     return func
 
 
-def _cell_value(cell: Any) -> object:
-    try:
-        return cell.cell_contents
-    except ValueError:  # not yet assigned
-        return _ABSENT
-
-
 def _instance_dict(obj: object) -> dict[str, Any]:
     try:
         found = object.__getattribute__(obj, "__dict__")
@@ -658,7 +489,7 @@ def _module_name_of_namespace(namespace: Any) -> str:
 
 
 def _name_token(kind: str, obj: object) -> bytes:
-    return f"{kind}:{_module_name(obj)}:{getattr(obj, '__qualname__', '?')}".encode()
+    return f"{kind}:{module_name(obj)}:{getattr(obj, '__qualname__', '?')}".encode()
 
 
 def _text_digest(text: str) -> bytes:

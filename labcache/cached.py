@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import entry, keys
 from .base import BaseStorage
+from .explain import Explanation, explain_call, recorded_parts
 from .locks import this_host, this_user
 from .names import context_for
 from .protocol import Call, run_async, run_sync
@@ -21,8 +22,6 @@ from .transfer import MISS, load_entry, open_entry
 
 if TYPE_CHECKING:
     import inspect
-
-    from .explain import Explanation
 
 __all__ = ["CachedFunction", "cached"]
 
@@ -163,8 +162,6 @@ class CachedFunction(Generic[R]):
             >>> double.explain(3).hit, double.explain(4).changed
             (True, ['argument x'])
         """
-        from .explain import explain_call
-
         return explain_call(self, args, kwargs)
 
     def is_cached(self, *args: Any, **kwargs: Any) -> bool:
@@ -455,26 +452,13 @@ def _metadata(function: str, key: str, arguments: dict[str, Any],
         "function": function,
         "key": key,
         "arguments": {name: _describe(value) for name, value in arguments.items()},
-        **_recorded_parts(parts),
+        **recorded_parts(parts),
         "user": this_user(),
         "host": this_host(),
         "pid": os.getpid(),
         "python": platform.python_version(),
         "labcache": __version__,
     }
-
-
-#: Parts recorded per entry at most: headers are read through a 64 KiB window.
-MAX_RECORDED_PARTS = 300
-
-
-def _recorded_parts(parts: dict[str, str]) -> dict[str, Any]:
-    """The key's parts for the entry's metadata (what ``explain`` compares)."""
-    if len(parts) <= MAX_RECORDED_PARTS:
-        return {"parts": parts}
-    first = [n for n in parts if n == "code" or n.startswith("argument ")]
-    rest = [n for n in parts if n not in first][:MAX_RECORDED_PARTS - len(first)]
-    return {"parts": {n: parts[n] for n in first + rest}, "parts_truncated": True}
 
 
 def _describe(value: object) -> str:

@@ -18,7 +18,8 @@ from . import keys
 if TYPE_CHECKING:
     from .cached import CachedFunction
 
-__all__ = ["Explanation", "explain_call"]
+__all__ = ["MAX_RECORDED_PARTS", "Explanation", "call_parts", "explain_call",
+           "recorded_parts"]
 
 #: How many of a function's newest entries are read to find the nearest.
 ENTRIES_READ = 50
@@ -93,6 +94,24 @@ def explain_call(function: CachedFunction[Any], args: tuple[Any, ...],
                            key=lambda pair: (len(pair[1]), pair[0]))
     return Explanation(name, key, hit=False, changed=changed, nearest=nearest,
                        compared=len(recorded))
+
+
+#: Parts recorded per entry at most: headers are read through a 64 KiB window.
+MAX_RECORDED_PARTS = 300
+
+
+def recorded_parts(parts: dict[str, str]) -> dict[str, Any]:
+    """The key's parts for the entry's metadata (what ``explain`` compares).
+
+    Examples:
+        >>> recorded_parts({"code": "ab", "argument x": "cd"})
+        {'parts': {'code': 'ab', 'argument x': 'cd'}}
+    """
+    if len(parts) <= MAX_RECORDED_PARTS:
+        return {"parts": parts}
+    first = [n for n in parts if n == "code" or n.startswith("argument ")]
+    rest = [n for n in parts if n not in first][:MAX_RECORDED_PARTS - len(first)]
+    return {"parts": {n: parts[n] for n in first + rest}, "parts_truncated": True}
 
 
 def _stored_parts(storage: Any, context: str) -> dict[str, dict[str, str] | None]:
