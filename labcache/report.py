@@ -36,6 +36,8 @@ class Stats:
     computations: int = 0
     failures: int = 0
     seconds_saved: float = 0.0
+    #: Why this process last recomputed after a code change ("m.f: helper g changed").
+    last_recompute: str = ""
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add_hit(self, seconds_saved: float) -> None:
@@ -102,6 +104,7 @@ class Reporter:
         """This call holds the lock and starts computing."""
         stats.add(misses=1)
         if self.reason:
+            stats.last_recompute = f"{self.function}: {self.reason}"
             logger.info("%s: recomputing: %s", self.function, self.reason)
         else:
             logger.debug("%s: computing", self.function)

@@ -8,6 +8,7 @@ import pytest
 
 from labcache import cached
 from labcache.jupyter.status import CellReporter
+from labcache.report import stats
 
 from .test_code_identity import Notebook
 
@@ -95,6 +96,7 @@ def test_a_recomputation_says_why(nb, caplog):
     with caplog.at_level(logging.INFO, logger="labcache"):
         nb.ns["f"](3)
     assert "recomputing: global SCALE changed" in caplog.text
+    assert stats.last_recompute == "__main__.f: global SCALE changed"  # the monitor shows it
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="labcache"):
         nb.ns["f"](4)  # a new argument, no code change: nothing to explain
