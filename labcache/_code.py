@@ -366,6 +366,9 @@ class _Walk:
 
     def _member(self, value: object, cls: type, attr: str) -> bytes:
         """A class attribute: its methods count in the class's own part."""
+        if isinstance(value, property):
+            return b"property:" + b"".join(b"-" if f is None else self._member(f, cls, attr)
+                                           for f in (value.fget, value.fset, value.fdel))
         inner = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
         if isinstance(inner, types.FunctionType) and module_name(inner) == module_name(cls):
             return self.function(inner, member=True) + (b"" if inner is value
