@@ -94,24 +94,21 @@ def _same_cells(cells: tuple[tuple[Any, object], ...]) -> Callable[[], bool]:
     return lambda: all(cell_value(cell) is obj for cell, obj in cells)
 
 
-_FUNCTION_STATE = operator.attrgetter("__code__", "__defaults__", "__kwdefaults__")
+_CODE_OF = operator.attrgetter("__code__")
 
 
 def _same_functions(functions: tuple[tuple[Any, object, object, object], ...],
                     ) -> Callable[[], bool]:
-    """Code or defaults assigned in place (IPython's autoreload does that)."""
+    """Code assigned in place (IPython's autoreload does that, with new defaults).
+
+    Only ``__code__`` is compared on each call: it is the cheapest check
+    that catches a reload, and defaults assigned alone are rare enough to
+    be noticed when the identity is next computed (another process, or
+    another binding changing).
+    """
     funcs = tuple(f[0] for f in functions)
-    saved = [tuple(f[1:]) for f in functions]
-
-    def check() -> bool:
-        # List equality tries identity first, so this is cheap while nothing
-        # changed; a new code object or defaults tuple compares by value.
-        try:
-            return list(map(_FUNCTION_STATE, funcs)) == saved
-        except Exception:  # defaults whose == is not a bool (arrays)
-            return False
-
-    return check
+    codes = tuple(f[1] for f in functions)
+    return lambda: all(map(operator.is_, map(_CODE_OF, funcs), codes))
 
 
 def cell_value(cell: Any) -> object:
