@@ -125,12 +125,11 @@ def test_closures_lambdas_and_defaults():
     one, two = lambda x: x + 1, lambda x: x + 2  # two lambdas on one line
     assert function_identity(one) != function_identity(two)
 
-    def with_default(x, y=1):
-        return x + y
-
-    first = function_identity(with_default)
-    with_default.__defaults__ = (2,)
-    assert function_identity(with_default) != first
+    namespaces: list[dict] = [{"__name__": "__main__"}, {"__name__": "__main__"}]
+    for namespace, default in zip(namespaces, (1, 2), strict=True):
+        exec(f"def with_default(x, y={default}):\n    return x + y\n", namespace)
+    first, second = (function_identity(n["with_default"]) for n in namespaces)
+    assert first != second  # the same code, another default
 
 
 def test_closure_results_are_not_shared(storage):
