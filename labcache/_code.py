@@ -407,7 +407,7 @@ _CODE_TYPES = (types.FunctionType, type, types.ModuleType, types.MethodType, sta
                classmethod, property, functools.partial, *_BUILTIN_CALLABLES)
 #: Global names code reads.  Names it only assigns (``global n; n = ...``) are
 #: state it writes, not inputs: watching them would change the key each call.
-_GLOBAL_READS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
+_GLOBAL_READS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
 _ATTRIBUTE_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR",
                             "IMPORT_FROM", "LOAD_SUPER_ATTR"})
 

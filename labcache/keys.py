@@ -1,5 +1,10 @@
 """Cache keys: a function's identity plus its normalized arguments.
 
+The identity (the function's code and everything user-written it reaches)
+is built in ``_code``; this module hands it the value hasher below and
+combines the identity with one digest per argument (``explain`` compares
+those digests with a stored entry's).
+
 A key must be the same in every process, kernel and machine that makes the
 same call, so nothing here depends on ``id()``, ``hash()`` (salted by
 ``PYTHONHASHSEED``), ``repr()`` (numpy abbreviates big arrays) or a file
