@@ -27,7 +27,7 @@ __all__ = ["CachedFunction", "cached"]
 
 R = TypeVar("R")
 _ON_STORAGE_ERROR = ("compute", "raise")
-_CODE_CHANGES = ("new_key", "keep")
+_CODE_CHANGES = ("recompute", "keep")
 _summary = reprlib.Repr()
 _summary.maxstring = _summary.maxother = 60
 
@@ -66,7 +66,7 @@ class CachedFunction(Generic[R]):
         mmap_mode: str | None = None,
         max_size: str | int | None = None,
         packages: Iterable[str] = (),
-        code_changes: str = "new_key",
+        code_changes: str = "recompute",
     ) -> None:
         functools.update_wrapper(self, func)
         self.__wrapped__ = func
@@ -328,7 +328,7 @@ def cached(
     ignore: Iterable[str] = (), version: object = None, on_storage_error: str = "compute",
     expires_after: float | None = None,
     max_size: str | int | None = None, packages: Iterable[str] = (),
-    code_changes: str = "new_key",
+    code_changes: str = "recompute",
 ) -> Callable[[Callable[..., R]], CachedFunction[R]]: ...
 
 
@@ -362,7 +362,7 @@ def cached(func: Callable[..., R] | None = None, /, **options: Any) -> Any:
             entry is stored, the least recently used ones are evicted.
         packages (tuple[str, ...]): distributions whose installed versions
             are part of the key (``("pandas",)``): upgrading one recomputes.
-        code_changes (str): ``"new_key"`` (default): editing the function or
+        code_changes (str): ``"recompute"`` (default): editing the function or
             anything user-written it uses gives new keys.  ``"keep"``: keys
             are the function's name, ``version`` and arguments only, so
             entries survive edits; results of old code come back until you
