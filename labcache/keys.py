@@ -54,10 +54,13 @@ def function_identity(func: Callable[..., Any], version: object = None) -> bytes
     """
     if version is not None:
         return code_identity(func, version).digest
-    known = _IDENTITIES.get(func)
+    try:
+        known = _IDENTITIES.get(func)
+    except TypeError:  # unhashable or not weak-referenceable: never remembered
+        known = None
     if known is None or not known.watch.unchanged():
         known = code_identity(func)
-        with contextlib.suppress(TypeError):  # not weak-referenceable: not remembered
+        with contextlib.suppress(TypeError):
             _IDENTITIES[func] = known
     return known.digest
 
