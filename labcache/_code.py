@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import logging
 import sys
 import threading
 import types
@@ -47,6 +48,7 @@ _FORMAT = b"labcache-code-2"
 PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 ValueDigest = Callable[[object], bytes]
+logger = logging.getLogger("labcache")
 
 
 class Identity:
@@ -263,7 +265,7 @@ class _Walk:
             # A builtin (or a NameError at run time): by name, and watched in
             # case a global of that name appears later.
             return b"builtin:" + name.encode() if hasattr(builtins, name) else b"unbound"
-        token = self._code_reference(obj, attributes)
+        token = self._code_token(obj, attributes)
         if token is not None:
             return token
         owner = _module_name_of_namespace(namespace)
@@ -301,7 +303,7 @@ class _Walk:
         ``container`` and ``label`` say where a value was found (a cell, a
         default) for the once-per-binding rule; without them it is hashed now.
         """
-        token = self._code_reference(obj, attributes)
+        token = self._code_token(obj, attributes)
         if token is not None:
             return token
         if container is None:
@@ -309,6 +311,16 @@ class _Walk:
             return (b"value:" + (b"" if kind in _DATA_TYPES else self.klass(kind))
                     + self._value(obj))
         return self._data(container, label, obj)
+
+    def _code_token(self, obj: object, attributes: frozenset[str]) -> bytes | None:
+        """``_code_reference`` that never fails the call: an object whose
+        attributes raise (a lazy proxy) is identified by its type alone."""
+        try:
+            return self._code_reference(obj, attributes)
+        except Exception as exc:
+            kind = type(obj).__qualname__
+            logger.debug("cannot identify a %s: %s", kind, exc)
+            return b"unidentifiable:" + kind.encode()
 
     def _code_reference(self, obj: object, attributes: frozenset[str]) -> bytes | None:
         """The token of code-like objects (functions, classes, modules...); None

@@ -374,3 +374,16 @@ def test_methods_called_through_self_are_part_of_a_methods_code(nb):
     nb.run(box.format(factor=3))
     assert nb.key("Box(2).area.key(3)") != old
     assert nb.key("Box(2).area(3)") == "18"
+
+
+def test_a_global_that_cannot_be_inspected_never_fails_the_call(nb):
+    nb.run("""
+        class Lazy:
+            def __getattribute__(self, name):
+                raise RuntimeError("not loaded yet")
+        PROXY = Lazy()
+        @cached(storage=storage)
+        def f(x):
+            return x, PROXY is None
+    """)
+    assert nb.ns["f"](3) == (3, False)
