@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from .cached import CachedFunction, cached
 from .errors import (
+    CacheWarning,
     CorruptEntryError,
     HolderFailedError,
     InvalidNameError,
@@ -31,7 +32,6 @@ from .errors import (
 from .report import stats
 from .storage import default_storage, open_storage
 from .storage.local import LocalStorage
-from .transfer import CacheWarning
 
 __version__ = "0.1.0"
 
