@@ -95,6 +95,7 @@ def test_ls_json_and_an_empty_storage(filled: Any, tmp_path: Path) -> None:
     counts = {row["function"]: row["entries"] for row in data["functions"]}
     assert counts == {square.context: 3, cube.context: 1}
     assert all(row["size"] > 0 and row["last_used"] > 0 for row in data["functions"])
+    (tmp_path / "empty").mkdir()  # an existing folder with nothing cached yet
     empty = run("ls", url=f"file://{tmp_path / 'empty'}")
     assert "no entries" in empty.stdout
 

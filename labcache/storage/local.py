@@ -336,7 +336,12 @@ def _first(pair: tuple[str, Any]) -> str:
 
 
 def _resolve(path: str | os.PathLike[str] | None) -> Path:
-    return Path(path).expanduser().absolute() if path else default_root().absolute()
+    if path is None:
+        return default_root().absolute()
+    if not os.fspath(path):
+        raise ValueError("LocalStorage('') names no folder: pass a folder path, or nothing "
+                         "(or None) for the default cache folder")
+    return Path(path).expanduser().absolute()
 
 
 def _version(data: bytes) -> str:
