@@ -32,11 +32,15 @@ from ._arrays import Feed, feed_objects, feed_raw
 
 
 def feed_pandas(h: Any, obj: object, feed: Feed, active: set[int]) -> bool:
-    """Feed a DataFrame, Series, Index or extension array; False otherwise."""
+    """Feed a DataFrame, Series, Index or extension array; False otherwise.
+
+    An Index's kind and an extension array's dtype say what they are, so only
+    subclasses of DataFrame and Series add their class.
+    """
     for kind, feeder in _KINDS:
         if isinstance(obj, kind):
             h.update(kind.__name__.encode())
-            if type(obj) is not kind and not isinstance(obj, pd.Index):
+            if type(obj) is not kind and kind in (pd.DataFrame, pd.Series):
                 feed(h, type(obj), active)  # a subclass (GeoDataFrame...)
             feeder(h, obj, feed, active)
             return True

@@ -12,6 +12,7 @@ process can rebuild them; ``normalize`` says when two recipes are equal.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections.abc import Iterator
@@ -198,11 +199,20 @@ def other_process() -> Iterator[Any]:
     """A spawned process that hashes the values it rebuilds from recipes."""
     here, there = CTX.Pipe()
     process = CTX.Process(target=hv.serve, args=(there,), daemon=True)
-    process.start()
+    seed = os.environ.get("PYTHONHASHSEED")
+    os.environ["PYTHONHASHSEED"] = "4242"  # str hashes salted unlike ours (random or set)
+    try:
+        process.start()
+    finally:
+        if seed is None:
+            del os.environ["PYTHONHASHSEED"]
+        else:
+            os.environ["PYTHONHASHSEED"] = seed
     try:
         yield here
     finally:
-        here.send(None)
+        with contextlib.suppress(OSError):
+            here.send(None)
         process.join(PATIENCE)
         if process.exitcode is None:
             process.kill()
