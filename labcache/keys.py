@@ -295,9 +295,11 @@ def _feed_memoryview(h: _Hasher, obj: object, active: set[int]) -> None:
     h.update(b"mv")
     _feed_str(h, obj.format)
     _feed(h, obj.shape, active)
-    data = obj if obj.c_contiguous and obj.ndim else memoryview(obj.tobytes())
-    h.update(b"%d:" % data.nbytes)
-    h.update(data.cast("B"))
+    h.update(b"%d:" % obj.nbytes)
+    try:  # no copy when the view is one C-ordered run of a simple format
+        h.update(obj.cast("B") if obj.c_contiguous and obj.ndim else obj.tobytes())
+    except (TypeError, ValueError):  # struct formats ("T{...}", "<i") refuse cast()
+        h.update(obj.tobytes())
 
 
 def _feed_sequence(h: _Hasher, obj: object, active: set[int]) -> None:

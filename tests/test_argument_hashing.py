@@ -54,6 +54,10 @@ def test_bytes_bytearray_and_memoryview_differ():
     raw = bytes(range(8))
     assert hash_value(memoryview(raw)) != hash_value(memoryview(raw).cast("i"))
     assert hash_value(memoryview(raw)[::2]) == hash_value(memoryview(raw[::2]))
+    # Views that cannot be cast to bytes (struct formats, byte order) still hash.
+    records = np.zeros(2, dtype=[("x", "<i4"), ("y", "<f8")])
+    assert hash_value(memoryview(records)) != hash_value(memoryview(records.tobytes()))
+    assert distinct(memoryview(np.arange(3, dtype=">i4")), memoryview(np.arange(3, dtype="<i4")))
 
 
 def test_ordered_containers_keep_order_unordered_do_not():
