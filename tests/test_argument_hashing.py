@@ -190,6 +190,28 @@ def test_frames_hash_names_dtypes_and_missing_values():
                     pd.Series(["x", None, "z"], dtype=object), pd.Series(["x", "None", "z"]))
 
 
+def _every_kind(last: Any) -> Any:
+    return pd.DataFrame({
+        "i": [1, 2], "f": [0.5, 1.5], "b": [True, False], "o": [[1], (2,)],
+        "c": pd.Categorical(["a", "b"]), "n": pd.array([1, None], dtype="Int64"),
+        "t": pd.date_range("2020-01-01", periods=2, tz="UTC"),
+        "s": pd.Series(["x", None], dtype="string"),
+        "p": pd.period_range("2020-01-01", periods=2, freq="D"),
+        "sp": pd.arrays.SparseArray([0, last]),
+    })
+
+
+def test_a_frame_of_every_column_kind():
+    frame = _every_kind(1)
+    assert hash_value(frame) == hash_value(_every_kind(1)) == hash_value(frame.copy())
+    for column in ["i", "f", "b", "o", "c", "n", "t", "s", "p"]:
+        changed = frame.copy()
+        changed[column] = changed[column].iloc[::-1].reset_index(drop=True)
+        assert changed.dtypes.equals(frame.dtypes)  # same kinds, values swapped
+        assert hash_value(changed) != hash_value(frame), column
+    assert hash_value(_every_kind(2)) != hash_value(frame)
+
+
 def test_time_zones_are_part_of_the_key():
     paris = pd.Series(pd.date_range("2024-01-01", periods=3, freq="h", tz="Europe/Paris"))
     same_instants = paris.dt.tz_convert("UTC")
