@@ -29,6 +29,7 @@ from .errors import (
     UnhashableArgumentError,
     UnpicklableResultError,
 )
+from .keys import register_hasher
 from .report import stats
 from .storage import default_storage, open_storage
 from .storage.local import LocalStorage
@@ -86,5 +87,6 @@ __all__ = [
     "load_ipython_extension",
     "monitor",
     "open_storage",
+    "register_hasher",
     "stats",
 ]
