@@ -172,3 +172,13 @@ def test_header_and_size_of_a_chunked_entry(redis_server):
     [stat] = storage.describe_entries("ctx")
     assert (stat.name, stat.size) == ("k", encoded.size)
     assert storage.list_contexts() == ["ctx"]
+
+
+def test_entry_names_holding_a_colon_list_under_their_own_context(redis_storage):
+    """Contexts are quoted in keys, names are not: a listing cuts the key at
+    the context's end, not at the name's last ':'."""
+    redis_storage.upload_file(b"v", "a:b", "ctx")
+    redis_storage.upload_file(b"w", "c", "ctx/sub")
+    assert redis_storage.list_contexts() == ["ctx", "ctx/sub"]
+    assert redis_storage.list_stored_files("ctx") == ["a:b"]
+    assert [stat.name for stat in redis_storage.describe_entries("ctx")] == ["a:b"]

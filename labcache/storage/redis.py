@@ -190,7 +190,8 @@ class RedisStorage(RecordLockingStorage):
     def list_contexts(self) -> list[str]:
         """Contexts that hold entries, from one SCAN over entry keys."""
         start = f"{self.prefix}:e:"
-        found = {key.decode()[len(start):].rsplit(":", 1)[0] for key in
+        # The context is quoted (no ':'), the entry name may hold one: cut at the first.
+        found = {key.decode()[len(start):].partition(":")[0] for key in
                  self.client.scan_iter(match=_glob_escape(start) + "*", count=1000)}
         return sorted(unquote(name) for name in found)
 
@@ -228,8 +229,10 @@ class RedisStorage(RecordLockingStorage):
                 continue
             size = length - 1
             if kind == _MANIFEST:  # the value only names the chunks: add them up
-                manifest = json.loads(self.client.get(self._entry_key(name, context))[1:])
-                size = sum(manifest["sizes"])
+                value = self.client.get(self._entry_key(name, context))
+                if value is None:  # deleted since
+                    continue
+                size = sum(json.loads(value[1:])["sizes"])
             sizes[name] = max(size, 0)
         if sizes:
             self.client.hset(self._sizes_key(context), mapping=sizes)
@@ -243,7 +246,10 @@ class RedisStorage(RecordLockingStorage):
         if not head:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
         if head[:1] == _MANIFEST:
-            first_chunk = self._chunk_keys(self._untouched("get", key))[0]
+            value = self._untouched("get", key)
+            if value is None:  # deleted since the first read
+                raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+            first_chunk = self._chunk_keys(value)[0]
             head = b"_" + self.client.getrange(first_chunk, 0, 65535)
         return entry.read_header(head[1:])
 
