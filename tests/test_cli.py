@@ -50,10 +50,8 @@ def target(any_storage: Any) -> tuple[Any, str]:
     kind = type(any_storage).__name__
     if kind == "LocalStorage":
         return any_storage, f"file://{any_storage.root}"
-    if kind == "RedisStorage":  # a URL opens the default key prefix
-        from labcache import RedisStorage
-
-        return RedisStorage(any_storage.url), any_storage.url
+    if kind == "RedisStorage":  # the key prefix travels in the URL
+        return any_storage, f"{any_storage.url}?prefix={any_storage.prefix}"
     return any_storage, any_storage.url  # S3: endpoint and credentials are in the environment
 
 
@@ -364,3 +362,19 @@ def test_clear_by_a_non_ascii_name_clears_only_that_function(
     assert "removed 1 entry" in capsys.readouterr().out
     assert storage.list_stored_files(one.context) == []
     assert sorted(storage.list_stored_files(two.context)) == sorted([two.key(1), two.key(2)])
+
+
+def test_cli_manages_a_prefixed_redis_storage(redis_server: Any) -> None:
+    """`?prefix=` in the URL picks one team's keys on a shared server."""
+    from labcache import RedisStorage
+
+    team, team2 = (RedisStorage(redis_server.url, prefix=p) for p in ("team", "team2"))
+    square, cube = cached(storage=team)(_square), cached(storage=team2)(_cube)
+    square(1), square(2), cube(1)
+    data = run_json("ls", url=f"{redis_server.url}?prefix=team")
+    assert {row["function"]: row["entries"] for row in data["functions"]} == {square.context: 2}
+    assert "removed 2 entries" in run("clear", "_square",
+                                      url=f"{redis_server.url}?prefix=team").stdout
+    assert cube.is_cached(1) and not square.is_cached(1)
+    data = run_json("ls", url=f"{redis_server.url}?prefix=team2")
+    assert {row["function"]: row["entries"] for row in data["functions"]} == {cube.context: 1}
