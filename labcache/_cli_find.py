@@ -45,7 +45,8 @@ def find_function(storage: BaseStorage, name: str) -> str:
     if name in known:
         return name
     safe = context_for("", name)  # the tail of a context, escaped as contexts are
-    found = [c for c in known if c.endswith("." + name) or c.endswith("." + safe)]
+    found = [c for c in known
+             if c == safe or c.endswith("." + name) or c.endswith("." + safe)]
     if len(found) == 1:
         return found[0]
     if found:

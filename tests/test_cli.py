@@ -356,8 +356,9 @@ def test_clear_by_a_non_ascii_name_clears_only_that_function(
     one, two = cached(storage=storage)(計算), cached(storage=storage)(処理)
     one(1), two(1), two(2)
     url = f"file://{storage.root}"
-    assert main(["ls", "計算", "--json", "--storage", url]) == 0
-    assert json.loads(capsys.readouterr().out)["function"] == one.context
+    for name in ("計算", f"{計算.__module__}.計算", one.context):
+        assert main(["ls", name, "--json", "--storage", url]) == 0
+        assert json.loads(capsys.readouterr().out)["function"] == one.context
     assert main(["clear", "計算", "--storage", url]) == 0
     assert "removed 1 entry" in capsys.readouterr().out
     assert storage.list_stored_files(one.context) == []
