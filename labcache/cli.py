@@ -53,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
 
 def cmd_ls(storage: BaseStorage, args: argparse.Namespace) -> Any:
     listing, now = listing_module(), time.time()
-    if args.function:
+    if args.function is not None:  # "" is refused, never read as "every function"
         context = find_function(storage, args.function)
         stats = sorted(listing.describe(storage, context), key=lambda s: -s.last_used)
         views = [(s, listing.read_view(storage, context, s)) for s in stats[: args.limit]]
@@ -107,8 +107,8 @@ def cmd_info(storage: BaseStorage, args: argparse.Namespace) -> Any:
 
 def cmd_rm(storage: BaseStorage, args: argparse.Namespace) -> Any:
     removed: list[dict[str, Any]] = []
-    for key in args.keys:
-        context, stat = find_key(storage, key)
+    found = [find_key(storage, key) for key in args.keys]  # all named well before any goes
+    for context, stat in found:
         with contextlib.suppress(FileNotFoundError):  # gone meanwhile: the goal holds
             storage.delete_file(stat.name, context)
         removed.append({"function": context, "key": stat.name, "size": stat.size})
@@ -165,7 +165,7 @@ def cmd_gc(storage: BaseStorage, args: argparse.Namespace) -> Any:
     if args.max_size is None and args.older_than is None:
         raise CliError("gc needs --max-size SIZE, --older-than AGE or both "
                        "(e.g. labcache gc --max-size 10GB --older-than 30d)")
-    context = find_function(storage, args.function) if args.function else None
+    context = None if args.function is None else find_function(storage, args.function)
     bar = ProgressBar("gc")
     try:
         done = evict(storage, context, max_size=args.max_size, older_than=args.older_than,

@@ -244,10 +244,15 @@ class Tree:
             os.utime(name, dir_fd=folder, follow_symlinks=False)
 
     def scan(self, parts: Iterable[str]) -> list[tuple[str, os.stat_result]]:
-        """``(name, lstat)`` of everything in a folder; empty if it is missing."""
+        """``(name, lstat)`` of everything in a folder; empty if it is missing.
+
+        A file removed between reading the folder and reading its details
+        (another process deleting an entry, releasing a lock, dropping a temp
+        or probe file) is left out; it never empties the whole listing.
+        """
         try:
             with self.folder(parts) as folder, os.scandir(folder) as found:
-                return [(item.name, item.stat(follow_symlinks=False)) for item in found]
+                return [pair for item in found if (pair := _details(item)) is not None]
         except (FileNotFoundError, PlantedLinkError):
             return []
 
@@ -272,6 +277,14 @@ class Tree:
             extra = _SHARED_READ_ONLY_BITS if read_only else _SHARED_FILE_BITS
             os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | extra)
         return fd
+
+
+def _details(item: os.DirEntry[str]) -> tuple[str, os.stat_result] | None:
+    """``(name, lstat)`` of a folder item, or None if it vanished meanwhile."""
+    try:
+        return item.name, item.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
 def _preallocate(fd: int, size: int) -> None:

@@ -262,7 +262,10 @@ class LocalStorage(RecordLockingStorage):
         except FileNotFoundError:
             return None
         except CorruptEntryError:  # a link planted as the record: stale, so replaced
-            st = self._tree.lstat(_LOCKS, leaf)
+            try:
+                st = self._tree.lstat(_LOCKS, leaf)
+            except FileNotFoundError:  # removed since: no lock
+                return None
             return RawLock(b"", 0.0, f"link-{st.st_ino}-{st.st_mtime_ns}")
         with os.fdopen(fd, "rb") as f:
             beat = os.fstat(f.fileno()).st_mtime
