@@ -84,7 +84,9 @@ def _quantity(value: object, units: Mapping[str, float], what: str, examples: st
               require_unit: bool = False) -> float:
     """A number, or a number and one of ``units``, as a float (never negative)."""
     article = "an" if what == "age" else "a"
-    if require_unit and (not isinstance(value, str) or value.strip().replace(".", "").isdigit()):
+    # A bare number needs a unit, except 0, which is 0 in every unit.
+    bare = isinstance(value, str) and value.strip().replace(".", "").isdigit()
+    if require_unit and (not isinstance(value, str) or (bare and float(value) != 0)):
         raise ValueError(f"{value!r} has no unit; write {article} {what} with its unit, "
                          f"such as {examples}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
