@@ -9,8 +9,10 @@ Exit codes: 0 done, 1 nothing matched (no such function, key or lock),
 2 a usage or storage error, told in one line ``labcache: error: ...``.
 
 Examples:
-    >>> main(["ls", "--storage", "file:///tmp/labcache-cli-doctest-empty"])
-    storage: file:///tmp/labcache-cli-doctest-empty
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> main(["ls", "--storage", f"file://{folder}"])  # doctest: +ELLIPSIS
+    storage: file:///...
     no entries
     0
 """
@@ -51,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
 
 def cmd_ls(storage: BaseStorage, args: argparse.Namespace) -> Any:
     listing, now = listing_module(), time.time()
-    if args.function:
+    if args.function is not None:  # "" is refused, never read as "every function"
         context = find_function(storage, args.function)
         stats = sorted(listing.describe(storage, context), key=lambda s: -s.last_used)
         views = [(s, listing.read_view(storage, context, s)) for s in stats[: args.limit]]
@@ -105,8 +107,8 @@ def cmd_info(storage: BaseStorage, args: argparse.Namespace) -> Any:
 
 def cmd_rm(storage: BaseStorage, args: argparse.Namespace) -> Any:
     removed: list[dict[str, Any]] = []
-    for key in args.keys:
-        context, stat = find_key(storage, key)
+    found = [find_key(storage, key) for key in args.keys]  # all named well before any goes
+    for context, stat in found:
         with contextlib.suppress(FileNotFoundError):  # gone meanwhile: the goal holds
             storage.delete_file(stat.name, context)
         removed.append({"function": context, "key": stat.name, "size": stat.size})
@@ -163,7 +165,7 @@ def cmd_gc(storage: BaseStorage, args: argparse.Namespace) -> Any:
     if args.max_size is None and args.older_than is None:
         raise CliError("gc needs --max-size SIZE, --older-than AGE or both "
                        "(e.g. labcache gc --max-size 10GB --older-than 30d)")
-    context = find_function(storage, args.function) if args.function else None
+    context = None if args.function is None else find_function(storage, args.function)
     bar = ProgressBar("gc")
     try:
         done = evict(storage, context, max_size=args.max_size, older_than=args.older_than,
@@ -257,10 +259,19 @@ def _where(storage: BaseStorage, args: argparse.Namespace) -> str:
     return redact_url(args.storage) if args.storage else storage.get_root_path()
 
 
-def _open(url: str | None) -> BaseStorage:
+def _open(url: str | None, must_exist: bool = True) -> BaseStorage:
+    """The storage to work on.  A folder named by a URL (``--storage`` or
+    ``LABCACHE_STORAGE``) must exist: a typo must not read as an empty cache."""
     from .storage import default_storage, open_storage
+    from .storage.local import LocalStorage
 
-    return open_storage(url) if url else default_storage()
+    storage = open_storage(url) if url else default_storage()
+    named = url or os.environ.get("LABCACHE_STORAGE")
+    if must_exist and named and isinstance(storage, LocalStorage) and not storage.root.is_dir():
+        raise CliError(f"no cache folder at {storage.root}: check the storage URL "
+                       f"({redact_url(named)}); labcache creates the folder on the first "
+                       "store, so a new cache has nothing to show yet")
+    return storage
 
 
 Command = Callable[[BaseStorage, argparse.Namespace], Any]
@@ -271,13 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     Examples:
         >>> build_parser().parse_args(["gc", "--max-size", "10GB"]).max_size
-        '10GB'
+        10000000000
     """
-    common = _Parser(add_help=False)
-    common.add_argument("--storage", metavar="URL", help="storage URL (default: "
-                        "LABCACHE_STORAGE, then the local cache folder)")
-    common.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser = _Parser(prog="labcache", description="Look at and tidy a labcache cache.")
+    _add_common(parser, default=None)
+    # The same options after the command; SUPPRESS keeps a value given
+    # before the command (`labcache --storage URL ls`) when it is not repeated.
+    common = _Parser(add_help=False)
+    _add_common(common, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, command: Command, text: str) -> argparse.ArgumentParser:
@@ -287,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = add("ls", cmd_ls, "list cached functions, or the entries of one")
     ls.add_argument("function", nargs="?", metavar="FUNCTION")
-    ls.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="entries shown (50)")
+    ls.add_argument("--limit", type=_count_arg, default=DEFAULT_LIMIT, help="entries shown (50)")
     add("info", cmd_info, "show one entry").add_argument("key", metavar="KEY")
     add("rm", cmd_rm, "remove entries").add_argument("keys", nargs="+", metavar="KEY")
     add("clear", cmd_clear, "remove every entry of a function").add_argument(
@@ -298,12 +310,49 @@ def build_parser() -> argparse.ArgumentParser:
     unlock.add_argument("--force", action="store_true", help="break it even if fresh")
     gc = add("gc", cmd_gc, "evict least recently used entries past a size or age")
     gc.add_argument("function", nargs="?", metavar="FUNCTION")
-    gc.add_argument("--max-size", metavar="SIZE", help="e.g. 10GB, 500MB, 1.5GiB")
-    gc.add_argument("--older-than", metavar="AGE", help="unused for longer: 30d, 12h, 90m")
+    gc.add_argument("--max-size", metavar="SIZE", type=_size_arg,
+                    help="e.g. 10GB, 500MB, 1.5GiB (a unit is required)")
+    gc.add_argument("--older-than", metavar="AGE", type=_age_arg,
+                    help="unused for longer: 30d, 12h, 90m (a unit is required)")
     gc.add_argument("--dry-run", action="store_true", help="only say what would go")
     add("stats", cmd_stats, "totals for the whole storage")
     add("demo", cmd_demo, "run the two-minute demo against this storage")
     return parser
+
+
+def _add_common(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--storage", metavar="URL", default=default, help="storage URL "
+                        "(default: LABCACHE_STORAGE, then the local cache folder)")
+    parser.add_argument("--json", action="store_true", default=default or False,
+                        help="print JSON instead of text")
+
+
+def _count_arg(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{number} is negative; give 0 or more")
+    return number
+
+
+def _size_arg(text: str) -> int:
+    from .eviction import parse_size
+
+    try:
+        return parse_size(text, require_unit=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _age_arg(text: str) -> float:
+    from .eviction import parse_age
+
+    try:
+        return parse_age(text, require_unit=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -317,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         url = args.storage
-        storage = _open(url)
+        storage = _open(url, must_exist=args.command != "demo")
         data, text = args.handler(storage, args)
         if args.json:
             print(json.dumps(data, indent=2, sort_keys=True, default=str))

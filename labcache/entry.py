@@ -408,8 +408,7 @@ def _read_payload(reader: Reader, head: bytes, header: Header,
     """(the pieces the checksum covers, in file order; [pickle, buffer, ...];
     their checksum, computed as they are read)."""
     if reader.view is not None:
-        whole, parts = _slice_payload(reader.view, reader.position, header, copy_buffers)
-        return whole, parts, xxhash.xxh3_128_digest(whole[0])
+        return _verify_mapped(reader.view, reader.position, head, header, copy_buffers)
     checksum = xxhash.xxh3_128(head)
     covered: list[Any] = [head]
     parts = [reader.read_exact(header.sizes[0])]
@@ -422,6 +421,33 @@ def _read_payload(reader: Reader, head: bytes, header: Header,
         covered.append(parts[-1])
     if reader.has_more():
         raise CorruptEntryError("trailing bytes after the last part")
+    return covered, parts, checksum.digest()
+
+
+def _verify_mapped(view: memoryview, offset: int, head: bytes, header: Header,
+                   copy_buffers: bool) -> tuple[list[Any], list[Any], bytes]:
+    """:func:`_read_payload` for a source in memory that someone else may
+    change while we read it (a memory-mapped file).
+
+    The pickle stream is copied to private memory *first*; the checksum and
+    signature are then computed over that copy (and the header already
+    copied), and the very same copy is unpickled.  Whoever can write the
+    file can swap bytes at any moment, but never between the check of the
+    code that unpickling runs and its use.  Out-of-band buffers (array data)
+    stay views of the mapping when ``copy_buffers`` is False: a writer of the
+    file can still change those numbers after the check, never run code.
+    """
+    _, parts = _slice_payload(view, offset, header, copy_buffers)
+    parts[0] = parts[0].tobytes()
+    covered: list[Any] = [head, parts[0]]
+    position = offset + len(parts[0])
+    for part in parts[1:]:  # what is hashed is what is returned, copy or view
+        pad = _padding(position)
+        covered += [view[position : position + pad], part]
+        position += pad + len(part)
+    checksum = xxhash.xxh3_128()
+    for piece in covered:
+        checksum.update(piece)
     return covered, parts, checksum.digest()
 
 

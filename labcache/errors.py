@@ -14,12 +14,20 @@ Each error also subclasses the builtin a caller would naturally catch, so
     └── HolderFailedError(RuntimeError)     the holder failed with an exception
                                             that could not be shipped as itself
 
+    CacheWarning(UserWarning)               a cache problem worked around; the
+                                            call still returned a right result
+
 All of them pickle, so they cross process boundaries (multiprocessing, dask).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 __all__ = [
+    "CacheWarning",
     "CorruptEntryError",
     "HolderFailedError",
     "InvalidNameError",
@@ -29,7 +37,38 @@ __all__ = [
     "StorageError",
     "UnhashableArgumentError",
     "UnpicklableResultError",
+    "warn",
 ]
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+class CacheWarning(UserWarning):
+    """A cache problem that labcache worked around (a bad entry, a storage
+    outage); the call still returned a correct result.
+
+    Examples:
+        >>> issubclass(CacheWarning, UserWarning)
+        True
+    """
+
+
+def warn(message: str, category: type[Warning] = CacheWarning) -> None:
+    """Warn at the user's line: the first caller outside labcache, so the
+    warning names the notebook cell or script line that made the call.
+
+    Examples:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn("entry unusable")
+        >>> caught[0].category.__name__
+        'CacheWarning'
+    """
+    level, frame = 2, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 class LabcacheError(Exception):

@@ -11,31 +11,25 @@ import contextlib
 import logging
 import os
 import time
-import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import entry
 from .base import BaseLockingStorage, BaseStorage, LockInfo
-from .errors import CorruptEntryError, LabcacheError
+from .errors import CorruptEntryError, LabcacheError, warn
 from .locks import RecordLockingStorage
 from .report import Reporter, reporter_for
 
 if TYPE_CHECKING:
     from .protocol import Call
 
-__all__ = ["FAILURES_CONTEXT", "MISS", "CacheWarning", "load", "load_entry", "open_entry",
+__all__ = ["FAILURES_CONTEXT", "MISS", "load", "load_entry", "open_entry",
            "read_failure", "record_failure", "store"]
 
 logger = logging.getLogger("labcache")
 
 #: Context holding the last failure of each key, for waiters to re-raise.
 FAILURES_CONTEXT = "labcache-failures"
-
-
-class CacheWarning(UserWarning):
-    """A cache problem that labcache worked around (a bad entry, a storage
-    outage); the call still returned a correct result."""
 
 
 class _Miss:
@@ -78,8 +72,7 @@ def load_entry(storage: BaseStorage, key: str, context: str, function: str,
             # would hand back a genuine result of a different call.
             raise CorruptEntryError(f"it holds the result of key {header.key}")
     except CorruptEntryError as exc:
-        warnings.warn(f"{function}: cached entry {key} is unusable ({exc}); "
-                      "recomputing it", CacheWarning, stacklevel=2)
+        warn(f"{function}: cached entry {key} is unusable ({exc}); recomputing it")
         with contextlib.suppress(OSError):
             storage.delete_file(key, context)
         return MISS

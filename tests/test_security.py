@@ -171,12 +171,13 @@ def fill(storage: LocalStorage) -> None:
     value(1)
 
 
-def created(storage: LocalStorage) -> tuple[list[Path], list[Path]]:
+def created(storage: LocalStorage) -> tuple[list[Path], list[Path], list[Path]]:
+    """(folders, lock files, entries) that :func:`fill` made."""
     root = storage.root
     folders = [root, root / "proj", root / "proj" / "model", root / "locks"]
-    files = [root / "proj" / "model" / "key", root / "locks" / "job.lock"]
-    files += [p for p in root.rglob("*") if p.is_file() and p.parent.name != "locks"]
-    return folders, files
+    entries = [p for p in root.rglob("*") if p.is_file() and p.parent.name != "locks"]
+    assert root / "proj" / "model" / "key" in entries
+    return folders, [root / "locks" / "job.lock"], entries
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002, 0o027])
@@ -184,25 +185,34 @@ def test_new_files_and_folders_follow_the_umask(tmp_path: Path, mask: int) -> No
     storage = LocalStorage(tmp_path / "store")
     with umask(mask):
         fill(storage)
-    folders, files = created(storage)
+    folders, locks, entries = created(storage)
     assert {path.name: mode(path) for path in folders} == \
         {path.name: 0o777 & ~mask for path in folders}
-    assert {str(path): mode(path) for path in files} == \
-        {str(path): 0o666 & ~mask for path in files}
+    assert {str(path): mode(path) for path in locks} == \
+        {str(path): 0o666 & ~mask for path in locks}
+    # Entries are immutable: nobody, their writer included, has a write bit.
+    assert {str(path): mode(path) for path in entries} == \
+        {str(path): 0o444 & ~mask for path in entries}
     storage.release_lock("job")
 
 
-@pytest.mark.parametrize(("mask", "folder_mode", "file_mode"),
-                         [(0o022, 0o2775, 0o664), (0o077, 0o2770, 0o660), (0o002, 0o2775, 0o664)])
+@pytest.mark.parametrize(("mask", "folder_mode", "lock_mode", "entry_mode"),
+                         [(0o022, 0o2775, 0o664, 0o444), (0o077, 0o2770, 0o660, 0o440),
+                          (0o002, 0o2775, 0o664, 0o444)])
 def test_shared_storage_is_group_writable_and_setgid(tmp_path: Path, mask: int,
-                                                     folder_mode: int, file_mode: int) -> None:
+                                                     folder_mode: int, lock_mode: int,
+                                                     entry_mode: int) -> None:
     storage = LocalStorage(tmp_path / "store", shared=True)
     with umask(mask):
         fill(storage)
-    folders, files = created(storage)
+    folders, locks, entries = created(storage)
     assert {path.name: mode(path) for path in folders} == {path.name: folder_mode
                                                           for path in folders}
-    assert {str(path): mode(path) for path in files} == {str(path): file_mode for path in files}
+    assert {str(path): mode(path) for path in locks} == {str(path): lock_mode for path in locks}
+    # Readable by the group, writable by nobody: a teammate replaces an entry
+    # (rename, the folder's permission) but can never alter its bytes.
+    assert {str(path): mode(path) for path in entries} == \
+        {str(path): entry_mode for path in entries}
     storage.release_lock("job")
 
 

@@ -11,7 +11,10 @@ The root itself may be a link (a mount point, ``/shared -> /mnt/nfs``).
 Permissions: files are created ``0o666`` and folders ``0o777``, masked by
 the process umask.  A *shared* tree adds group read/write to files and
 group read/write/search plus setgid to the folders it creates, so teammates
-in the folder's group can replace entries and take over locks.
+in the folder's group can replace entries and take over locks.  Files
+written ``read_only`` (cache entries, which are never changed in place) get
+no write bit at all, shared or not: replacing or deleting one needs only
+the folder's permission, and nobody but its owner can alter its bytes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ _READ = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_
 #: Entries at least this big get their blocks reserved before being written.
 _PREALLOCATE_FROM = 4 * 2**20
 _SHARED_FILE_BITS = 0o060
+_SHARED_READ_ONLY_BITS = 0o040
 _SHARED_DIR_BITS = stat.S_ISGID | 0o070
 # What opening a link with O_NOFOLLOW (and O_DIRECTORY) reports on Linux and BSDs.
 _LINK_ERRNOS = {errno.ELOOP, errno.ENOTDIR, getattr(errno, "EMLINK", -1),
@@ -191,15 +195,16 @@ class Tree:
         return True
 
     def write_atomically(self, parts: Iterable[str], name: str, chunks: Iterable[Any],
-                         size: int | None = None) -> None:
+                         size: int | None = None, read_only: bool = False) -> None:
         """Write a hidden temp file beside ``name`` and rename it over ``name``.
 
-        ``size``, when known, lets the file system reserve the blocks first.
+        ``size``, when known, lets the file system reserve the blocks first;
+        ``read_only`` files get no write permission bit (see the module doc).
         """
         with self.folder(parts, create=True) as folder:
             aside = temp_name(name)
             try:
-                fd = self._new_file(aside, folder)
+                fd = self._new_file(aside, folder, read_only)
                 if size is not None and size >= _PREALLOCATE_FROM:
                     _preallocate(fd, size)
                 with os.fdopen(fd, "wb") as file:
@@ -239,10 +244,15 @@ class Tree:
             os.utime(name, dir_fd=folder, follow_symlinks=False)
 
     def scan(self, parts: Iterable[str]) -> list[tuple[str, os.stat_result]]:
-        """``(name, lstat)`` of everything in a folder; empty if it is missing."""
+        """``(name, lstat)`` of everything in a folder; empty if it is missing.
+
+        A file removed between reading the folder and reading its details
+        (another process deleting an entry, releasing a lock, dropping a temp
+        or probe file) is left out; it never empties the whole listing.
+        """
         try:
             with self.folder(parts) as folder, os.scandir(folder) as found:
-                return [(item.name, item.stat(follow_symlinks=False)) for item in found]
+                return [pair for item in found if (pair := _details(item)) is not None]
         except (FileNotFoundError, PlantedLinkError):
             return []
 
@@ -258,12 +268,23 @@ class Tree:
                 with contextlib.suppress(OSError):
                     os.unlink(probe, dir_fd=folder)
 
-    def _new_file(self, name: str, folder: int) -> int:
+    def _new_file(self, name: str, folder: int, read_only: bool = False) -> int:
         # 0o666 & ~umask, like open(); a link already there fails with EEXIST.
-        fd = os.open(name, _NEW_FILE, 0o666, dir_fd=folder)
+        # A read-only file is still opened for writing: the mode only binds
+        # later opens, so the writer fills it and nobody can rewrite it.
+        fd = os.open(name, _NEW_FILE, 0o444 if read_only else 0o666, dir_fd=folder)
         if self.shared:
-            os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | _SHARED_FILE_BITS)
+            extra = _SHARED_READ_ONLY_BITS if read_only else _SHARED_FILE_BITS
+            os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | extra)
         return fd
+
+
+def _details(item: os.DirEntry[str]) -> tuple[str, os.stat_result] | None:
+    """``(name, lstat)`` of a folder item, or None if it vanished meanwhile."""
+    try:
+        return item.name, item.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
 def _preallocate(fd: int, size: int) -> None:
@@ -296,13 +317,16 @@ def _fallocate() -> Any:
 
 
 def open_for_hit(path: str) -> int:
-    """Open an entry for a cache hit by its full path: one system call.
+    """Open an entry for an *unverified* cache hit by its full path: one
+    system call.
 
     Only the last component is refused when it is a link (as a damaged
-    entry).  Links in the folders above are followed, which is harmless for a
-    *read*: whoever can plant one can write entries in the root anyway, and a
-    signed storage checks what was read.  Writes and deletes go through
-    :class:`Tree`, which follows none.
+    entry).  Links in the folders above are followed: without a signature
+    check, whoever can plant one can write a harmful entry in the root
+    anyway.  Hits that verify a signature, and memory-mapped hits, go
+    through :meth:`Tree.open_read` instead, which follows no link: a context
+    folder swapped for a link to someone else's folder must not feed a
+    trusted load from files that person can still change.
     """
     try:
         return os.open(path, _READ)

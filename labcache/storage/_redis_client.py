@@ -3,21 +3,87 @@ I/O and never showing its password, and a file over an entry's chunks."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, unquote_plus, urlsplit, urlunsplit
 
 import redis
 
 from .._redact import redact_url, scrub
 from ..errors import StorageError
 
-__all__ = ["Chunks", "check_url", "client_from_url", "password_of", "url_of"]
+__all__ = ["DEFAULT_PREFIX", "Chunks", "check_prefix", "check_url", "client_from_url",
+           "configured", "password_of", "url_of"]
+
+#: The key prefix of a RedisStorage given none, in its arguments or its URL.
+DEFAULT_PREFIX = "labcache"
+MAX_PREFIX = 64
+# No ':' (it separates the parts of every key, so prefix "team" would reach
+# into "team:e:ctx"'s keys), no glob characters (listings SCAN by pattern),
+# no spaces or '/'.  A leading '.' or '-' is refused to keep prefixes plain.
+_PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
+def check_prefix(prefix: object) -> str:
+    """``prefix`` if it is a safe Redis key prefix, else a ValueError.
+
+    Examples:
+        >>> check_prefix("team-2")
+        'team-2'
+        >>> check_prefix("team:e:ctx")
+        Traceback (most recent call last):
+        ValueError: Redis key prefix 'team:e:ctx' is not allowed: use 1 to 64 ASCII ...
+    """
+    if not isinstance(prefix, str) or len(prefix) > MAX_PREFIX or not _PREFIX.fullmatch(prefix):
+        raise ValueError(
+            f"Redis key prefix {prefix!r} is not allowed: use 1 to {MAX_PREFIX} ASCII letters, "
+            "digits, '_', '-' or '.' (not first), e.g. prefix='team'. ':' separates the parts "
+            "of labcache's keys and '*', '?', '[' are patterns, so another prefix would see "
+            "or clear this storage's keys")
+    return prefix
+
+
+def configured(url: str, prefix: str | None) -> tuple[str, str]:
+    """``(url without its prefix option, prefix)`` from a URL that may carry
+    ``?prefix=NAME`` and a ``prefix`` argument (which must then agree).
+
+    Examples:
+        >>> configured("redis://cache:6379/0?prefix=vision", None)
+        ('redis://cache:6379/0', 'vision')
+        >>> configured("redis://cache:6379/0", None)
+        ('redis://cache:6379/0', 'labcache')
+    """
+    parts = _split(url)
+    kept, found = [], []
+    for item in parts.query.split("&") if parts.query else []:
+        name, _, value = item.partition("=")
+        if unquote_plus(name) == "prefix":
+            found.append(unquote_plus(value))
+        else:
+            kept.append(item)
+    if len(found) > 1:
+        raise ValueError(f"Redis URL {redact_url(url)!r} gives the key prefix more than once; "
+                         "give ?prefix=NAME once")
+    if found and prefix is not None and found[0] != prefix:
+        raise ValueError(f"Redis URL {redact_url(url)!r} says prefix {found[0]!r} but the "
+                         f"prefix argument says {prefix!r}; give it in one place")
+    if found:
+        url = urlunsplit(parts._replace(query="&".join(kept)))
+    return url, check_prefix(found[0] if found else DEFAULT_PREFIX if prefix is None else prefix)
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed '[' in the host
+        raise ValueError(f"Redis URL {redact_url(url)!r} is malformed ({exc}); write "
+                         "redis://host:6379/0") from None
 
 
 def check_url(url: str) -> str:
     """``url`` with its scheme in lower case (as redis-py wants), or a ValueError."""
+    parts = _split(url)
     try:
-        parts = urlsplit(url)
         host = parts.hostname
     except ValueError as exc:  # e.g. an unclosed '[' in the host
         raise ValueError(f"Redis URL {redact_url(url)!r} is malformed ({exc}); write "

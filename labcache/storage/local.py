@@ -28,6 +28,7 @@ from typing import Any
 import xxhash
 
 from ..entry import Encoded, read_header, upload_chunks
+from ..entry import secret as entry_secret
 from ..errors import CorruptEntryError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
@@ -49,6 +50,8 @@ _SMALL_ENTRY = 1 << 20
 #: so most hits cost one float comparison (relatime/noatime mounts make the
 #: kernel's own atime unreliable, hence the explicit mark).
 _MARK_USED_EVERY = 60.0
+#: Write permission for the group or others: such a file is never mapped.
+_OTHERS_WRITE = stat_module.S_IWGRP | stat_module.S_IWOTH
 
 
 def default_root() -> Path:
@@ -123,7 +126,9 @@ class LocalStorage(RecordLockingStorage):
     ) -> str | None:
         """Atomically store ``file`` (bytes, an encoded entry or a binary file)."""
         size = file.size if isinstance(file, Encoded) else None  # reserve its blocks first
-        self._tree.write_atomically(*self._where(file_name, context), upload_chunks(file), size)
+        # Entries are never changed in place: written without any write bit.
+        self._tree.write_atomically(*self._where(file_name, context), upload_chunks(file), size,
+                                    read_only=True)
         return file_name
 
     def download_file(self, hashcode: str, context: str) -> bytes:
@@ -137,7 +142,7 @@ class LocalStorage(RecordLockingStorage):
     def _open_for_load(self, hashcode: str, context: str) -> Any:
         # A hit on a small entry is open + fstat + one read: no buffered file
         # object, no separate reads for header and payload.
-        fd = open_for_hit(self._entry_path(hashcode, context))
+        fd = self._open_hit(hashcode, context, entry_secret() is not None)
         size = _note_use(fd).st_size
         if size > _SMALL_ENTRY:
             return os.fdopen(fd, "rb")
@@ -150,16 +155,32 @@ class LocalStorage(RecordLockingStorage):
         """The entry memory-mapped (``"r"`` read-only, ``"c"`` copy on write),
         or None if there is none.  Entries are replaced by rename, never
         rewritten in place, so a mapping stays valid after a replace or delete.
+
+        A file that others may write (a group or other write bit, as entries
+        of older versions had in shared folders) is read, not mapped.
         """
         access = mmap.ACCESS_READ if mode == "r" else mmap.ACCESS_COPY
         try:
-            with os.fdopen(open_for_hit(self._entry_path(hashcode, context)), "rb") as f:
-                _note_use(f.fileno())
-                return mmap.mmap(f.fileno(), 0, access=access)
+            fd = self._open_hit(hashcode, context, verified=True)
         except FileNotFoundError:
             return None
-        except ValueError:  # an empty file cannot be mapped
-            return b""
+        with os.fdopen(fd, "rb") as f:
+            st = _note_use(fd)
+            if st.st_mode & _OTHERS_WRITE:
+                return f.read()
+            try:
+                return mmap.mmap(fd, 0, access=access)
+            except ValueError:  # an empty file cannot be mapped
+                return b""
+
+    def _open_hit(self, hashcode: str, context: str, verified: bool) -> int:
+        """A descriptor on an entry for a hit.  A hit that will be trusted
+        because it is verified (a signature) or used in place (a mapping)
+        walks from the root following no link; a plain hit opens the path in
+        one call (see :func:`open_for_hit`)."""
+        if verified:
+            return self._tree.open_read(*self._where(hashcode, context))
+        return open_for_hit(self._entry_path(hashcode, context))
 
     def check_if_exists(self, hashcode: str, context: str) -> bool:
         """Whether the entry exists."""
@@ -241,7 +262,10 @@ class LocalStorage(RecordLockingStorage):
         except FileNotFoundError:
             return None
         except CorruptEntryError:  # a link planted as the record: stale, so replaced
-            st = self._tree.lstat(_LOCKS, leaf)
+            try:
+                st = self._tree.lstat(_LOCKS, leaf)
+            except FileNotFoundError:  # removed since: no lock
+                return None
             return RawLock(b"", 0.0, f"link-{st.st_ino}-{st.st_mtime_ns}")
         with os.fdopen(fd, "rb") as f:
             beat = os.fstat(f.fileno()).st_mtime
@@ -315,7 +339,12 @@ def _first(pair: tuple[str, Any]) -> str:
 
 
 def _resolve(path: str | os.PathLike[str] | None) -> Path:
-    return Path(path).expanduser().absolute() if path else default_root().absolute()
+    if path is None:
+        return default_root().absolute()
+    if not os.fspath(path):
+        raise ValueError("LocalStorage('') names no folder: pass a folder path, or nothing "
+                         "(or None) for the default cache folder")
+    return Path(path).expanduser().absolute()
 
 
 def _version(data: bytes) -> str:

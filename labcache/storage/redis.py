@@ -32,6 +32,7 @@ from .._redact import scrub
 from ..errors import StorageError
 from ..locks import EntryStat, LockRecord, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
+from . import _redis_client as _client
 from ._redis_client import Chunks, check_url, client_from_url, password_of, url_of
 
 __all__ = ["RedisStorage"]
@@ -76,11 +77,18 @@ def _translated(method: Callable[..., T]) -> Callable[..., T]:
 
 
 class RedisStorage(RecordLockingStorage):
-    """Entries and locks in Redis, under keys that start with ``prefix``.
+    """Entries and locks in Redis, under keys that start with ``prefix:``.
+
+    The prefix (default ``labcache``) is given as an argument or in the URL,
+    ``redis://host:6379/0?prefix=team``; it holds only ASCII letters, digits,
+    ``_``, ``-`` and ``.``, never ``:``, so no prefix reaches another's keys.
 
     Examples:
         >>> RedisStorage("redis://:s3cret@db.example:6379/0", prefix="team")
         RedisStorage('redis://:***@db.example:6379/0', prefix='team')
+        >>> RedisStorage("redis://db.example:6379/0?prefix=team") is RedisStorage(
+        ...     "redis://db.example:6379/0", prefix="team")
+        True
         >>> RedisStorage("redis://")
         Traceback (most recent call last):
         ValueError: Redis URL 'redis://' has no host; write redis://host:6379/0
@@ -89,20 +97,32 @@ class RedisStorage(RecordLockingStorage):
     #: Waiters are woken by pub/sub; this is only how often they re-check.
     wake_poll_interval = 1.0
 
+    def __new__(cls, url: str | redis.Redis = "redis://localhost:6379/0",
+                prefix: str | None = None, *, chunk_size: int = _CHUNK) -> RedisStorage:
+        # One instance per configuration however it is spelled: the prefix as
+        # an argument or as ?prefix= in the URL, or the default one.
+        if isinstance(url, str):
+            url, prefix = _client.configured(url, prefix)
+        elif prefix is None:
+            prefix = _client.DEFAULT_PREFIX
+        instance: RedisStorage = super().__new__(cls, url, prefix, chunk_size=chunk_size)
+        return instance
+
     def __init__(self, url: str | redis.Redis = "redis://localhost:6379/0",
-                 prefix: str = "labcache", *, chunk_size: int = _CHUNK) -> None:
+                 prefix: str | None = None, *, chunk_size: int = _CHUNK) -> None:
         if self.__dict__.get("_ready"):
             return
-        check_name(prefix, "prefix")
-        self.prefix, self.chunk_size = prefix, chunk_size
         # redis-py's responses are typed bytes | str; ours are always bytes.
         self.client: Any
         if isinstance(url, str):
+            url, self.prefix = _client.configured(url, prefix)
             self.url = check_url(url)
             # Long socket timeout: a 64 MB chunk must fit through it.
             self.client = client_from_url(self.url)
         else:
+            self.prefix = _client.check_prefix(_client.DEFAULT_PREFIX if prefix is None else prefix)
             self.client, self.url = url, url_of(url)
+        self.chunk_size = chunk_size
         self._scripts = {name: self.client.register_script(source) for name, source in
                          (("replace", _REPLACE), ("delete", _DELETE), ("extend", _EXTEND),
                           ("idle", _IDLE))}
@@ -190,7 +210,8 @@ class RedisStorage(RecordLockingStorage):
     def list_contexts(self) -> list[str]:
         """Contexts that hold entries, from one SCAN over entry keys."""
         start = f"{self.prefix}:e:"
-        found = {key.decode()[len(start):].rsplit(":", 1)[0] for key in
+        # The context is quoted (no ':'), the entry name may hold one: cut at the first.
+        found = {key.decode()[len(start):].partition(":")[0] for key in
                  self.client.scan_iter(match=_glob_escape(start) + "*", count=1000)}
         return sorted(unquote(name) for name in found)
 
@@ -228,8 +249,10 @@ class RedisStorage(RecordLockingStorage):
                 continue
             size = length - 1
             if kind == _MANIFEST:  # the value only names the chunks: add them up
-                manifest = json.loads(self.client.get(self._entry_key(name, context))[1:])
-                size = sum(manifest["sizes"])
+                value = self.client.get(self._entry_key(name, context))
+                if value is None:  # deleted since
+                    continue
+                size = sum(json.loads(value[1:])["sizes"])
             sizes[name] = max(size, 0)
         if sizes:
             self.client.hset(self._sizes_key(context), mapping=sizes)
@@ -243,7 +266,10 @@ class RedisStorage(RecordLockingStorage):
         if not head:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
         if head[:1] == _MANIFEST:
-            first_chunk = self._chunk_keys(self._untouched("get", key))[0]
+            value = self._untouched("get", key)
+            if value is None:  # deleted since the first read
+                raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+            first_chunk = self._chunk_keys(value)[0]
             head = b"_" + self.client.getrange(first_chunk, 0, 65535)
         return entry.read_header(head[1:])
 
