@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import platform
-import reprlib
 import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -14,8 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from . import entry, keys
 from .base import BaseStorage
 from .errors import warn
-from .explain import Explanation, explain_call, recorded_parts
-from .locks import this_host, this_user
+from .explain import Explanation, entry_metadata, explain_call
 from .names import context_for
 from .protocol import Call, run_async, run_sync
 from .report import reporter_for
@@ -30,8 +26,6 @@ R = TypeVar("R")
 _ON_STORAGE_ERROR = ("compute", "raise")
 _CODE_CHANGES = ("recompute", "keep")
 _OPTIONAL_SECONDS = ("heartbeat_interval", "expires_after")
-_summary = reprlib.Repr()
-_summary.maxstring = _summary.maxother = 60
 
 
 class CachedFunction(Generic[R]):
@@ -273,7 +267,7 @@ class CachedFunction(Generic[R]):
             ttl=options["ttl"], heartbeat_interval=options["heartbeat_interval"],
             wait_timeout=options["wait_timeout"], expires_after=options["expires_after"],
             on_storage_error=options["on_storage_error"],
-            metadata=functools.partial(_metadata, name, key, arguments, parts),
+            metadata=functools.partial(entry_metadata, name, key, arguments, parts),
             reporter=reporter, force=force, looked=looked,
             mmap_mode=options["mmap_mode"],
         )
@@ -467,33 +461,6 @@ async def _limited_async(function: CachedFunction[Any], call: Call, args: tuple[
     if call.computed:
         await asyncio.to_thread(_limit_size, function, call.key)
     return result
-
-
-def _metadata(function: str, key: str, arguments: dict[str, Any],
-              parts: dict[str, str]) -> dict[str, Any]:
-    from . import __version__
-
-    return {
-        "function": function,
-        "key": key,
-        "arguments": {name: _describe(value) for name, value in arguments.items()},
-        **recorded_parts(parts),
-        "user": this_user(),
-        "host": this_host(),
-        "pid": os.getpid(),
-        "python": platform.python_version(),
-        "labcache": __version__,
-    }
-
-
-def _describe(value: object) -> str:
-    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
-    if shape is not None and dtype is not None:  # arrays: never print the data
-        return f"{type(value).__name__}(shape={tuple(shape)}, dtype={dtype})"
-    try:
-        return _summary.repr(value)
-    except Exception:
-        return f"<{type(value).__name__}>"
 
 
 def _lookup(module: object, qualname: str) -> object:

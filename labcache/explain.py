@@ -1,4 +1,5 @@
-"""Why a call hits or misses: ``f.explain(*args, **kwargs)``.
+"""Why a call hits or misses (``f.explain(*args, **kwargs)``), and what
+entries record so that it can tell.
 
 Every entry records the parts of its key in its metadata (``"code"``,
 ``"helper features.scale"``, ``"global SCALE"``, ``"class Model"``,
@@ -10,20 +11,26 @@ differs.
 
 from __future__ import annotations
 
+import os
+import platform
+import reprlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import keys
+from .locks import this_host, this_user
 
 if TYPE_CHECKING:
     from .cached import CachedFunction
 
-__all__ = ["MAX_RECORDED_PARTS", "Explanation", "call_parts", "explain_call",
+__all__ = ["MAX_RECORDED_PARTS", "Explanation", "call_parts", "entry_metadata", "explain_call",
            "recorded_parts"]
 
 #: How many of a function's newest entries are read to find the nearest.
 ENTRIES_READ = 50
 _TRUNCATED = "\0truncated"
+_summary = reprlib.Repr()
+_summary.maxstring = _summary.maxother = 60
 _KIND_ORDER = ("code", "version", "helper", "class", "global", "package", "argument")
 
 
@@ -112,6 +119,35 @@ def recorded_parts(parts: dict[str, str]) -> dict[str, Any]:
     first = [n for n in parts if n == "code" or n.startswith("argument ")]
     rest = [n for n in parts if n not in first][:MAX_RECORDED_PARTS - len(first)]
     return {"parts": {n: parts[n] for n in first + rest}, "parts_truncated": True}
+
+
+def entry_metadata(function: str, key: str, arguments: dict[str, Any],
+                   parts: dict[str, str]) -> dict[str, Any]:
+    """What an entry of ``@cached`` records: who made it, from which call, and
+    the parts of its key (what ``explain`` compares)."""
+    from . import __version__
+
+    return {
+        "function": function,
+        "key": key,
+        "arguments": {name: _describe(value) for name, value in arguments.items()},
+        **recorded_parts(parts),
+        "user": this_user(),
+        "host": this_host(),
+        "pid": os.getpid(),
+        "python": platform.python_version(),
+        "labcache": __version__,
+    }
+
+
+def _describe(value: object) -> str:
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:  # arrays: never print the data
+        return f"{type(value).__name__}(shape={tuple(shape)}, dtype={dtype})"
+    try:
+        return _summary.repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 def _stored_parts(storage: Any, context: str) -> dict[str, dict[str, str] | None]:
