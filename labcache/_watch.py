@@ -9,7 +9,6 @@ check is the only cost code identity adds to a cache hit.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
 from typing import Any
 
 __all__ = ["ABSENT", "Watch", "cell_value"]
@@ -23,92 +22,53 @@ class Watch:
 
     Objects are held, not their ids: a freed object's id can be reused by
     its replacement, which would hide a redefinition.  The check runs on
-    every hit, so it is compiled into a few C-level comparisons per
-    namespace (``itemgetter`` + ``map(is_)``) instead of a Python loop.
+    every hit, so it is one Python call doing a few ``map`` passes in C over
+    flat tuples (about 30 ns per watched binding), never a Python loop.
+
+    What it catches: a name rebound in a namespace or class (a cell re-run,
+    a module reloaded), a closure cell reassigned, and code swapped into a
+    function in place (IPython's autoreload does that).  Defaults assigned
+    to a function alone are seen when the identity is next computed.
     """
 
-    __slots__ = ("_checks", "bindings", "cells", "functions")
+    __slots__ = ("_absent_maps", "_absent_names", "_cells", "_codes", "_contents", "_funcs",
+                 "_maps", "_names", "_objs", "_ready", "bindings", "cells", "functions")
 
     def __init__(self) -> None:
         self.bindings: list[tuple[Any, str, object]] = []
         self.cells: list[tuple[Any, object]] = []
         self.functions: list[tuple[Any, object, object, object]] = []
-        self._checks: tuple[Callable[[], bool], ...] | None = None
+        self._ready = False
 
     def unchanged(self) -> bool:
         """True while every watched name, cell and function is as it was."""
-        checks = self._checks
-        if checks is None:
-            checks = self._checks = self._compile()
-        for check in checks:  # noqa: SIM110  (a loop beats all(<generator>) on the hit path)
-            if not check():
-                return False
-        return True
-
-    def _compile(self) -> tuple[Callable[[], bool], ...]:
-        groups: dict[int, tuple[Any, dict[str, object]]] = {}
-        for mapping, name, obj in self.bindings:
-            groups.setdefault(id(mapping), (mapping, {}))[1][name] = obj
-        checks = []
-        for mapping, names in groups.values():
-            present = {n: o for n, o in names.items() if o is not ABSENT}
-            absent = tuple(n for n, o in names.items() if o is ABSENT)
-            if present:
-                checks.append(_same_items(mapping, tuple(present), tuple(present.values())))
-            if absent:
-                checks.append(_still_absent(mapping, absent))
-        if self.cells:
-            checks.append(_same_cells(tuple(self.cells)))
-        if self.functions:
-            checks.append(_same_functions(tuple(self.functions)))
-        return tuple(checks)
-
-
-def _same_items(mapping: Any, names: tuple[str, ...], saved: tuple[object, ...],
-                ) -> Callable[[], bool]:
-    getter = operator.itemgetter(*names)
-    if len(names) == 1:  # itemgetter of one name returns the bare value
-        only = saved[0]
-
-        def check_one() -> bool:
-            return mapping.get(names[0], ABSENT) is only
-
-        return check_one
-
-    def check() -> bool:
+        if not self._ready:
+            self._compile()
         try:
-            current = getter(mapping)
-        except KeyError:  # deleted
+            return (all(map(operator.is_, map(operator.getitem, self._maps, self._names),
+                            self._objs))
+                    and not any(map(operator.contains, self._absent_maps, self._absent_names))
+                    and all(map(operator.is_, map(_CODE_OF, self._funcs), self._codes))
+                    and all(map(operator.is_, map(cell_value, self._cells), self._contents)))
+        except KeyError:  # a watched name was deleted
             return False
-        return all(map(operator.is_, current, saved))
 
-    return check
-
-
-def _still_absent(mapping: Any, names: tuple[str, ...]) -> Callable[[], bool]:
-    contains = mapping.__contains__
-    return lambda: not any(map(contains, names))
-
-
-def _same_cells(cells: tuple[tuple[Any, object], ...]) -> Callable[[], bool]:
-    return lambda: all(cell_value(cell) is obj for cell, obj in cells)
+    def _compile(self) -> None:
+        unique = {(id(m), n): (m, n, o) for m, n, o in self.bindings}  # helpers share globals
+        present = [(m, n, o) for m, n, o in unique.values() if o is not ABSENT]
+        absent = [(m, n) for m, n, o in unique.values() if o is ABSENT]
+        self._maps, self._names, self._objs = _columns(present, 3)
+        self._absent_maps, self._absent_names = _columns(absent, 2)
+        self._funcs, self._codes = _columns([(f[0], f[1]) for f in self.functions], 2)
+        self._cells, self._contents = _columns(self.cells, 2)
+        self._ready = True
 
 
 _CODE_OF = operator.attrgetter("__code__")
 
 
-def _same_functions(functions: tuple[tuple[Any, object, object, object], ...],
-                    ) -> Callable[[], bool]:
-    """Code assigned in place (IPython's autoreload does that, with new defaults).
-
-    Only ``__code__`` is compared on each call: it is the cheapest check
-    that catches a reload, and defaults assigned alone are rare enough to
-    be noticed when the identity is next computed (another process, or
-    another binding changing).
-    """
-    funcs = tuple(f[0] for f in functions)
-    codes = tuple(f[1] for f in functions)
-    return lambda: all(map(operator.is_, map(_CODE_OF, funcs), codes))
+def _columns(rows: list[Any], width: int) -> list[tuple[Any, ...]]:
+    return [tuple(row[i] for row in rows) for i in range(width)]
 
 
 def cell_value(cell: Any) -> object:
