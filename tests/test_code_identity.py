@@ -244,15 +244,25 @@ def test_a_user_module_on_disk_stale_and_fresh_processes(tmp_path):
 
 def test_keys_do_not_depend_on_hash_seed_or_working_directory(tmp_path):
     code = """
-        import json
+        import dataclasses, enum, json, typing
         from labcache import cached
         NAMES = {"a", "b", "c"}
+        class Color(enum.Enum):
+            RED = 1
+        @dataclasses.dataclass(frozen=True)
+        class Config:
+            rate: float = 0.5
+            tags: frozenset = frozenset({"x", "y"})
+        class Point(typing.NamedTuple):
+            x: int
+            y: str
+        CONFIG, ORIGIN = Config(), Point(0, "o")
         def helper(x):
-            return x in {"a", "b"}, sorted(NAMES)
+            return x in {"a", "b"}, sorted(NAMES), Color.RED, CONFIG.rate, ORIGIN
         @cached
         def f(x):
             return helper(x)
-        print(json.dumps({"key": f.key("a")}))
+        print(json.dumps({"key": f.key("a"), "parts": f._function_identity().parts}))
     """
     (tmp_path / "other").mkdir()
     first = _python(code, tmp_path, PYTHONHASHSEED="1")
