@@ -197,7 +197,9 @@ def test_self_reference_and_cycles(nb):
 
 
 def _python(code: str, cwd: Path, **env: str) -> dict:
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(cwd), str(REPO)]), **env)
+    # No .pyc: an edit in the same second with the same size would reuse a stale one.
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(cwd), str(REPO)]),
+                       PYTHONDONTWRITEBYTECODE="1", **env)
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=environment,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -337,6 +339,7 @@ def test_attributes_of_a_user_module_are_named_in_explain(tmp_path, monkeypatch,
     import importlib
 
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # no stale .pyc on reload
     (tmp_path / "features_mod.py").write_text(FEATURES.format(scale=2))
     features = importlib.import_module("features_mod")
     try:
