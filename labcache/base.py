@@ -24,12 +24,17 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-__all__ = ["BaseLockingStorage", "BaseSingleton", "BaseStorage", "LockInfo"]
+__all__ = ["ORPHAN_AGE", "BaseLockingStorage", "BaseSingleton", "BaseStorage", "LockInfo",
+           "Orphan"]
 
 logger = logging.getLogger("labcache")
+
+#: Leftovers of an interrupted store idle for less than this (seconds) are
+#: never removed by default: the store may still be running.
+ORPHAN_AGE = 3600.0
 
 
 class BaseSingleton:
@@ -115,6 +120,45 @@ class BaseStorage(BaseSingleton, ABC):
     def delete_file(self, hashcode: str, context: str) -> None:
         """Remove ``hashcode`` from ``context``."""
 
+    # -- leftovers of interrupted stores: defaults a seed-style class inherits
+
+    def find_orphans(self) -> list[Orphan]:
+        """What interrupted stores left behind (temp files, incomplete
+        uploads, unpublished chunks), young ones included: a young one may be
+        a store still running.  The default knows of none.
+
+        Examples:
+            >>> from labcache import LocalStorage
+            >>> import tempfile
+            >>> LocalStorage(tempfile.mkdtemp()).find_orphans()
+            []
+        """
+        return []
+
+    def remove_orphans(self, older_than: float = ORPHAN_AGE,
+                       dry_run: bool = False) -> list[Orphan]:
+        """Remove the orphans idle for at least ``older_than`` seconds (with
+        ``dry_run``, only list them); returns what was (or would be) removed.
+
+        Each one is checked again just before it goes, so a store that wrote
+        since it was found is left alone.
+
+        Examples:
+            >>> from labcache import LocalStorage
+            >>> import tempfile
+            >>> LocalStorage(tempfile.mkdtemp()).remove_orphans(older_than=0)
+            []
+        """
+        if older_than < 0:
+            raise ValueError(f"older_than cannot be negative ({older_than})")
+        found = [o for o in self.find_orphans() if o.age is not None and o.age >= older_than]
+        return found if dry_run else [o for o in found if self._remove_orphan(o, older_than)]
+
+    def _remove_orphan(self, orphan: Orphan, older_than: float) -> bool:
+        """Remove one orphan if it is still there and still idle for
+        ``older_than`` seconds; True if it was removed."""
+        return False
+
 
 @dataclass(frozen=True)
 class LockInfo:
@@ -145,6 +189,25 @@ class LockInfo:
     def holder(self) -> str:
         """The holder as people read it: ``user@host pid N``."""
         return f"{self.user}@{self.host} pid {self.pid}"
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """Something an interrupted store left behind: its ``kind`` (``"temp
+    file"``, ``"multipart upload"``, ``"chunks"``...), where it is, the bytes
+    it takes and how long it has been idle (seconds; None if unknown, and
+    then it is never removed).  ``handle`` is the backend's own.
+
+    Examples:
+        >>> Orphan("temp file", "ctx/.entry.0123456789abcdef.tmp", 4096, 7200.0).size
+        4096
+    """
+
+    kind: str
+    where: str
+    size: int
+    age: float | None
+    handle: Any = field(default=None, compare=False, repr=False)
 
 
 class BaseLockingStorage(BaseStorage):

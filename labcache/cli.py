@@ -2,7 +2,7 @@
 
 ``labcache ls [FUNCTION]``, ``info KEY``, ``rm KEY...``, ``clear FUNCTION``,
 ``locks``, ``unlock LOCK [--force]``, ``gc [--max-size 10GB] [--older-than
-30d]``, ``stats`` and ``demo``; each takes ``--storage URL`` (default
+30d] [--orphan-age 1h]``, ``stats`` and ``demo``; each takes ``--storage URL`` (default
 ``LABCACHE_STORAGE``, then the local default folder) and ``--json``.
 
 Exit codes: 0 done, 1 nothing matched (no such function, key or lock),
@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from ._cli_find import CliError, contexts, find_function, find_key, find_lock, listing_module
 from ._cli_format import ProgressBar, age_text, size_text, table
 from ._redact import redact_url, scrub
-from .base import BaseLockingStorage, BaseStorage
+from .base import BaseLockingStorage, BaseStorage, Orphan
 from .errors import LabcacheError
 
 __all__ = ["main"]
@@ -160,28 +160,48 @@ def cmd_unlock(storage: BaseStorage, args: argparse.Namespace) -> Any:
 
 
 def cmd_gc(storage: BaseStorage, args: argparse.Namespace) -> Any:
-    from .eviction import evict
+    from .eviction import Eviction, evict
 
-    if args.max_size is None and args.older_than is None:
-        raise CliError("gc needs --max-size SIZE, --older-than AGE or both "
-                       "(e.g. labcache gc --max-size 10GB --older-than 30d)")
+    evicting = args.max_size is not None or args.older_than is not None
+    if args.function is not None and not evicting:
+        raise CliError("gc FUNCTION needs --max-size SIZE, --older-than AGE or both "
+                       "(e.g. labcache gc train --max-size 10GB)")
     context = None if args.function is None else find_function(storage, args.function)
-    bar = ProgressBar("gc")
-    try:
-        done = evict(storage, context, max_size=args.max_size, older_than=args.older_than,
-                     dry_run=args.dry_run, progress=bar)
-    finally:
-        bar.close()
+    done = Eviction()
+    if evicting:
+        bar = ProgressBar("gc")
+        try:
+            done = evict(storage, context, max_size=args.max_size, older_than=args.older_than,
+                         dry_run=args.dry_run, progress=bar)
+        finally:
+            bar.close()
+    # Leftovers of killed stores belong to no function: swept only storage-wide.
+    orphans = [] if context else storage.remove_orphans(args.orphan_age, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     text = (f"{verb} {_count(len(done.removed), 'entry')} ({size_text(done.freed)}); "
-            f"{size_text(done.total_after)} left")
+            f"{size_text(done.total_after)} left") if evicting else ""
     if done.skipped:
         text += f"; kept {_count(len(done.skipped), 'locked entry')} (being computed)"
+    if context is None:
+        text += ("\n" if text else "") + _orphans_text(verb, orphans, args.orphan_age)
     data = {"dry_run": args.dry_run, "freed": done.freed, "total_before": done.total_before,
             "total_after": done.total_after,
             "removed": [{"function": c, "key": s.name, "size": s.size} for c, s in done.removed],
-            "skipped": [{"function": c, "key": s.name, "size": s.size} for c, s in done.skipped]}
+            "skipped": [{"function": c, "key": s.name, "size": s.size} for c, s in done.skipped],
+            "orphans": [_orphan_data(o) for o in orphans],
+            "orphans_freed": sum(o.size for o in orphans)}
     return data, text
+
+
+def _orphans_text(verb: str, orphans: list[Orphan], age: float) -> str:
+    kinds = sorted({o.kind for o in orphans})
+    return (f"{verb} {_count(len(orphans), 'orphan')} left by interrupted stores "
+            f"({size_text(sum(o.size for o in orphans))}"
+            f"{': ' + ', '.join(kinds) if kinds else ''}), idle for over {age_text(age)}")
+
+
+def _orphan_data(orphan: Orphan) -> dict[str, Any]:
+    return {"kind": orphan.kind, "where": orphan.where, "size": orphan.size, "age": orphan.age}
 
 
 def cmd_stats(storage: BaseStorage, args: argparse.Namespace) -> Any:
@@ -189,17 +209,30 @@ def cmd_stats(storage: BaseStorage, args: argparse.Namespace) -> Any:
     described = {c: listing.describe(storage, c) for c in contexts(storage)}
     stats = [s for found in described.values() for s in found]
     locks = listing.lock_rows(storage, described)
+    orphan_age = args.orphan_age
+    found = storage.find_orphans()
+    old = [o for o in found if o.age is not None and o.age >= orphan_age]
     used = [s.last_used for s in stats if s.last_used]
     sizes = [s.size for s in stats]
     data: dict[str, Any] = {"storage": _where(storage, args), "functions": len(described),
             "entries": len(stats), "size": None if None in sizes else sum(map(int, sizes)),
             "least_recently_used": min(used, default=None),
             "most_recently_used": max(used, default=None),
-            "locks": len(locks), "stale_locks": sum(lock.stale for lock in locks)}
+            "locks": len(locks), "stale_locks": sum(lock.stale for lock in locks),
+            "orphans": len(old), "orphan_size": sum(o.size for o in old),
+            "writes_in_progress": len(found) - len(old),
+            "writes_in_progress_size": sum(o.size for o in found) - sum(o.size for o in old)}
     now = time.time()
     shown = dict(data, size=size_text(data["size"]),
+                 orphans=f"{len(old)} ({size_text(data['orphan_size'])}; idle over "
+                         f"{age_text(orphan_age)}, labcache gc removes them)",
+                 orphan_size=None, writes_in_progress_size=None,
+                 writes_in_progress=f"{data['writes_in_progress']} "
+                                    f"({size_text(data['writes_in_progress_size'])}; or "
+                                    f"interrupted less than {age_text(orphan_age)} ago)",
                  least_recently_used=_ago(data["least_recently_used"], now),
                  most_recently_used=_ago(data["most_recently_used"], now))
+    shown = {name: value for name, value in shown.items() if value is not None}
     width = max(map(len, shown))
     return data, "\n".join(f"{name.replace('_', ' '):<{width}}  {value}"
                            for name, value in shown.items())
@@ -308,14 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     unlock = add("unlock", cmd_unlock, "break a stale lock (a fresh one with --force)")
     unlock.add_argument("lock", metavar="LOCK")
     unlock.add_argument("--force", action="store_true", help="break it even if fresh")
-    gc = add("gc", cmd_gc, "evict least recently used entries past a size or age")
+    gc = add("gc", cmd_gc, "remove leftovers of interrupted stores; evict least recently "
+              "used entries past a size or age")
     gc.add_argument("function", nargs="?", metavar="FUNCTION")
     gc.add_argument("--max-size", metavar="SIZE", type=_size_arg,
                     help="e.g. 10GB, 500MB, 1.5GiB (a unit is required)")
     gc.add_argument("--older-than", metavar="AGE", type=_age_arg,
                     help="unused for longer: 30d, 12h, 90m (a unit is required)")
     gc.add_argument("--dry-run", action="store_true", help="only say what would go")
-    add("stats", cmd_stats, "totals for the whole storage")
+    stats = add("stats", cmd_stats, "totals for the whole storage")
+    for command in (gc, stats):
+        command.add_argument("--orphan-age", metavar="AGE", type=_age_arg, default="1h",
+                             help="leftovers of interrupted stores idle this long are "
+                                  "orphans (default 1h)")
     add("demo", cmd_demo, "run the two-minute demo against this storage")
     return parser
 
@@ -359,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 done, 1 nothing matched, 2 error).
 
     Examples:
-        >>> main(["gc", "--storage", "file:///tmp/labcache-cli-doctest-empty"])
+        >>> main(["gc", "train", "--storage", "file:///tmp/labcache-cli-doctest-empty"])
         2
     """
     url = None
