@@ -270,3 +270,82 @@ def test_full_disk_leaves_nothing_in_the_lock_folder(tmp_path: Path) -> None:
             assert any("File too large" in m for m in messages), messages
     assert sorted(os.listdir(root / "locks")) == []
     assert LocalStorage(root).find_orphans() == []
+
+
+# -- Redis: provisional chunks, published all at once ------------------------------------
+
+
+@pytest.fixture
+def redis_parts(redis_server: Any) -> tuple[Any, Any]:
+    """A RedisStorage with 1 MB chunks and a plain client on the same server."""
+    redis = pytest.importorskip("redis")
+    from labcache import RedisStorage
+
+    return (RedisStorage(redis_server.url, prefix="o", chunk_size=2**20),
+            redis.Redis.from_url(redis_server.url))
+
+
+class DeletingFile:
+    """A file whose third read deletes every chunk written so far, as an
+    eviction under memory pressure would."""
+
+    def __init__(self, client: Any, size: int) -> None:
+        self.client, self.left, self.reads = client, size, 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        if self.reads == 3:
+            self.client.delete(*self.client.scan_iter(match="o:c:*"))
+        taken = self.left if size < 0 else min(size, self.left)
+        self.left -= taken
+        return b"z" * taken
+
+
+def test_published_chunks_never_expire_and_unpublished_ones_do(redis_parts: Any) -> None:
+    storage, client = redis_parts
+    pieces = iter([b"p" * 2**20] * 3)
+    from labcache.storage import _redis_chunks
+
+    _, _, pending, _ = _redis_chunks.write(client, storage._chunk_key, pieces, 2**20)
+    assert all(0 < client.ttl(key) <= _redis_chunks.PENDING_SECONDS for key in pending)
+    storage.upload_file(b"q" * (3 * 2**20), "e", "ctx")
+    published = [k for k in client.scan_iter(match="o:c:*") if k.decode() not in pending]
+    assert len(published) == 3 and all(client.ttl(k) == -1 for k in published)
+    [orphan] = storage.find_orphans()  # the unpublished generation, just written
+    assert set(orphan.handle) == set(pending) and orphan.age is not None and orphan.age < 60
+    assert storage.remove_orphans() == []
+    assert len(storage.remove_orphans(0)) == 1
+    assert storage.download_file("e", "ctx") == b"q" * (3 * 2**20)
+    assert {k.decode() for k in client.scan_iter(match="o:c:*")} == \
+        {k.decode() for k in published}
+
+
+def test_a_store_whose_chunks_vanish_publishes_nothing(redis_parts: Any) -> None:
+    from labcache import StorageError
+
+    storage, client = redis_parts
+    with pytest.raises(StorageError, match="vanished before the entry was published"):
+        storage.upload_file(DeletingFile(client, 5 * 2**20), "e", "ctx")
+    assert not storage.check_if_exists("e", "ctx")
+    assert list(client.scan_iter(match="o:c:*")) == []
+
+
+def test_chunks_of_entries_stored_before_the_generation_hash(redis_parts: Any) -> None:
+    """Older labcache wrote chunks without expiry and no generation hash: its
+    live entries stay whole, chunks no entry names are orphans by idle time."""
+    storage, client = redis_parts
+    for gen, name in (("0000000000000001", "live"), ("0000000000000002", None)):
+        for index in range(2):
+            client.set(f"o:c:{gen}:{index}", b"old" * 1000)
+        if name:
+            manifest = json.dumps({"gen": gen, "sizes": [3000, 3000]}).encode()
+            client.set(f"o:e:ctx:{name}", b"M" + manifest)
+    [orphan] = storage.find_orphans()
+    assert orphan.where.startswith("o:c:0000000000000002:") and orphan.size >= 6000
+    assert storage.remove_orphans() == []  # idle for seconds only
+    assert [o.where for o in storage.remove_orphans(0)] == [orphan.where]
+    assert storage.download_file("live", "ctx") == b"old" * 2000
+    assert client.hget("o:g:ctx", "live") == b"0000000000000001"  # written down once
+    client.delete("o:e:ctx:live")  # evicted, or deleted by hand: its chunks are orphans now
+    assert len(storage.remove_orphans(0)) == 1
+    assert list(client.scan_iter(match="o:c:*")) == []

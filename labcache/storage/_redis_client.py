@@ -13,7 +13,7 @@ from .._redact import redact_url, scrub
 from ..errors import StorageError
 
 __all__ = ["DEFAULT_PREFIX", "Chunks", "check_prefix", "check_url", "client_from_url",
-           "configured", "password_of", "url_of"]
+           "configured", "glob_escape", "password_of", "url_of"]
 
 #: The key prefix of a RedisStorage given none, in its arguments or its URL.
 DEFAULT_PREFIX = "labcache"
@@ -106,6 +106,16 @@ def client_from_url(url: str) -> Any:
             f"Redis URL {redact_url(url)!r} is not valid ({exc}); write redis://host:6379/0, "
             "with only redis-py's connection options in the query")) from None
     return client
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN ``MATCH`` pattern.
+
+    Examples:
+        >>> glob_escape("team[1]*")
+        'team\\\\[1\\\\]\\\\*'
+    """
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def password_of(client: Any) -> str | None:

@@ -16,9 +16,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import json
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -29,21 +30,24 @@ import redis
 from .. import entry
 from .._redact import redact_url as _redact
 from .._redact import scrub
+from ..base import Orphan
 from ..errors import StorageError
 from ..locks import EntryStat, LockRecord, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
+from . import _redis_chunks
 from . import _redis_client as _client
+from ._redis_chunks import INLINE as _INLINE
+from ._redis_chunks import INLINE_LIMIT as _INLINE_LIMIT
+from ._redis_chunks import LINGER_SECONDS as _OLD_CHUNKS_LINGER
+from ._redis_chunks import MANIFEST as _MANIFEST
 from ._redis_client import Chunks, check_url, client_from_url, password_of, url_of
+from ._redis_client import glob_escape as _glob_escape
 
 __all__ = ["RedisStorage"]
 
 T = TypeVar("T")
 
-_INLINE = b"I"  # the value is the entry itself
-_MANIFEST = b"M"  # the value names the chunks holding the entry
-_INLINE_LIMIT = 1 << 20
 _CHUNK = 16 << 20  # measured faster than 64 MB through redis-py, and a smaller spike
-_OLD_CHUNKS_LINGER = 60  # seconds a replaced entry's chunks stay readable
 
 # KEYS[1] lock; ARGV[1] the record we expect. Each acts only on that record.
 _REPLACE = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
@@ -125,7 +129,8 @@ class RedisStorage(RecordLockingStorage):
         self.chunk_size = chunk_size
         self._scripts = {name: self.client.register_script(source) for name, source in
                          (("replace", _REPLACE), ("delete", _DELETE), ("extend", _EXTEND),
-                          ("idle", _IDLE))}
+                          ("idle", _IDLE), ("publish", _redis_chunks.PUBLISH),
+                          ("remove", _redis_chunks.DELETE), ("orphans", _redis_chunks.REMOVE))}
         self._init_locks()
         self._ready = True
 
@@ -146,16 +151,29 @@ class RedisStorage(RecordLockingStorage):
                     direct_stream: bool = False) -> str | None:
         """Store an entry; big ones in chunks, made visible all at once."""
         key = self._entry_key(file_name, context)
-        pieces = list(_pieces(file, self.chunk_size))
-        size = sum(len(p) for p in pieces)
-        value = b"".join([_INLINE, *pieces]) if size <= _INLINE_LIMIT \
-            else self._write_chunks(pieces)
-        # The size goes in a per-context hash, so listings never read (and so
-        # never touch the LRU clock of) the entry itself.
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(key, value, get=True).hset(self._sizes_key(context), file_name, size)
-        old = pipe.execute()[0]
-        self._retire(old, linger=True)
+        pieces = _pieces(file, self.chunk_size)
+        head, size = [], 0
+        for piece in pieces:  # read until the entry is known to be small, or not
+            head.append(piece)
+            size += len(piece)
+            if size > _INLINE_LIMIT:
+                break
+        value, generation, chunks = b"".join([_INLINE, *head]), "", list[str]()
+        try:
+            if size > _INLINE_LIMIT:
+                value, generation, chunks, size = _redis_chunks.write(
+                    self.client, self._chunk_key, itertools.chain(head, pieces), self.chunk_size)
+            # The size goes in a per-context hash, so listings never read (and
+            # so never touch the LRU clock of) the entry itself.
+            self._scripts["publish"](
+                keys=[key, self._sizes_key(context), self._gens_key(context), *chunks],
+                args=[value, file_name, size, generation, self._chunk_prefix(),
+                      _OLD_CHUNKS_LINGER])
+        except BaseException:
+            with contextlib.suppress(redis.RedisError):  # else they expire by themselves
+                if chunks:
+                    self.client.delete(*chunks)
+            raise
         return file_name
 
     @_translated
@@ -185,12 +203,11 @@ class RedisStorage(RecordLockingStorage):
         self._delete(hashcode, context, linger=False)
 
     def _delete(self, hashcode: str, context: str, linger: bool) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.getdel(self._entry_key(hashcode, context)).hdel(self._sizes_key(context), hashcode)
-        old = pipe.execute()[0]
-        if old is None:
+        keys = [self._entry_key(hashcode, context), self._sizes_key(context),
+                self._gens_key(context)]
+        args = [hashcode, self._chunk_prefix(), _OLD_CHUNKS_LINGER if linger else 0]
+        if not self._scripts["remove"](keys=keys, args=args):
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
-        self._retire(old, linger=linger)
 
     @_translated
     def _evict_entry(self, hashcode: str, context: str) -> None:
@@ -299,34 +316,32 @@ class RedisStorage(RecordLockingStorage):
     def _sizes_key(self, context: str) -> str:
         return f"{self.prefix}:s:{quote(context, safe='/')}"
 
+    def _chunk_prefix(self) -> str:
+        return f"{self.prefix}:c:"
+
     def _chunk_key(self, generation: str, index: int) -> str:
-        return f"{self.prefix}:c:{generation}:{index}"
+        return f"{self._chunk_prefix()}{generation}:{index}"
 
     def _chunk_keys(self, manifest_value: bytes) -> list[str]:
         """The chunk keys a manifest value names, in order."""
         manifest = json.loads(manifest_value[1:])
         return [self._chunk_key(manifest["gen"], i) for i in range(len(manifest["sizes"]))]
 
-    def _write_chunks(self, pieces: list[memoryview]) -> bytes:
-        generation = secrets.token_hex(8)
-        sizes: list[int] = []
-        pipe = self.client.pipeline(transaction=False)
-        for piece in pieces:
-            if not sizes or sizes[-1] + len(piece) > self.chunk_size:
-                sizes.append(0)
-            pipe.append(self._chunk_key(generation, len(sizes) - 1), piece)
-            sizes[-1] += len(piece)
-        pipe.execute()
-        return _MANIFEST + json.dumps({"gen": generation, "sizes": sizes}).encode()
+    def _gens_key(self, context: str) -> str:
+        """The hash of entry name -> chunk generation for ``context``."""
+        return f"{self.prefix}:g:{quote(context, safe='/')}"
 
-    def _retire(self, old: bytes | None, linger: bool) -> None:
-        """Drop the chunks of a replaced entry (after a grace period for readers)."""
-        if not old or old[:1] != _MANIFEST:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for key in self._chunk_keys(old):
-            pipe.expire(key, _OLD_CHUNKS_LINGER) if linger else pipe.delete(key)
-        pipe.execute()
+    # -- leftovers of killed writers ----------------------------------------------------
+
+    @_translated
+    def find_orphans(self) -> list[Orphan]:
+        """Chunks no entry names: a writer killed before publishing (they
+        also expire by themselves), or an entry evicted or deleted by hand."""
+        return _redis_chunks.find(self)
+
+    @_translated
+    def _remove_orphan(self, orphan: Orphan, older_than: float) -> bool:
+        return _redis_chunks.remove(self, orphan, older_than)
 
     # -- lock primitives ------------------------------------------------------------
 
@@ -414,6 +429,3 @@ def _last_beat(data: bytes, remaining_ms: int) -> float:
         return record.acquired if record else now
     return now - (_expiry_ms(data) - remaining_ms) / 1000
 
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
