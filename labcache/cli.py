@@ -176,21 +176,33 @@ def cmd_gc(storage: BaseStorage, args: argparse.Namespace) -> Any:
         finally:
             bar.close()
     # Leftovers of killed stores belong to no function: swept only storage-wide.
-    orphans = [] if context else storage.remove_orphans(args.orphan_age, dry_run=args.dry_run)
+    orphans, problem = ([], None) if context else _orphans(
+        lambda: storage.remove_orphans(args.orphan_age, dry_run=args.dry_run))
     verb = "would remove" if args.dry_run else "removed"
     text = (f"{verb} {_count(len(done.removed), 'entry')} ({size_text(done.freed)}); "
             f"{size_text(done.total_after)} left") if evicting else ""
     if done.skipped:
         text += f"; kept {_count(len(done.skipped), 'locked entry')} (being computed)"
     if context is None:
-        text += ("\n" if text else "") + _orphans_text(verb, orphans, args.orphan_age)
+        text += ("\n" if text else "") + (problem or _orphans_text(verb, orphans,
+                                                                   args.orphan_age))
     data = {"dry_run": args.dry_run, "freed": done.freed, "total_before": done.total_before,
             "total_after": done.total_after,
             "removed": [{"function": c, "key": s.name, "size": s.size} for c, s in done.removed],
             "skipped": [{"function": c, "key": s.name, "size": s.size} for c, s in done.skipped],
             "orphans": [_orphan_data(o) for o in orphans],
-            "orphans_freed": sum(o.size for o in orphans)}
+            "orphans_freed": sum(o.size for o in orphans), "orphans_error": problem}
     return data, text
+
+
+def _orphans(look: Callable[[], list[Orphan]]) -> tuple[list[Orphan], str | None]:
+    """The orphans ``look`` returns, or none and why: a storage that refuses
+    to list them (S3 credentials without the multipart permissions) must not
+    stop the rest of ``gc`` or ``stats``."""
+    try:
+        return look(), None
+    except LabcacheError as exc:  # StorageError: one line that names the request
+        return [], f"could not look for orphans: {exc}"
 
 
 def _orphans_text(verb: str, orphans: list[Orphan], age: float) -> str:
@@ -209,33 +221,40 @@ def cmd_stats(storage: BaseStorage, args: argparse.Namespace) -> Any:
     described = {c: listing.describe(storage, c) for c in contexts(storage)}
     stats = [s for found in described.values() for s in found]
     locks = listing.lock_rows(storage, described)
-    orphan_age = args.orphan_age
-    found = storage.find_orphans()
-    old = [o for o in found if o.age is not None and o.age >= orphan_age]
     used = [s.last_used for s in stats if s.last_used]
     sizes = [s.size for s in stats]
     data: dict[str, Any] = {"storage": _where(storage, args), "functions": len(described),
             "entries": len(stats), "size": None if None in sizes else sum(map(int, sizes)),
             "least_recently_used": min(used, default=None),
             "most_recently_used": max(used, default=None),
-            "locks": len(locks), "stale_locks": sum(lock.stale for lock in locks),
-            "orphans": len(old), "orphan_size": sum(o.size for o in old),
-            "writes_in_progress": len(found) - len(old),
-            "writes_in_progress_size": sum(o.size for o in found) - sum(o.size for o in old)}
+            "locks": len(locks), "stale_locks": sum(lock.stale for lock in locks)}
+    orphans, orphan_lines = _orphan_stats(storage, args.orphan_age)
     now = time.time()
     shown = dict(data, size=size_text(data["size"]),
-                 orphans=f"{len(old)} ({size_text(data['orphan_size'])}; idle over "
-                         f"{age_text(orphan_age)}, labcache gc removes them)",
-                 orphan_size=None, writes_in_progress_size=None,
-                 writes_in_progress=f"{data['writes_in_progress']} "
-                                    f"({size_text(data['writes_in_progress_size'])}; or "
-                                    f"interrupted less than {age_text(orphan_age)} ago)",
                  least_recently_used=_ago(data["least_recently_used"], now),
-                 most_recently_used=_ago(data["most_recently_used"], now))
-    shown = {name: value for name, value in shown.items() if value is not None}
+                 most_recently_used=_ago(data["most_recently_used"], now), **orphan_lines)
     width = max(map(len, shown))
-    return data, "\n".join(f"{name.replace('_', ' '):<{width}}  {value}"
-                           for name, value in shown.items())
+    return {**data, **orphans}, "\n".join(f"{name.replace('_', ' '):<{width}}  {value}"
+                                          for name, value in shown.items())
+
+
+def _orphan_stats(storage: BaseStorage, age: float) -> tuple[dict[str, Any], dict[str, str]]:
+    """``stats``' orphan counts (None when unknown) and their lines of text."""
+    found, problem = _orphans(storage.find_orphans)
+    if problem:
+        return ({"orphans": None, "orphan_size": None, "writes_in_progress": None,
+                 "writes_in_progress_size": None, "orphans_error": problem},
+                {"orphans": "?", "writes_in_progress": "?", "orphans_error": problem})
+    old = [o for o in found if o.age is not None and o.age >= age]
+    young = [o for o in found if o.age is None or o.age < age]
+    data = {"orphans": len(old), "orphan_size": sum(o.size for o in old),
+            "writes_in_progress": len(young), "writes_in_progress_size": sum(o.size for o in young),
+            "orphans_error": None}
+    return data, {
+        "orphans": f"{len(old)} ({size_text(data['orphan_size'])}; idle over {age_text(age)}, "
+                   "labcache gc removes them)",
+        "writes_in_progress": f"{len(young)} ({size_text(data['writes_in_progress_size'])}; "
+                              f"or interrupted less than {age_text(age)} ago)"}
 
 
 def cmd_demo(storage: BaseStorage, args: argparse.Namespace) -> Any:

@@ -306,7 +306,8 @@ def test_published_chunks_never_expire_and_unpublished_ones_do(redis_parts: Any)
     pieces = iter([b"p" * 2**20] * 3)
     from labcache.storage import _redis_chunks
 
-    _, _, pending, _ = _redis_chunks.write(client, storage._chunk_key, pieces, 2**20)
+    pending: list[str] = []
+    _redis_chunks.write(client, storage._chunk_key, pieces, 2**20, pending)
     assert all(0 < client.ttl(key) <= _redis_chunks.PENDING_SECONDS for key in pending)
     storage.upload_file(b"q" * (3 * 2**20), "e", "ctx")
     published = [k for k in client.scan_iter(match="o:c:*") if k.decode() not in pending]
@@ -349,3 +350,27 @@ def test_chunks_of_entries_stored_before_the_generation_hash(redis_parts: Any) -
     client.delete("o:e:ctx:live")  # evicted, or deleted by hand: its chunks are orphans now
     assert len(storage.remove_orphans(0)) == 1
     assert list(client.scan_iter(match="o:c:*")) == []
+
+
+def test_a_storage_that_refuses_to_list_orphans_keeps_gc_and_stats_working(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """S3 credentials without the multipart permissions: the rest still works."""
+    from labcache import StorageError
+    from labcache.cli import main
+
+    def refuse(self: Any) -> list[Any]:
+        raise StorageError("S3 list_multipart_uploads failed: AccessDenied (HTTP 403)")
+
+    storage = LocalStorage(tmp_path / "store")
+    for name in ("a", "b"):
+        storage.upload_file(b"x" * 1000, name, CONTEXT)
+    monkeypatch.setattr(LocalStorage, "find_orphans", refuse)
+    url = f"file://{storage.root}"
+    assert main(["stats", "--json", "--storage", url]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["entries"] == 2 and stats["orphans"] is None
+    assert "AccessDenied" in stats["orphans_error"]
+    assert main(["gc", "--max-size", "1kB", "--storage", url]) == 0
+    text = capsys.readouterr().out
+    assert "removed 1 entry" in text and "could not look for orphans" in text

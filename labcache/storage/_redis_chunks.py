@@ -100,12 +100,12 @@ return 1
 
 
 def write(client: Any, chunk_key: Callable[[str, int], str], pieces: Iterable[Any],
-          chunk_size: int) -> tuple[bytes, str, list[str], int]:
-    """Write ``pieces`` as provisional chunks: ``(manifest value, generation,
-    chunk keys, size)``.  One chunk per round trip; a chunk is created with
-    its expiry in one command, so no moment leaves it without one."""
+          chunk_size: int, keys: list[str]) -> tuple[bytes, str, int]:
+    """Write ``pieces`` as provisional chunks, appending their names to
+    ``keys`` as they are made (so a caller can drop them if this fails):
+    ``(manifest value, generation, size)``.  One chunk per round trip; a
+    chunk is created with its expiry in one command, so none is ever without."""
     generation = secrets.token_hex(8)
-    keys: list[str] = []
     sizes: list[int] = []
     pipe = client.pipeline(transaction=False)
     renewed = time.monotonic()
@@ -125,7 +125,7 @@ def write(client: Any, chunk_key: Callable[[str, int], str], pieces: Iterable[An
         sizes[-1] += len(piece)
     pipe.execute()
     manifest = MANIFEST + json.dumps({"gen": generation, "sizes": sizes}).encode()
-    return manifest, generation, keys, sum(sizes)
+    return manifest, generation, sum(sizes)
 
 
 def find(storage: Any) -> list[Orphan]:

@@ -1,10 +1,10 @@
 """RedisStorage: entries and locks in a Redis server shared by a team.
 
 * An entry is one Redis value when small; a large one is split into chunks
-  written under a fresh generation id, and a small manifest naming them is
-  swapped in last, so a reader sees the old entry or the new one, and values
-  past Redis's 512 MB limit still store.  Old chunks expire a minute after
-  being replaced, so a reader in the middle of them finishes.
+  (provisional until published, see :mod:`._redis_chunks`) and a small
+  manifest naming them is swapped in last, so a reader sees the old entry or
+  the new one, and values past Redis's 512 MB limit still store.  Old chunks
+  expire a minute after being replaced, so a reader in the middle finishes.
 * A lock is ``SET NX PX`` of its record; releasing, taking over and beating
   are Lua compare-and-delete / compare-and-set / compare-and-extend on that
   exact record, so only its holder changes it.  A dead holder's lock expires
@@ -36,10 +36,6 @@ from ..locks import EntryStat, LockRecord, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
 from . import _redis_chunks
 from . import _redis_client as _client
-from ._redis_chunks import INLINE as _INLINE
-from ._redis_chunks import INLINE_LIMIT as _INLINE_LIMIT
-from ._redis_chunks import LINGER_SECONDS as _OLD_CHUNKS_LINGER
-from ._redis_chunks import MANIFEST as _MANIFEST
 from ._redis_client import Chunks, check_url, client_from_url, password_of, url_of
 from ._redis_client import glob_escape as _glob_escape
 
@@ -156,19 +152,22 @@ class RedisStorage(RecordLockingStorage):
         for piece in pieces:  # read until the entry is known to be small, or not
             head.append(piece)
             size += len(piece)
-            if size > _INLINE_LIMIT:
+            if size > _redis_chunks.INLINE_LIMIT:
                 break
-        value, generation, chunks = b"".join([_INLINE, *head]), "", list[str]()
+        generation, chunks = "", list[str]()
         try:
-            if size > _INLINE_LIMIT:
-                value, generation, chunks, size = _redis_chunks.write(
-                    self.client, self._chunk_key, itertools.chain(head, pieces), self.chunk_size)
+            if size <= _redis_chunks.INLINE_LIMIT:
+                value = b"".join([_redis_chunks.INLINE, *head])
+            else:
+                value, generation, size = _redis_chunks.write(
+                    self.client, self._chunk_key, itertools.chain(head, pieces), self.chunk_size,
+                    chunks)
             # The size goes in a per-context hash, so listings never read (and
             # so never touch the LRU clock of) the entry itself.
             self._scripts["publish"](
                 keys=[key, self._sizes_key(context), self._gens_key(context), *chunks],
                 args=[value, file_name, size, generation, self._chunk_prefix(),
-                      _OLD_CHUNKS_LINGER])
+                      _redis_chunks.LINGER_SECONDS])
         except BaseException:
             with contextlib.suppress(redis.RedisError):  # else they expire by themselves
                 if chunks:
@@ -188,7 +187,7 @@ class RedisStorage(RecordLockingStorage):
         value = self.client.get(self._entry_key(hashcode, context))
         if value is None:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
-        if value[:1] == _INLINE:
+        if value[:1] == _redis_chunks.INLINE:
             return Chunks(self.client, [], memoryview(value)[1:])
         return Chunks(self.client, self._chunk_keys(value))
 
@@ -205,7 +204,7 @@ class RedisStorage(RecordLockingStorage):
     def _delete(self, hashcode: str, context: str, linger: bool) -> None:
         keys = [self._entry_key(hashcode, context), self._sizes_key(context),
                 self._gens_key(context)]
-        args = [hashcode, self._chunk_prefix(), _OLD_CHUNKS_LINGER if linger else 0]
+        args = [hashcode, self._chunk_prefix(), _redis_chunks.LINGER_SECONDS if linger else 0]
         if not self._scripts["remove"](keys=keys, args=args):
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
 
@@ -265,7 +264,7 @@ class RedisStorage(RecordLockingStorage):
             if not kind:  # deleted meanwhile
                 continue
             size = length - 1
-            if kind == _MANIFEST:  # the value only names the chunks: add them up
+            if kind == _redis_chunks.MANIFEST:  # the value only names the chunks: add them up
                 value = self.client.get(self._entry_key(name, context))
                 if value is None:  # deleted since
                     continue
@@ -282,7 +281,7 @@ class RedisStorage(RecordLockingStorage):
         head = self._untouched("getrange", key, 0, 65535)
         if not head:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
-        if head[:1] == _MANIFEST:
+        if head[:1] == _redis_chunks.MANIFEST:
             value = self._untouched("get", key)
             if value is None:  # deleted since the first read
                 raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
