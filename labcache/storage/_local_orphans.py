@@ -15,6 +15,7 @@ record it was taken on is gone or replaced, so nobody will ever ask for it.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -28,6 +29,7 @@ __all__ = ["find", "remove", "tidy_folder"]
 _TEMP = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
 _PROBE = re.compile(r"\.now\.[0-9a-f]{16}")
 _CLAIM = re.compile(r"\.(?P<lock>.+)\.(?P<version>[^.]+)\.claim\d+")
+logger = logging.getLogger("labcache")
 #: Context folders nest; deeper than this is not labcache's.
 _MAX_DEPTH = 32
 
@@ -72,6 +74,10 @@ def remove(tree: Tree, orphan: Orphan, now: float, older_than: float,
     try:
         tree.unlink(parts, name)
     except (FileNotFoundError, PlantedLinkError):
+        return False
+    except PermissionError:  # a sticky shared folder: only its owner may remove it
+        logger.info("cannot remove %s under %s: it belongs to another user", orphan.where,
+                    tree.root)
         return False
     return True
 
