@@ -31,7 +31,9 @@ from ._procs import CTX, PATIENCE, collect, reaping
 
 CONTEXT = "team.big"
 #: Bytes the stalling writer sends before it waits, and after.
-FIRST, REST = 20 * 2**20, 3 * 2**20
+FIRST, REST = 10 * 2**20, 2**20
+#: Bytes that show the store under way: a Redis chunk, an S3 part (8 MB).
+UNDER_WAY = 4 * 2**20
 
 
 # -- process targets (module level: spawned processes import them) -------------------------
@@ -67,7 +69,7 @@ def open_spec(spec: tuple[str, ...]) -> BaseStorage:
     if kind == "redis":
         from labcache import RedisStorage
 
-        return RedisStorage(where)
+        return RedisStorage(where, chunk_size=UNDER_WAY)
     from labcache.storage.s3 import S3Storage
 
     return S3Storage(where)
@@ -155,7 +157,7 @@ def wait_until(condition: Callable[[], object], what: str) -> None:
 def started_writer(start: Any, spec: tuple[str, ...], go: Path, queue: Any) -> Any:
     """A writer process stalled halfway through its store, its bytes visible."""
     writer = start(CTX.Process(target=store_stalling, args=(spec, str(go), queue)))
-    wait_until(lambda: leftovers(spec) >= 8 * 2**20 or not writer.is_alive(),
+    wait_until(lambda: leftovers(spec) >= UNDER_WAY or not writer.is_alive(),
                "the writer's first bytes to reach the storage")
     assert writer.is_alive(), collect(queue, 1, fail_on_crash=False)
     return writer
@@ -172,7 +174,7 @@ def test_killed_store_is_reported_then_removed_by_gc(spec: tuple[str, ...],
         os.kill(writer.pid, signal.SIGKILL)
         writer.join(PATIENCE)
     left = leftovers(spec)
-    assert left >= 8 * 2**20
+    assert left >= UNDER_WAY
 
     stats = cli(spec, "stats", "--orphan-age", "0s")
     assert stats["orphans"] >= 1 and stats["orphan_size"] >= left, stats

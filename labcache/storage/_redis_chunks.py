@@ -180,7 +180,10 @@ def _backfill(storage: Any, context: str, names: list[str]) -> dict[str, str]:
     for name, size in zip(names, sizes, strict=True):
         if size is not None and int(size) <= INLINE_LIMIT:
             continue
-        key = storage._entry_key(name, context)
+        try:
+            key = storage._entry_key(name, context)
+        except ValueError:  # a key no labcache wrote: not an entry
+            continue
         if storage._untouched("getrange", key, 0, 0) != MANIFEST:
             continue
         value = storage._untouched("get", key)
