@@ -165,13 +165,18 @@ class LockInfo:
     """Who holds a lock and whether the hold is still alive.
 
     Times are Unix seconds.  ``heartbeat`` is the time of the last beat
-    (the acquisition time if the holder does not beat).
+    (the acquisition time if the holder does not beat).  ``problem`` says
+    why the lock's record could not be read (not JSON, a field of the wrong
+    type); such a lock names no holder, and ``ttl`` is how long it is kept.
 
     Examples:
         >>> info = LockInfo("k", "alice", "gpu-3", 4242, "t0k", 100.0, 130.0,
         ...                 3600, 30, False)
         >>> info.holder
         'alice@gpu-3 pid 4242'
+        >>> LockInfo("k", "?", "?", 0, "", 100.0, 100.0, 3600, None, False,
+        ...          problem="ttl '3600' is not a number").holder
+        "unreadable record: ttl '3600' is not a number"
     """
 
     name: str
@@ -184,10 +189,14 @@ class LockInfo:
     ttl: float
     heartbeat_interval: float | None
     stale: bool
+    problem: str | None = None
 
     @property
     def holder(self) -> str:
-        """The holder as people read it: ``user@host pid N``."""
+        """The holder as people read it: ``user@host pid N`` (or why the
+        record names none)."""
+        if self.problem is not None:
+            return f"unreadable record: {self.problem}"
         return f"{self.user}@{self.host} pid {self.pid}"
 
 
@@ -312,6 +321,15 @@ class BaseLockingStorage(BaseStorage):
         held = self._is_locked(lock_name)
         self.release_lock(lock_name)
         return held
+
+    def server_settings(self) -> dict[str, str | None]:
+        """Settings of the server behind the storage that bear on its locks,
+        for ``labcache stats`` (Redis: ``maxmemory_policy``); None: unknown."""
+        return {}
+
+    def lock_warnings(self) -> list[str]:
+        """Ways this storage may lose a held lock, in words (none known: ``[]``)."""
+        return []
 
     def _wait_for_change(self, lock_name: str, seconds: float) -> None:
         """Pause a waiter for up to ``seconds``; backends that can be told of

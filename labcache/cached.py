@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from . import entry, keys
 from .base import BaseStorage
 from .errors import warn
-from .locks import this_host, this_user
+from .locks import check_lock_times, this_host, this_user
 from .names import context_for
 from .protocol import Call, run_async, run_sync
 from .report import reporter_for
@@ -359,6 +359,7 @@ def _check_options(func: Callable[..., Any], signature: inspect.Signature,
                          f"not {options['on_storage_error']!r}")
     for name in ("ttl", "wait_timeout", "heartbeat_interval", "expires_after"):
         _check_seconds(name, options[name], optional=name in _OPTIONAL_SECONDS)
+    check_lock_times(options["ttl"], options["heartbeat_interval"])  # what a lock may carry
     if options["max_size"] is not None:  # bytes from now on: "5GB" is parsed once
         from .eviction import parse_size
 

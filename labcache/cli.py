@@ -34,6 +34,7 @@ from ._cli_format import ProgressBar, age_text, size_text, table
 from ._redact import redact_url, scrub
 from .base import BaseLockingStorage, BaseStorage, Orphan
 from .errors import LabcacheError
+from .locks import UNREADABLE_LOCK_TTL
 
 __all__ = ["main"]
 
@@ -146,6 +147,11 @@ def cmd_unlock(storage: BaseStorage, args: argparse.Namespace) -> Any:
     if not isinstance(storage, BaseLockingStorage):
         raise CliError("this storage has no locks")
     lock = find_lock(storage, args.lock)
+    if not lock.stale and not args.force and lock.problem:
+        raise CliError(
+            f"lock {lock.name} has an unreadable record ({lock.problem}); it counts as held "
+            f"until it is {age_text(UNREADABLE_LOCK_TTL)} old (changed {age_text(lock.beat_age)} "
+            "ago); pass --force to remove it now")
     if not lock.stale and not args.force:
         raise CliError(
             f"lock {lock.name} is held by {lock.holder} for {age_text(lock.held_for)} "
@@ -227,15 +233,20 @@ def cmd_stats(storage: BaseStorage, args: argparse.Namespace) -> Any:
             "entries": len(stats), "size": None if None in sizes else sum(map(int, sizes)),
             "least_recently_used": min(used, default=None),
             "most_recently_used": max(used, default=None),
-            "locks": len(locks), "stale_locks": sum(lock.stale for lock in locks)}
+            "locks": len(locks), "stale_locks": sum(lock.stale for lock in locks),
+            "unreadable_locks": sum(lock.problem is not None for lock in locks)}
     orphans, orphan_lines = _orphan_stats(storage, args.orphan_age)
+    settings, warnings = _lock_safety(storage)
     now = time.time()
     shown = dict(data, size=size_text(data["size"]),
                  least_recently_used=_ago(data["least_recently_used"], now),
-                 most_recently_used=_ago(data["most_recently_used"], now), **orphan_lines)
+                 most_recently_used=_ago(data["most_recently_used"], now), **orphan_lines,
+                 **{name: value or "unknown" for name, value in settings.items()})
     width = max(map(len, shown))
-    return {**data, **orphans}, "\n".join(f"{name.replace('_', ' '):<{width}}  {value}"
-                                          for name, value in shown.items())
+    text = "\n".join(f"{name.replace('_', ' '):<{width}}  {value}"
+                     for name, value in shown.items())
+    text += "".join(f"\nwarning: {warning}" for warning in warnings)
+    return {**data, **orphans, "server": settings, "warnings": warnings}, text
 
 
 def _orphan_stats(storage: BaseStorage, age: float) -> tuple[dict[str, Any], dict[str, str]]:
@@ -295,7 +306,15 @@ def _secs(seconds: float | None) -> str:
 
 def _lock_data(row: Any) -> dict[str, Any]:
     return {"name": row.name, "function": row.context, "key": row.key, "holder": row.holder,
-            "held_for": row.held_for, "last_beat_age": row.beat_age, "state": row.state}
+            "held_for": row.held_for, "last_beat_age": row.beat_age, "state": row.state,
+            "problem": row.problem}
+
+
+def _lock_safety(storage: BaseStorage) -> tuple[dict[str, str | None], list[str]]:
+    """The server settings that bear on locks, and warnings about them."""
+    if not isinstance(storage, BaseLockingStorage):
+        return {}, []
+    return storage.server_settings(), storage.lock_warnings()
 
 
 def _lock_of(storage: BaseStorage, context: str, key: str) -> dict[str, Any] | None:

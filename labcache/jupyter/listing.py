@@ -102,6 +102,9 @@ class FunctionSummary:
 class LockView:
     """One lock: which function and key it guards, who holds it, how fresh.
 
+    ``problem`` says why the lock's record could not be read (its holder is
+    then unknown; it goes stale ``UNREADABLE_LOCK_TTL`` after its last change).
+
     Examples:
         >>> lock = LockView("m.f.ab12", "m.f", "ab12", "bob@cpu-1 pid 7", 130.0, 4.0, False)
         >>> lock.state, format_age(lock.held_for)
@@ -115,11 +118,12 @@ class LockView:
     held_for: float
     beat_age: float
     stale: bool
+    problem: str | None = None
 
     @property
     def state(self) -> str:
-        """``fresh`` or ``stale``."""
-        return "stale" if self.stale else "fresh"
+        """``fresh``, ``stale``, or ``unreadable`` (a bad record, not stale yet)."""
+        return "stale" if self.stale else "unreadable" if self.problem else "fresh"
 
 
 def format_size(size: int | None) -> str:
@@ -291,7 +295,7 @@ def lock_rows(storage: BaseStorage, contexts: Iterable[str] = ()) -> list[LockVi
         context, _, key = info.name.rpartition(".")
         rows.append(LockView(info.name, full.get(context, context), key, info.holder,
                              now_wall - info.acquired, now_storage - info.heartbeat,
-                             info.stale))
+                             info.stale, info.problem))
     return rows
 
 

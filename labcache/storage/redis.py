@@ -32,7 +32,14 @@ from .._redact import redact_url as _redact
 from .._redact import scrub
 from ..base import Orphan
 from ..errors import StorageError
-from ..locks import EntryStat, LockRecord, RawLock, RecordLockingStorage
+from ..locks import (
+    MISSED_BEATS,
+    UNREADABLE_LOCK_TTL,
+    EntryStat,
+    LockRecord,
+    RawLock,
+    RecordLockingStorage,
+)
 from ..names import check_entry_context, check_name
 from . import _redis_chunks
 from . import _redis_client as _client
@@ -52,6 +59,14 @@ _DELETE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[
           "redis.call('PUBLISH', KEYS[2], 'released'); return 1 else return 0 end"
 _EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
           "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
+# An unreadable record set by hand may have no expiry (or a long one): give it
+# the unreadable bound, so it is gone that long after labcache first saw it.
+# Returns the milliseconds left (-2: the record changed meanwhile).
+_CAP = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -2 end " \
+       "local left = redis.call('PTTL', KEYS[1]) " \
+       "if left < 0 or left > tonumber(ARGV[2]) then " \
+       "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return tonumber(ARGV[2]) end return left"
+_UNREADABLE_MS = int(UNREADABLE_LOCK_TTL * 1000)
 # Idle seconds of many keys in one call (-1: gone, -2: no LRU clock under an
 # LFU policy): 100,000 pipelined OBJECT IDLETIME cost ~3 s of client time.
 _IDLE = "local out = {} for i, key in ipairs(KEYS) do " \
@@ -125,7 +140,7 @@ class RedisStorage(RecordLockingStorage):
         self.chunk_size = chunk_size
         self._scripts = {name: self.client.register_script(source) for name, source in
                          (("replace", _REPLACE), ("delete", _DELETE), ("extend", _EXTEND),
-                          ("idle", _IDLE), ("publish", _redis_chunks.PUBLISH),
+                          ("idle", _IDLE), ("cap", _CAP), ("publish", _redis_chunks.PUBLISH),
                           ("remove", _redis_chunks.DELETE), ("orphans", _redis_chunks.REMOVE))}
         self._init_locks()
         self._ready = True
@@ -139,6 +154,17 @@ class RedisStorage(RecordLockingStorage):
     def get_root_path(self) -> str:
         """The server and key prefix, without any password."""
         return f"{_redact(self.url)} prefix {self.prefix}"
+
+    @_translated
+    def server_settings(self) -> dict[str, str | None]:
+        """``maxmemory_policy``: how the server evicts keys when full (None if
+        it refuses ``CONFIG GET``)."""
+        return {"maxmemory_policy": _client.eviction_policy(self.client)}
+
+    def lock_warnings(self) -> list[str]:
+        """A warning when the server's memory policy may evict held locks."""
+        risk = _client.eviction_risk(self.server_settings()["maxmemory_policy"])
+        return [risk] if risk else []
 
     # -- entries -----------------------------------------------------------------
 
@@ -357,7 +383,11 @@ class RedisStorage(RecordLockingStorage):
         data, remaining_ms = pipe.execute()
         if data is None:
             return None
-        return RawLock(data, _last_beat(data, remaining_ms), data.decode("latin-1"))
+        record = LockRecord.parse(data)
+        if record is None and not 0 <= remaining_ms <= _UNREADABLE_MS:
+            remaining_ms = self._scripts["cap"](keys=[self._lock_key(name)],
+                                               args=[data, _UNREADABLE_MS])
+        return RawLock(data, _last_beat(record, remaining_ms), data.decode("latin-1"))
 
     @_translated
     def _lock_replace(self, name: str, version: str, data: bytes) -> str | None:
@@ -412,19 +442,23 @@ def _pieces(file: object, limit: int) -> Iterator[memoryview]:
 
 
 def _expiry_ms(data: bytes) -> int:
-    """How long a lock lives without a beat: 3 heartbeats, or its ttl."""
-    record = LockRecord.parse(data)
+    """How long a lock lives without a beat (see ``_lifetime_ms``)."""
+    return _lifetime_ms(LockRecord.parse(data))
+
+
+def _lifetime_ms(record: LockRecord | None) -> int:
+    """3 heartbeats, or the ttl without heartbeat, or the unreadable bound."""
     if record is None:
-        return 3600_000
-    seconds = 3 * record.heartbeat_interval if record.heartbeat_interval else record.ttl
+        return _UNREADABLE_MS
+    seconds = MISSED_BEATS * record.heartbeat_interval if record.heartbeat_interval \
+        else record.ttl
     return max(int(seconds * 1000), 1)
 
 
-def _last_beat(data: bytes, remaining_ms: int) -> float:
+def _last_beat(record: LockRecord | None, remaining_ms: int) -> float:
     """When the lock was last set or extended, from the server's countdown."""
     now = time.time()
-    record = LockRecord.parse(data)
-    if remaining_ms < 0 or record is None:  # no expiry, or not ours to read
+    if remaining_ms < 0:  # a valid record set by hand without expiry (or changed meanwhile)
         return record.acquired if record else now
-    return now - (_expiry_ms(data) - remaining_ms) / 1000
+    return now - (_lifetime_ms(record) - remaining_ms) / 1000
 
