@@ -52,7 +52,7 @@ def wait_for_warning(caplog: pytest.LogCaptureFixture, text: str) -> str:
 def test_a_lock_deleted_while_beating_is_reported_as_disappeared(
         any_storage: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="labcache")
-    assert any_storage.try_acquire_lock("held", ttl=60, heartbeat_interval=0.2)  # type: ignore[arg-type]
+    assert any_storage.try_acquire_lock("held", ttl=60, heartbeat_interval=1.0)  # type: ignore[arg-type]
     remove_by_hand(any_storage, "held")
     said = wait_for_warning(caplog, "disappeared")
     assert said.startswith("lock held disappeared while this process held it (deleted by hand")
