@@ -28,7 +28,7 @@ from . import signing
 from .errors import CorruptEntryError, SignatureError
 
 __all__ = ["ED25519", "HMAC", "Plan", "Policy", "Seal", "new_digest", "parse", "plan",
-           "policy", "precheck", "verify"]
+           "policy", "precheck", "refusal", "verify"]
 
 HMAC = 1
 ED25519 = 2
@@ -165,6 +165,26 @@ def verify(rules: Policy, seal: Seal | None, start: bytes, digest: bytes) -> Non
         raise SignatureError(f"entry's signature by {seal.signer!r} does not verify with their "
                              "trusted key: it was altered after signing, or signed with "
                              "another key under that name")
+
+
+def refusal(header: dict[str, Any]) -> str | None:
+    """Why a load in this process would refuse an entry with this header
+    (None: it would not, as far as the header tells; a signature is only
+    checked by a load, which reads the payload).
+
+    Examples:
+        >>> refusal({"signed": False, "signer": None, "hmac": False}) is None  # nothing asked
+        True
+    """
+    if signing.env("LABCACHE_SECRET") and not header.get("hmac"):
+        return "no LABCACHE_SECRET signature"
+    trust = signing.current_trust() if signing.env(signing.TRUSTED_KEYS_VARIABLE) else None
+    if trust is None:
+        return None
+    signer = header.get("signer")
+    if not signer:
+        return "unsigned"
+    return None if trust.knows(signer) else f"signer {signer} not trusted"
 
 
 def new_digest(algorithm: int) -> Any:

@@ -64,7 +64,7 @@ def env(name: str) -> str | None:
     """
     try:  # the environment's own mapping: a fifth of os.environ.get's cost
         raw = _ENVIRON_DATA.get(_ENCODE_KEY(name))
-        return os.environ.decodevalue(raw) if raw else None  # type: ignore[attr-defined,no-any-return]
+        return os.environ.decodevalue(raw) if raw else None
     except AttributeError:  # an os.environ without the CPython internals
         return os.environ.get(name) or None
 
@@ -269,7 +269,7 @@ _trusts = _Cached(load_trust)
 def current_signer() -> Signer | None:
     """The key ``LABCACHE_SIGNING_KEY`` names, or None when it is unset."""
     path = env(SIGNING_KEY_VARIABLE)
-    return None if path is None else _signers.get(path)  # type: ignore[no-any-return]
+    return None if path is None else _signers.get(path)
 
 
 def current_trust() -> TrustList | None:
@@ -278,7 +278,7 @@ def current_trust() -> TrustList | None:
     The file is ``stat``-ed on every call and parsed again only when it changed.
     """
     path = env(TRUSTED_KEYS_VARIABLE)
-    return None if path is None else _trusts.get(path)  # type: ignore[no-any-return]
+    return None if path is None else _trusts.get(path)
 
 
 # -- helpers ---------------------------------------------------------------------------------
