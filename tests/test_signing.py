@@ -445,3 +445,36 @@ def test_decode_names_what_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
         warnings.simplefilter("error")
         with pytest.raises(CorruptEntryError):
             entry_format.decode(data[:-1])
+
+
+def test_the_monitor_shows_signers_and_marks_entries_it_would_refuse(
+        storage: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ipywidgets")
+    from labcache.jupyter.widget import Monitor
+
+    for name in ("kate", "liam"):
+        signing.keygen(name, tmp_path)
+    (tmp_path / "trusted").write_text((tmp_path / "kate.pub").read_text())
+
+    @cached(storage=storage)
+    def square(x: int) -> int:
+        return x * x
+
+    monkeypatch.setenv("LABCACHE_SIGNING_KEY", str(tmp_path / "kate.key"))
+    square(1)
+    monkeypatch.setenv("LABCACHE_SIGNING_KEY", str(tmp_path / "liam.key"))
+    square(2)
+    monkeypatch.delenv("LABCACHE_SIGNING_KEY")
+    square(3)
+    panel = Monitor(storage, refresh_every=None)
+    try:
+        panel.function_choice.value = square.context
+        assert "kate" in panel.html() and "labcache-entry labcache-refused" not in panel.html()
+        monkeypatch.setenv("LABCACHE_TRUSTED_KEYS", str(tmp_path / "trusted"))
+        panel.refresh()
+        shown = panel.html()
+    finally:
+        panel.close()
+    assert shown.count('class="labcache-entry labcache-refused"') == 2
+    assert "refused here: signer liam not trusted" in shown
+    assert "refused here: unsigned" in shown
