@@ -189,16 +189,26 @@ def refusal(header: dict[str, Any]) -> str | None:
 
 def new_digest(algorithm: int) -> Any:
     """A fresh hasher for the digest the signatures cover."""
+    maker = _MAKERS.get(algorithm)
+    if maker is None:
+        maker = _MAKERS[algorithm] = _digest_maker(algorithm)
+    return maker()
+
+
+_MAKERS: dict[int, Any] = {}
+
+
+def _digest_maker(algorithm: int) -> Any:
     if algorithm == BLAKE3:
         try:
             import blake3
         except ImportError:
             raise SignatureError("the entry was signed over a blake3 digest: install blake3 "
                                  "(pip install 'labcache[sign]') to check it") from None
-        return blake3.blake3()
+        return blake3.blake3
     import hashlib
 
-    return hashlib.sha256()
+    return hashlib.sha256
 
 
 def _preferred_algorithm() -> int:

@@ -213,7 +213,10 @@ def load(source: Any, verify_key: bytes | bool | None = True,
     with that secret (and the environment's trusted keys); False checks no
     signature.  An unusable trusted keys file raises ``KeyFileError``.
     """
-    rules = _seal.policy(verify_key, secret() if verify_key is True else None)
+    if verify_key is True and not verifying():  # the usual case, kept cheap
+        rules = None
+    else:
+        rules = _seal.policy(verify_key, secret() if verify_key is True else None)
     if rules is None and type(source) is bytes:
         found = _load_small(source)
         if found is not None:
@@ -347,8 +350,8 @@ class _Hashes:
             self.digest.update(chunk)
 
     def feed(self, piece: Any) -> None:
-        if self.digest is None:
-            self.checksum.update(piece)
+        if self.digest is None or len(piece) <= _HASH_CHUNK:
+            self.update(piece)
             return
         view = memoryview(piece).cast("B")
         for at in range(0, len(view), _HASH_CHUNK):

@@ -52,6 +52,8 @@ SIGNING_KEY_VARIABLE = "LABCACHE_SIGNING_KEY"
 TRUSTED_KEYS_VARIABLE = "LABCACHE_TRUSTED_KEYS"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}\Z")
 _KEY_BYTES = 32
+#: Good signatures a trust list remembers (each ~250 bytes).
+_REMEMBERED = 4096
 _INSTALL = "install it with: pip install 'labcache[sign]'"
 
 
@@ -118,6 +120,11 @@ class TrustList:
 
     def __init__(self, path: str, keys: dict[str, list[Any]]) -> None:
         self.path, self._keys = path, keys
+        # Signatures already found good, by (name, signature, message): a
+        # repeated hit of the same entry skips the ~50-200 us Ed25519 check.
+        # Sound because verifying is deterministic; it lives and dies with
+        # this list, so a changed trust file starts from nothing.
+        self._good: set[tuple[str, bytes, bytes]] = set()
 
     def __repr__(self) -> str:
         return f"TrustList(path={self.path!r}, names={self.names()!r})"
@@ -132,14 +139,19 @@ class TrustList:
 
     def verify(self, name: str, signature: bytes, message: bytes) -> bool:
         """Whether one of ``name``'s trusted keys made ``signature`` over ``message``."""
+        if (name, signature, message) in self._good:
+            return True
         from cryptography.exceptions import InvalidSignature
 
         for key in self._keys.get(name, ()):
             try:
                 key.verify(signature, message)
-                return True
             except InvalidSignature:
                 continue
+            if len(self._good) >= _REMEMBERED:
+                self._good.clear()
+            self._good.add((name, signature, message))
+            return True
         return False
 
     @classmethod
