@@ -21,7 +21,7 @@ signed, nobody can claim another person's name.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import signing
@@ -43,7 +43,7 @@ _CLAIMS = struct.Struct("<BB")
 class Policy:
     """What a reader demands: an HMAC with ``secret``, a signer in ``trust``."""
 
-    secret: bytes | None
+    secret: bytes | None = field(repr=False)  # never shown
     trust: signing.TrustList | None
 
 
@@ -51,7 +51,7 @@ class Policy:
 class Plan:
     """How a writer signs: the seal's length is known before the payload."""
 
-    secret: bytes | None
+    secret: bytes | None = field(repr=False)  # never shown
     signer: signing.Signer | None
     algorithm: int
 

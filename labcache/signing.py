@@ -281,7 +281,7 @@ _trusts = _Cached(load_trust)
 def current_signer() -> Signer | None:
     """The key ``LABCACHE_SIGNING_KEY`` names, or None when it is unset."""
     path = env(SIGNING_KEY_VARIABLE)
-    return None if path is None else _signers.get(path)
+    return None if path is None else _signers.get(os.path.expanduser(path))
 
 
 def current_trust() -> TrustList | None:
@@ -290,7 +290,7 @@ def current_trust() -> TrustList | None:
     The file is ``stat``-ed on every call and parsed again only when it changed.
     """
     path = env(TRUSTED_KEYS_VARIABLE)
-    return None if path is None else _trusts.get(path)
+    return None if path is None else _trusts.get(os.path.expanduser(path))
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -478,3 +478,24 @@ def test_the_monitor_shows_signers_and_marks_entries_it_would_refuse(
     assert shown.count('class="labcache-entry labcache-refused"') == 2
     assert "refused here: signer liam not trusted" in shown
     assert "refused here: unsigned" in shown
+
+
+def test_importing_labcache_loads_no_cryptography(tmp_path: Path) -> None:
+    probe = ("import sys, labcache, labcache.entry, labcache.signing; "
+             "print(sorted(m for m in ('cryptography', 'blake3', 'hashlib', 'hmac') "
+             "if m in sys.modules))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABCACHE_")}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, timeout=60, check=True)
+    assert "cryptography" not in done.stdout and "blake3" not in done.stdout, done.stdout
+
+
+def test_nothing_secret_shows_in_the_reprs_of_signing_state(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    signing.keygen("mona", tmp_path)
+    monkeypatch.setenv("LABCACHE_SIGNING_KEY", str(tmp_path / "mona.key"))
+    plan = entry_format._seal.plan(TEAM.encode())
+    policy = entry_format._seal.Policy(TEAM.encode(), None)
+    seed = (tmp_path / "mona.key").read_text().split()[1]
+    for shown in (repr(plan), repr(policy)):
+        assert TEAM not in shown and seed not in shown and "mona" in repr(plan)
