@@ -44,7 +44,8 @@ from typing import Any
 from .errors import KeyFileError
 
 __all__ = ["PRIVATE_TAG", "PUBLIC_TAG", "Signer", "TrustList", "current_signer",
-           "current_trust", "env", "keygen", "load_signer", "load_trust", "public_line"]
+           "current_trust", "env", "keygen", "load_signer", "load_trust", "public_line",
+           "signing_key_set"]
 
 PUBLIC_TAG = "labcache-ed25519"
 PRIVATE_TAG = "labcache-ed25519-private"
@@ -71,8 +72,22 @@ def env(name: str) -> str | None:
         return os.environ.get(name) or None
 
 
+def signing_key_set() -> bool:
+    """Whether ``LABCACHE_SIGNING_KEY`` is set (one dictionary lookup: every call asks).
+
+    Examples:
+        >>> isinstance(signing_key_set(), bool)
+        True
+    """
+    try:
+        return bool(_ENVIRON_DATA.get(_SIGNING_NAME))
+    except AttributeError:
+        return bool(os.environ.get(SIGNING_KEY_VARIABLE))
+
+
 _ENVIRON_DATA: Any = getattr(os.environ, "_data", None)
 _ENCODE_KEY: Callable[[str], Any] = getattr(os.environ, "encodekey", str)
+_SIGNING_NAME: Any = _ENCODE_KEY(SIGNING_KEY_VARIABLE)
 
 
 def check_name(name: str) -> str:

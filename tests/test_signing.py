@@ -499,3 +499,23 @@ def test_nothing_secret_shows_in_the_reprs_of_signing_state(
     seed = (tmp_path / "mona.key").read_text().split()[1]
     for shown in (repr(plan), repr(policy)):
         assert TEAM not in shown and seed not in shown and "mona" in repr(plan)
+
+
+def test_an_unusable_signing_key_fails_before_computing(
+        storage: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    signing.keygen("nina", tmp_path)
+    key = tmp_path / "nina.key"
+    key.chmod(0o644)  # readable by others: refused
+    monkeypatch.setenv("LABCACHE_SIGNING_KEY", str(key))
+    calls: list[int] = []
+
+    @cached(storage=storage)
+    def slow(x: int) -> int:
+        calls.append(x)
+        return x
+
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        slow(1)
+    assert calls == []
+    key.chmod(0o600)
+    assert slow(1) == 1 and calls == [1]
