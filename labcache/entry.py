@@ -60,8 +60,6 @@ _ALIGN = 64
 _MAX_HEADER = 16 * 1024 * 1024
 _MAX_PARTS = 1 << 20
 _MAX_SEAL = 1024
-#: Pieces hashed at a time when two hashes read the same bytes: still in the CPU cache.
-_HASH_CHUNK = 256 * 2**10
 
 
 def secret() -> bytes | None:
@@ -182,7 +180,7 @@ def encode(value: object, meta: dict[str, Any]) -> Encoded:
     head = _header_bytes(meta, sizes)
     seal_length = plan.length if plan else 0
     payload = _layout(_PREFIX.size + seal_length + len(head), pickled, buffers)
-    hashes = _Hashes(_seal.new_digest(plan.algorithm) if plan else None)
+    hashes = _seal.Hashes(_seal.new_digest(plan.algorithm) if plan else None)
     for piece in (head, *payload):
         hashes.feed(piece)
     checksum, digest = hashes.digests()
@@ -223,13 +221,13 @@ def load(source: Any, verify_key: bytes | bool | None = True,
             return found
     if type(source) is bytes:  # a small entry read whole: the usual hit
         start, seal, header, covered, parts = _split_bytes(source, copy_buffers)
-        hashes = _checked_hashes(rules, seal)
+        hashes = _seal.hashes_for(rules, seal)
         for piece in covered:
             hashes.feed(piece)
     else:
         reader = Reader(source)
         start, seal, head, header = _read_header(reader, parse_meta=False)
-        hashes = _checked_hashes(rules, seal)
+        hashes = _seal.hashes_for(rules, seal)
         parts = _read_payload(reader, head, header, copy_buffers, hashes)
     checksum, digest = hashes.digests()
     if checksum != header.checksum:
@@ -337,39 +335,7 @@ def _layout(offset: int, pickled: bytes, buffers: list[memoryview]) -> list[Any]
     return chunks
 
 
-class _Hashes:
-    """The checksum, and the digest the signatures cover when they are
-    checked: both fed the same bytes in one pass, a slice at a time."""
-
-    def __init__(self, digest: Any) -> None:
-        self.checksum, self.digest = xxhash.xxh3_128(), digest
-
-    def update(self, chunk: Any) -> None:
-        self.checksum.update(chunk)
-        if self.digest is not None:
-            self.digest.update(chunk)
-
-    def feed(self, piece: Any) -> None:
-        if self.digest is None or len(piece) <= _HASH_CHUNK:
-            self.update(piece)
-            return
-        view = memoryview(piece).cast("B")
-        for at in range(0, len(view), _HASH_CHUNK):
-            self.update(view[at : at + _HASH_CHUNK])
-
-    def digests(self) -> tuple[bytes, bytes]:
-        return self.checksum.digest(), b"" if self.digest is None else self.digest.digest()
-
-
 # -- reading -----------------------------------------------------------------
-
-
-def _checked_hashes(rules: _seal.Policy | None, seal: _seal.Seal | None) -> _Hashes:
-    """Refuse what needs no payload to refuse; hashers for what is left."""
-    if rules is None:
-        return _Hashes(None)
-    _seal.precheck(rules, seal)
-    return _Hashes(None if seal is None else _seal.new_digest(seal.algorithm))
 
 
 def _read_header(reader: Reader, parse_meta: bool,
@@ -473,7 +439,7 @@ def _parse_header(head: bytes, version: int, seal: _seal.Seal | None, count: int
 
 
 def _read_payload(reader: Reader, head: bytes, header: Header, copy_buffers: bool,
-                  hashes: _Hashes) -> list[Any]:
+                  hashes: _seal.Hashes) -> list[Any]:
     """[pickle, buffer, ...], fed to ``hashes`` (with the header, in file
     order) as they are read: one pass over the bytes, however many hashes."""
     if reader.view is not None:
@@ -490,7 +456,7 @@ def _read_payload(reader: Reader, head: bytes, header: Header, copy_buffers: boo
 
 
 def _verify_mapped(view: memoryview, offset: int, head: bytes, header: Header,
-                   copy_buffers: bool, hashes: _Hashes) -> list[Any]:
+                   copy_buffers: bool, hashes: _seal.Hashes) -> list[Any]:
     """:func:`_read_payload` for a source in memory that someone else may
     change while we read it (a memory-mapped file).
 
