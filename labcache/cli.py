@@ -1,8 +1,9 @@
 """The ``labcache`` command: look at and tidy a cache from a terminal.
 
-``labcache ls [FUNCTION]``, ``info KEY``, ``rm KEY...``, ``clear FUNCTION``,
-``locks``, ``unlock LOCK [--force]``, ``gc [--max-size 10GB] [--older-than
-30d] [--orphan-age 1h]``, ``stats`` and ``demo``; each takes ``--storage URL`` (default
+``labcache ls [FUNCTION] [--by NAME] [--since AGE]``, ``info KEY``, ``rm
+KEY...``, ``clear FUNCTION``, ``locks``, ``unlock LOCK [--force]``, ``gc
+[--max-size 10GB] [--older-than 30d] [--orphan-age 1h]``, ``stats``, ``demo``
+and ``keygen NAME --out DIR``; each takes ``--storage URL`` (default
 ``LABCACHE_STORAGE``, then the local default folder) and ``--json``.
 
 Exit codes: 0 done, 1 nothing matched (no such function, key or lock),
@@ -54,17 +55,22 @@ class _Parser(argparse.ArgumentParser):
 
 def cmd_ls(storage: BaseStorage, args: argparse.Namespace) -> Any:
     listing, now = listing_module(), time.time()
+    if args.by is not None or args.since is not None:
+        return _ls_filtered(storage, args, now)
     if args.function is not None:  # "" is refused, never read as "every function"
         context = find_function(storage, args.function)
         stats = sorted(listing.describe(storage, context), key=lambda s: -s.last_used)
         views = [(s, listing.read_view(storage, context, s)) for s in stats[: args.limit]]
         rows = [{"key": s.name, "size": v.size, "created": v.created, "last_used": s.last_used
-                 or None, "by": v.who, "compute_seconds": v.compute_seconds,
+                 or None, "by": v.who, "signer": v.signer, "refused": v.refused,
+                 "compute_seconds": v.compute_seconds,
                  "arguments": listing.arguments_text(v)} for s, v in views]
-        text = table(["key", "size", "created", "last used", "by", "compute", "arguments"],
+        text = table(["key", "size", "created", "last used", "by", "signer", "compute",
+                      "arguments"],
                      [[r["key"][:SHORT_KEY], size_text(r["size"]), _ago(r["created"], now),
-                       _ago(r["last_used"], now), r["by"], _secs(r["compute_seconds"]),
-                       r["arguments"]] for r in rows])
+                       _ago(r["last_used"], now), r["by"], listing.signer_text(v),
+                       _secs(r["compute_seconds"]), r["arguments"]]
+                      for r, (_, v) in zip(rows, views, strict=True)])
         more = len(stats) - len(rows)
         text += f"\n... and {more} more (--limit {len(stats)} shows all)" if more > 0 else ""
         return {"function": context, "entries": rows, "total": len(stats)}, text
@@ -85,7 +91,8 @@ def cmd_ls(storage: BaseStorage, args: argparse.Namespace) -> Any:
 
 def cmd_info(storage: BaseStorage, args: argparse.Namespace) -> Any:
     context, stat = find_key(storage, args.key)
-    header = listing_module()._read_header(storage, stat.name, context)
+    listing = listing_module()
+    header = listing._read_header(storage, stat.name, context)
     meta = header.get("meta") or {}
     lock = _lock_of(storage, context, stat.name)
     data: dict[str, Any] = {"function": context, "key": stat.name, "size": stat.size,
@@ -94,13 +101,20 @@ def cmd_info(storage: BaseStorage, args: argparse.Namespace) -> Any:
             "by": f"{meta.get('user') or '?'}@{meta.get('host') or '?'}",
             "compute_seconds": meta.get("compute_seconds"), "arguments": meta.get("arguments"),
             "python": meta.get("python"), "labcache": meta.get("labcache"),
-            "signed": bool(header.get("signature")), "lock": lock}
+            "signed": bool(header.get("signed")), "signer": header.get("signer"),
+            "hmac": bool(header.get("hmac")), "refused_here": listing._refusal(header),
+            "lock": lock}
+    extra = {k: v for k, v in meta.items() if k not in _INFO_META and k not in data}
+    data.update(extra)  # the code identity's parts and whatever else the writer recorded
     now = time.time()
     shown = dict(data, size=size_text(stat.size), created=_ago(data["created"], now),
                  modified=_ago(stat.modified, now), last_used=_ago(data["last_used"], now),
                  compute_seconds=_secs(data["compute_seconds"]),
                  arguments=", ".join(f"{k}={v}" for k, v in (data["arguments"] or {}).items()),
-                 lock=lock or "free")
+                 signer=data["signer"] or "-", refused_here=data["refused_here"] or "no",
+                 lock=lock or "free",
+                 **{k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+                    for k, v in extra.items()})
     width = max(map(len, shown))
     return data, "\n".join(f"{name.replace('_', ' '):<{width}}  {value}"
                            for name, value in shown.items())
@@ -268,6 +282,21 @@ def _orphan_stats(storage: BaseStorage, age: float) -> tuple[dict[str, Any], dic
                               f"or interrupted less than {age_text(age)} ago)"}
 
 
+def cmd_keygen(storage: BaseStorage | None, args: argparse.Namespace) -> Any:
+    from .signing import keygen
+
+    try:
+        private, public = keygen(args.name, args.out)
+    except FileExistsError as exc:
+        raise CliError(str(exc)) from None
+    line = public.read_text().strip()
+    return ({"name": args.name, "private_key": str(private), "public_key": str(public),
+             "public_line": line},
+            f"wrote {private} (private: mode 0600, keep it secret; point "
+            f"LABCACHE_SIGNING_KEY at it)\nwrote {public} (public: add this line to your "
+            f"team's trusted keys file)\n{line}")
+
+
 def cmd_demo(storage: BaseStorage, args: argparse.Namespace) -> Any:
     if args.storage:  # the demo opens the default storage: point it at ours
         os.environ["LABCACHE_STORAGE"] = args.storage
@@ -289,6 +318,52 @@ def cmd_demo(storage: BaseStorage, args: argparse.Namespace) -> Any:
 
 
 # -- plumbing -------------------------------------------------------------------------
+
+#: Metadata ``info`` shows under its own names (the rest is shown as recorded).
+_INFO_META = frozenset({"function", "key", "created", "compute_seconds", "arguments", "user",
+                        "host", "python", "labcache"})
+
+
+def _ls_filtered(storage: BaseStorage, args: argparse.Namespace, now: float) -> Any:
+    """``ls [FUNCTION] --by NAME --since AGE``: matching entries, newest first
+    (the headers of every entry young enough are read)."""
+    from .eviction import parse_age
+
+    listing = listing_module()
+    try:
+        cutoff = None if args.since is None else now - parse_age(args.since)
+    except ValueError as exc:
+        raise CliError(f"--since: {exc}") from None
+    chosen = ([find_function(storage, args.function)] if args.function is not None
+              else contexts(storage))
+    views = []
+    for context in chosen:
+        for stat in listing.describe(storage, context):
+            if cutoff is not None and stat.modified is not None and stat.modified < cutoff:
+                continue  # written before the cutoff: created before it too
+            view = listing.read_view(storage, context, stat)
+            if _matches(view, args.by, cutoff):
+                views.append(view)
+    views.sort(key=lambda v: -(v.created or 0.0))
+    rows = [{"function": v.context, "key": v.name, "size": v.size, "created": v.created,
+             "by": v.who, "signer": v.signer, "refused": v.refused,
+             "compute_seconds": v.compute_seconds, "arguments": listing.arguments_text(v)}
+            for v in views[: args.limit]]
+    text = table(["function", "key", "size", "created", "by", "signer", "arguments"],
+                 [[r["function"], r["key"][:SHORT_KEY], size_text(r["size"]),
+                   _ago(r["created"], now), r["by"], listing.signer_text(v), r["arguments"]]
+                  for r, v in zip(rows, views, strict=False)]) if rows else "no matching entries"
+    more = len(views) - len(rows)
+    text += f"\n... and {more} more (--limit {len(views)} shows all)" if more > 0 else ""
+    return {"entries": rows, "total": len(views),
+            "filters": {"by": args.by, "since": args.since, "function": args.function}}, text
+
+
+def _matches(view: Any, by: str | None, cutoff: float | None) -> bool:
+    """Whether an entry was made by ``by`` (its signer, user or user@host) after ``cutoff``."""
+    if cutoff is not None and (view.created is None or view.created < cutoff):
+        return False
+    return by is None or by in (view.signer, view.user, view.who)
 
 
 def _ago(when: float | None, now: float) -> str:
@@ -371,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls = add("ls", cmd_ls, "list cached functions, or the entries of one")
     ls.add_argument("function", nargs="?", metavar="FUNCTION")
     ls.add_argument("--limit", type=_count_arg, default=DEFAULT_LIMIT, help="entries shown (50)")
+    ls.add_argument("--by", metavar="NAME",
+                    help="only entries signed by NAME or made by user NAME (or user@host)")
+    ls.add_argument("--since", metavar="AGE", help="only entries created within AGE: 2d, 12h")
     add("info", cmd_info, "show one entry").add_argument("key", metavar="KEY")
     add("rm", cmd_rm, "remove entries").add_argument("keys", nargs="+", metavar="KEY")
     add("clear", cmd_clear, "remove every entry of a function").add_argument(
@@ -393,6 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
                              help="leftovers of interrupted stores idle this long are "
                                   "orphans (default 1h)")
     add("demo", cmd_demo, "run the two-minute demo against this storage")
+    keygen = add("keygen", cmd_keygen, "make a signing key pair: NAME.key (private, mode 0600) "
+                 "and NAME.pub (one line for the trusted keys file)")
+    keygen.add_argument("name", metavar="NAME", help="the signer's name, e.g. alice")
+    keygen.add_argument("--out", metavar="DIR", required=True,
+                        help="folder for the two files (created if missing)")
+    keygen.set_defaults(needs_storage=False)
     return parser
 
 
@@ -442,12 +526,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         url = args.storage
-        storage = _open(url, must_exist=args.command != "demo")
+        storage = (_open(url, must_exist=args.command != "demo")
+                   if getattr(args, "needs_storage", True) else None)
         data, text = args.handler(storage, args)
         if args.json:
             print(json.dumps(data, indent=2, sort_keys=True, default=str))
         elif text is not None:
-            if args.command in ("ls", "locks", "gc"):
+            if args.command in ("ls", "locks", "gc") and storage is not None:
                 print(f"storage: {_where(storage, args)}")
             print(text)
         return 0

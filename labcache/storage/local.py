@@ -29,7 +29,7 @@ import xxhash
 
 from ..base import ORPHAN_AGE, Orphan
 from ..entry import Encoded, read_header, upload_chunks
-from ..entry import secret as entry_secret
+from ..entry import verifying as entry_verifying
 from ..errors import CorruptEntryError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
@@ -146,7 +146,7 @@ class LocalStorage(RecordLockingStorage):
     def _open_for_load(self, hashcode: str, context: str) -> Any:
         # A hit on a small entry is open + fstat + one read: no buffered file
         # object, no separate reads for header and payload.
-        fd = self._open_hit(hashcode, context, entry_secret() is not None)
+        fd = self._open_hit(hashcode, context, entry_verifying())
         size = _note_use(fd).st_size
         if size > _SMALL_ENTRY:
             return os.fdopen(fd, "rb")
