@@ -12,6 +12,7 @@ from . import entry, keys
 from .base import BaseStorage
 from .errors import warn
 from .explain import Explanation, entry_metadata, explain_call
+from .locks import check_lock_times
 from .names import context_for
 from .protocol import Call, run_async, run_sync
 from .report import reporter_for
@@ -420,6 +421,7 @@ def _check_options(func: Callable[..., Any], signature: inspect.Signature,
                          f"not {options['on_storage_error']!r}")
     for name in ("ttl", "wait_timeout", "heartbeat_interval", "expires_after"):
         _check_seconds(name, options[name], optional=name in _OPTIONAL_SECONDS)
+    check_lock_times(options["ttl"], options["heartbeat_interval"])  # what a lock may carry
     if options["max_size"] is not None:  # bytes from now on: "5GB" is parsed once
         from .eviction import parse_size
 

@@ -8,6 +8,7 @@ Each error also subclasses the builtin a caller would naturally catch, so
     ├── UnhashableArgumentError(TypeError)  an argument has no stable hash
     ├── UnpicklableResultError(TypeError)   the result cannot be serialized
     ├── InvalidNameError(ValueError)        a context, file or lock name is unsafe
+    ├── KeyFileError(ValueError)            a signing key or trusted keys file is unusable
     ├── CorruptEntryError(ValueError)       an entry failed its checksum or parse
     │   └── SignatureError                  an entry is unsigned or badly signed
     ├── StorageError(OSError)               the storage could not be reached or written
@@ -31,6 +32,7 @@ __all__ = [
     "CorruptEntryError",
     "HolderFailedError",
     "InvalidNameError",
+    "KeyFileError",
     "LabcacheError",
     "LockTimeout",
     "SignatureError",
@@ -132,10 +134,22 @@ class CorruptEntryError(LabcacheError, ValueError):
 
 
 class SignatureError(CorruptEntryError):
-    """``LABCACHE_SECRET`` is set and an entry is unsigned or badly signed.
+    """An entry is unsigned, badly signed or signed by someone not trusted,
+    and ``LABCACHE_SECRET`` or ``LABCACHE_TRUSTED_KEYS`` asks for signatures.
 
     Examples:
         >>> issubclass(SignatureError, CorruptEntryError)
+        True
+    """
+
+
+class KeyFileError(LabcacheError, ValueError):
+    """A signing key or trusted keys file is missing, malformed or too open.
+
+    The message names the file and never quotes its content.
+
+    Examples:
+        >>> issubclass(KeyFileError, ValueError)
         True
     """
 

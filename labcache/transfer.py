@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import entry
+from . import entry, signing
 from .base import BaseLockingStorage, BaseStorage, LockInfo
 from .errors import CorruptEntryError, LabcacheError, warn
 from .locks import RecordLockingStorage
@@ -41,7 +41,13 @@ MISS: Any = _Miss()
 
 
 def load(call: Call) -> Any:
-    """The stored value of this call, or MISS (a bad entry is removed)."""
+    """The stored value of this call, or MISS (a bad entry is removed).
+
+    A signing key that cannot be used fails here, before anything is
+    computed, rather than when the result is stored.
+    """
+    if signing.signing_key_set():
+        signing.current_signer()  # one stat while the file is unchanged
     return load_entry(call.storage, call.key, call.context, call.function,
                       call.expires_after, call.reporter, call.mmap_mode)
 

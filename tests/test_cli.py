@@ -219,9 +219,9 @@ def test_gc_dry_run_older_than_and_text(storage: LocalStorage) -> None:
 # -- errors, stats, entry points ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [("bogus",), ("gc",), ("gc", "--max-size", "lots"),
+@pytest.mark.parametrize("args", [("bogus",), ("gc", "train"), ("gc", "--max-size", "lots"),
                                   ("ls", "--storage", "/no/scheme"), ("unlock",),
-                                  ("gc", "--older-than", "soon")])
+                                  ("gc", "--older-than", "soon"), ("gc", "--orphan-age", "x")])
 def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...]) -> None:
     one_error_line(run(*args, check=2))
 

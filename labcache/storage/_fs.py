@@ -190,8 +190,13 @@ class Tree:
                 fd = self._new_file(name, folder)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as file:
-                file.write(data or b"")
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data or b"")
+            except BaseException:  # a full disk: leave no empty file behind
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=folder)
+                raise
         return True
 
     def write_atomically(self, parts: Iterable[str], name: str, chunks: Iterable[Any],
@@ -224,18 +229,21 @@ class Tree:
         """
         with self.folder(parts, create=True) as folder:
             aside = temp_name(name)
-            with os.fdopen(self._new_file(aside, folder), "wb") as file:
-                file.write(data)
-            try:
-                os.link(aside, name, src_dir_fd=folder, dst_dir_fd=folder,
-                        follow_symlinks=False)
-                return True
-            except FileExistsError:
-                return False
-            except OSError:  # no hard links here
-                pass
+            fd = self._new_file(aside, folder)
+            try:  # the temp file goes whatever fails, a full disk's write included
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data)
+                try:
+                    os.link(aside, name, src_dir_fd=folder, dst_dir_fd=folder,
+                            follow_symlinks=False)
+                    return True
+                except FileExistsError:
+                    return False
+                except OSError:  # no hard links here
+                    pass
             finally:
-                os.unlink(aside, dir_fd=folder)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(aside, dir_fd=folder)
         return self.create(parts, name, data)
 
     def touch(self, parts: Iterable[str], name: str) -> None:

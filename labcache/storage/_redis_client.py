@@ -1,5 +1,6 @@
 """The redis-py side of RedisStorage: a client from a URL, checked before any
-I/O and never showing its password, and a file over an entry's chunks."""
+I/O and never showing its password, the server's eviction policy, and a file
+over an entry's chunks."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from .._redact import redact_url, scrub
 from ..errors import StorageError
 
 __all__ = ["DEFAULT_PREFIX", "Chunks", "check_prefix", "check_url", "client_from_url",
-           "configured", "password_of", "url_of"]
+           "configured", "eviction_policy", "eviction_risk", "glob_escape", "password_of",
+           "url_of"]
 
 #: The key prefix of a RedisStorage given none, in its arguments or its URL.
 DEFAULT_PREFIX = "labcache"
 MAX_PREFIX = 64
+#: The one ``maxmemory-policy`` that never evicts a key labcache wrote.
+SAFE_POLICY = "noeviction"
 # No ':' (it separates the parts of every key, so prefix "team" would reach
 # into "team:e:ctx"'s keys), no glob characters (listings SCAN by pattern),
 # no spaces or '/'.  A leading '.' or '-' is refused to keep prefixes plain.
@@ -108,6 +112,16 @@ def client_from_url(url: str) -> Any:
     return client
 
 
+def glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN ``MATCH`` pattern.
+
+    Examples:
+        >>> glob_escape("team[1]*")
+        'team\\\\[1\\\\]\\\\*'
+    """
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 def password_of(client: Any) -> str | None:
     """The client's password, to scrub from messages (None if unknown)."""
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
@@ -121,6 +135,37 @@ def url_of(client: redis.Redis) -> str:
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"redis://{auth}{host}:{port}/{db}"
 
+
+def eviction_policy(client: Any) -> str | None:
+    """The server's ``maxmemory-policy``, or None where ``CONFIG`` is refused
+    (disabled, renamed or not permitted, as on many managed servers)."""
+    try:
+        answer = client.config_get("maxmemory-policy")
+    except redis.ResponseError:
+        return None
+    policy = answer.get("maxmemory-policy")
+    return str(policy) if policy else None
+
+
+def eviction_risk(policy: str | None) -> str | None:
+    """What ``policy`` can do to labcache's locks, or None if it is safe or unknown.
+
+    Every policy but ``noeviction`` may evict a lock key: ``allkeys-*`` any
+    key, ``volatile-*`` keys with an expiry, which lock keys always carry.
+
+    Examples:
+        >>> eviction_risk("noeviction") is None, eviction_risk(None) is None
+        (True, True)
+        >>> eviction_risk("volatile-lru").startswith("Redis maxmemory-policy volatile-lru")
+        True
+    """
+    if policy is None or policy == SAFE_POLICY:
+        return None
+    return (f"Redis maxmemory-policy {policy} may evict a held lock when the server is full "
+            "(lock keys carry an expiry, so volatile-* policies evict them too), and a "
+            "second process then computes the same key at the same time; set "
+            f"maxmemory-policy {SAFE_POLICY} on this server, or give labcache a server "
+            "that never evicts")
 
 
 class Chunks:

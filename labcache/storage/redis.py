@@ -1,10 +1,10 @@
 """RedisStorage: entries and locks in a Redis server shared by a team.
 
 * An entry is one Redis value when small; a large one is split into chunks
-  written under a fresh generation id, and a small manifest naming them is
-  swapped in last, so a reader sees the old entry or the new one, and values
-  past Redis's 512 MB limit still store.  Old chunks expire a minute after
-  being replaced, so a reader in the middle of them finishes.
+  (provisional until published, see :mod:`._redis_chunks`) and a small
+  manifest naming them is swapped in last, so a reader sees the old entry or
+  the new one, and values past Redis's 512 MB limit still store.  Old chunks
+  expire a minute after being replaced, so a reader in the middle finishes.
 * A lock is ``SET NX PX`` of its record; releasing, taking over and beating
   are Lua compare-and-delete / compare-and-set / compare-and-extend on that
   exact record, so only its holder changes it.  A dead holder's lock expires
@@ -16,9 +16,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import json
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -29,21 +30,27 @@ import redis
 from .. import entry
 from .._redact import redact_url as _redact
 from .._redact import scrub
+from ..base import Orphan
 from ..errors import StorageError
-from ..locks import EntryStat, LockRecord, RawLock, RecordLockingStorage
+from ..locks import (
+    MISSED_BEATS,
+    UNREADABLE_LOCK_TTL,
+    EntryStat,
+    LockRecord,
+    RawLock,
+    RecordLockingStorage,
+)
 from ..names import check_entry_context, check_name
+from . import _redis_chunks
 from . import _redis_client as _client
 from ._redis_client import Chunks, check_url, client_from_url, password_of, url_of
+from ._redis_client import glob_escape as _glob_escape
 
 __all__ = ["RedisStorage"]
 
 T = TypeVar("T")
 
-_INLINE = b"I"  # the value is the entry itself
-_MANIFEST = b"M"  # the value names the chunks holding the entry
-_INLINE_LIMIT = 1 << 20
 _CHUNK = 16 << 20  # measured faster than 64 MB through redis-py, and a smaller spike
-_OLD_CHUNKS_LINGER = 60  # seconds a replaced entry's chunks stay readable
 
 # KEYS[1] lock; ARGV[1] the record we expect. Each acts only on that record.
 _REPLACE = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
@@ -52,6 +59,14 @@ _DELETE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[
           "redis.call('PUBLISH', KEYS[2], 'released'); return 1 else return 0 end"
 _EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
           "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
+# An unreadable record set by hand may have no expiry (or a long one): give it
+# the unreadable bound, so it is gone that long after labcache first saw it.
+# Returns the milliseconds left (-2: the record changed meanwhile).
+_CAP = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -2 end " \
+       "local left = redis.call('PTTL', KEYS[1]) " \
+       "if left < 0 or left > tonumber(ARGV[2]) then " \
+       "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return tonumber(ARGV[2]) end return left"
+_UNREADABLE_MS = int(UNREADABLE_LOCK_TTL * 1000)
 # Idle seconds of many keys in one call (-1: gone, -2: no LRU clock under an
 # LFU policy): 100,000 pipelined OBJECT IDLETIME cost ~3 s of client time.
 _IDLE = "local out = {} for i, key in ipairs(KEYS) do " \
@@ -125,7 +140,8 @@ class RedisStorage(RecordLockingStorage):
         self.chunk_size = chunk_size
         self._scripts = {name: self.client.register_script(source) for name, source in
                          (("replace", _REPLACE), ("delete", _DELETE), ("extend", _EXTEND),
-                          ("idle", _IDLE))}
+                          ("idle", _IDLE), ("cap", _CAP), ("publish", _redis_chunks.PUBLISH),
+                          ("remove", _redis_chunks.DELETE), ("orphans", _redis_chunks.REMOVE))}
         self._init_locks()
         self._ready = True
 
@@ -139,6 +155,17 @@ class RedisStorage(RecordLockingStorage):
         """The server and key prefix, without any password."""
         return f"{_redact(self.url)} prefix {self.prefix}"
 
+    @_translated
+    def server_settings(self) -> dict[str, str | None]:
+        """``maxmemory_policy``: how the server evicts keys when full (None if
+        it refuses ``CONFIG GET``)."""
+        return {"maxmemory_policy": _client.eviction_policy(self.client)}
+
+    def lock_warnings(self) -> list[str]:
+        """A warning when the server's memory policy may evict held locks."""
+        risk = _client.eviction_risk(self.server_settings()["maxmemory_policy"])
+        return [risk] if risk else []
+
     # -- entries -----------------------------------------------------------------
 
     @_translated
@@ -146,16 +173,32 @@ class RedisStorage(RecordLockingStorage):
                     direct_stream: bool = False) -> str | None:
         """Store an entry; big ones in chunks, made visible all at once."""
         key = self._entry_key(file_name, context)
-        pieces = list(_pieces(file, self.chunk_size))
-        size = sum(len(p) for p in pieces)
-        value = b"".join([_INLINE, *pieces]) if size <= _INLINE_LIMIT \
-            else self._write_chunks(pieces)
-        # The size goes in a per-context hash, so listings never read (and so
-        # never touch the LRU clock of) the entry itself.
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(key, value, get=True).hset(self._sizes_key(context), file_name, size)
-        old = pipe.execute()[0]
-        self._retire(old, linger=True)
+        pieces = _pieces(file, self.chunk_size)
+        head, size = [], 0
+        for piece in pieces:  # read until the entry is known to be small, or not
+            head.append(piece)
+            size += len(piece)
+            if size > _redis_chunks.INLINE_LIMIT:
+                break
+        generation, chunks = "", list[str]()
+        try:
+            if size <= _redis_chunks.INLINE_LIMIT:
+                value = b"".join([_redis_chunks.INLINE, *head])
+            else:
+                value, generation, size = _redis_chunks.write(
+                    self.client, self._chunk_key, itertools.chain(head, pieces), self.chunk_size,
+                    chunks)
+            # The size goes in a per-context hash, so listings never read (and
+            # so never touch the LRU clock of) the entry itself.
+            self._scripts["publish"](
+                keys=[key, self._sizes_key(context), self._gens_key(context), *chunks],
+                args=[value, file_name, size, generation, self._chunk_prefix(),
+                      _redis_chunks.LINGER_SECONDS])
+        except BaseException:
+            with contextlib.suppress(redis.RedisError):  # else they expire by themselves
+                if chunks:
+                    self.client.delete(*chunks)
+            raise
         return file_name
 
     @_translated
@@ -170,7 +213,7 @@ class RedisStorage(RecordLockingStorage):
         value = self.client.get(self._entry_key(hashcode, context))
         if value is None:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
-        if value[:1] == _INLINE:
+        if value[:1] == _redis_chunks.INLINE:
             return Chunks(self.client, [], memoryview(value)[1:])
         return Chunks(self.client, self._chunk_keys(value))
 
@@ -185,12 +228,11 @@ class RedisStorage(RecordLockingStorage):
         self._delete(hashcode, context, linger=False)
 
     def _delete(self, hashcode: str, context: str, linger: bool) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.getdel(self._entry_key(hashcode, context)).hdel(self._sizes_key(context), hashcode)
-        old = pipe.execute()[0]
-        if old is None:
+        keys = [self._entry_key(hashcode, context), self._sizes_key(context),
+                self._gens_key(context)]
+        args = [hashcode, self._chunk_prefix(), _redis_chunks.LINGER_SECONDS if linger else 0]
+        if not self._scripts["remove"](keys=keys, args=args):
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
-        self._retire(old, linger=linger)
 
     @_translated
     def _evict_entry(self, hashcode: str, context: str) -> None:
@@ -248,7 +290,7 @@ class RedisStorage(RecordLockingStorage):
             if not kind:  # deleted meanwhile
                 continue
             size = length - 1
-            if kind == _MANIFEST:  # the value only names the chunks: add them up
+            if kind == _redis_chunks.MANIFEST:  # the value only names the chunks: add them up
                 value = self.client.get(self._entry_key(name, context))
                 if value is None:  # deleted since
                     continue
@@ -265,7 +307,7 @@ class RedisStorage(RecordLockingStorage):
         head = self._untouched("getrange", key, 0, 65535)
         if not head:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
-        if head[:1] == _MANIFEST:
+        if head[:1] == _redis_chunks.MANIFEST:
             value = self._untouched("get", key)
             if value is None:  # deleted since the first read
                 raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
@@ -299,34 +341,32 @@ class RedisStorage(RecordLockingStorage):
     def _sizes_key(self, context: str) -> str:
         return f"{self.prefix}:s:{quote(context, safe='/')}"
 
+    def _chunk_prefix(self) -> str:
+        return f"{self.prefix}:c:"
+
     def _chunk_key(self, generation: str, index: int) -> str:
-        return f"{self.prefix}:c:{generation}:{index}"
+        return f"{self._chunk_prefix()}{generation}:{index}"
 
     def _chunk_keys(self, manifest_value: bytes) -> list[str]:
         """The chunk keys a manifest value names, in order."""
         manifest = json.loads(manifest_value[1:])
         return [self._chunk_key(manifest["gen"], i) for i in range(len(manifest["sizes"]))]
 
-    def _write_chunks(self, pieces: list[memoryview]) -> bytes:
-        generation = secrets.token_hex(8)
-        sizes: list[int] = []
-        pipe = self.client.pipeline(transaction=False)
-        for piece in pieces:
-            if not sizes or sizes[-1] + len(piece) > self.chunk_size:
-                sizes.append(0)
-            pipe.append(self._chunk_key(generation, len(sizes) - 1), piece)
-            sizes[-1] += len(piece)
-        pipe.execute()
-        return _MANIFEST + json.dumps({"gen": generation, "sizes": sizes}).encode()
+    def _gens_key(self, context: str) -> str:
+        """The hash of entry name -> chunk generation for ``context``."""
+        return f"{self.prefix}:g:{quote(context, safe='/')}"
 
-    def _retire(self, old: bytes | None, linger: bool) -> None:
-        """Drop the chunks of a replaced entry (after a grace period for readers)."""
-        if not old or old[:1] != _MANIFEST:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for key in self._chunk_keys(old):
-            pipe.expire(key, _OLD_CHUNKS_LINGER) if linger else pipe.delete(key)
-        pipe.execute()
+    # -- leftovers of killed writers ----------------------------------------------------
+
+    @_translated
+    def find_orphans(self) -> list[Orphan]:
+        """Chunks no entry names: a writer killed before publishing (they
+        also expire by themselves), or an entry evicted or deleted by hand."""
+        return _redis_chunks.find(self)
+
+    @_translated
+    def _remove_orphan(self, orphan: Orphan, older_than: float) -> bool:
+        return _redis_chunks.remove(self, orphan, older_than)
 
     # -- lock primitives ------------------------------------------------------------
 
@@ -343,7 +383,11 @@ class RedisStorage(RecordLockingStorage):
         data, remaining_ms = pipe.execute()
         if data is None:
             return None
-        return RawLock(data, _last_beat(data, remaining_ms), data.decode("latin-1"))
+        record = LockRecord.parse(data)
+        if record is None and not 0 <= remaining_ms <= _UNREADABLE_MS:
+            remaining_ms = self._scripts["cap"](keys=[self._lock_key(name)],
+                                               args=[data, _UNREADABLE_MS])
+        return RawLock(data, _last_beat(record, remaining_ms), data.decode("latin-1"))
 
     @_translated
     def _lock_replace(self, name: str, version: str, data: bytes) -> str | None:
@@ -398,22 +442,23 @@ def _pieces(file: object, limit: int) -> Iterator[memoryview]:
 
 
 def _expiry_ms(data: bytes) -> int:
-    """How long a lock lives without a beat: 3 heartbeats, or its ttl."""
-    record = LockRecord.parse(data)
+    """How long a lock lives without a beat (see ``_lifetime_ms``)."""
+    return _lifetime_ms(LockRecord.parse(data))
+
+
+def _lifetime_ms(record: LockRecord | None) -> int:
+    """3 heartbeats, or the ttl without heartbeat, or the unreadable bound."""
     if record is None:
-        return 3600_000
-    seconds = 3 * record.heartbeat_interval if record.heartbeat_interval else record.ttl
+        return _UNREADABLE_MS
+    seconds = MISSED_BEATS * record.heartbeat_interval if record.heartbeat_interval \
+        else record.ttl
     return max(int(seconds * 1000), 1)
 
 
-def _last_beat(data: bytes, remaining_ms: int) -> float:
+def _last_beat(record: LockRecord | None, remaining_ms: int) -> float:
     """When the lock was last set or extended, from the server's countdown."""
     now = time.time()
-    record = LockRecord.parse(data)
-    if remaining_ms < 0 or record is None:  # no expiry, or not ours to read
+    if remaining_ms < 0:  # a valid record set by hand without expiry (or changed meanwhile)
         return record.acquired if record else now
-    return now - (_expiry_ms(data) - remaining_ms) / 1000
+    return now - (_lifetime_ms(record) - remaining_ms) / 1000
 
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
