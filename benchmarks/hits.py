@@ -128,7 +128,8 @@ def dependency_hits(report: Report, root: Path) -> None:
     calls = {"labcache, 5 helpers + 2 globals": lambda: helpers(7),
              "labcache, no dependencies": lambda: plain(7),
              "diskcache.memoize, 5 helpers + 2 globals": lambda: disk(7)}
-    times = interleaved_medians(calls, 9, 400)
+    # Many short turns: the three differ by a microsecond, less than a busy spell.
+    times = interleaved_medians(calls, 31, 200)
     for clear in (clear_helpers, clear_plain, clear_disk):
         clear()
     ours = times["labcache, 5 helpers + 2 globals"]

@@ -229,8 +229,11 @@ class _Walk:
             if isinstance(claimed, bytes):
                 return claimed
             name, token = claimed
-        self.watch.functions.append((func, func.__code__, func.__defaults__,
-                                     func.__kwdefaults__))
+        if func.__qualname__ == func.__name__:
+            # Its own module global: a reload rebinds it (autoreload then swaps
+            # the new code into this very object, which other names still hold).
+            home = func.__globals__
+            self.watch.bindings.append((home, func.__name__, home.get(func.__name__, ABSENT)))
         h = xxhash.xxh3_128(b"function")
         self._code(h, func.__code__, func.__globals__)
         for i, default in enumerate(func.__defaults__ or ()):

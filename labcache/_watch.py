@@ -26,18 +26,19 @@ class Watch:
     flat tuples (about 30 ns per watched binding), never a Python loop.
 
     What it catches: a name rebound in a namespace or class (a cell re-run,
-    a module reloaded), a closure cell reassigned, and code swapped into a
-    function in place (IPython's autoreload does that).  Defaults assigned
-    to a function alone are seen when the identity is next computed.
+    a module reloaded: IPython's autoreload also swaps the new code into the
+    old function objects, and the reload rebinds the function's own module
+    global, which is watched) and a closure cell reassigned.  Code or
+    defaults assigned to a function by hand are seen when the identity is
+    next computed (another process, or another binding changing).
     """
 
-    __slots__ = ("_absent_maps", "_absent_names", "_cells", "_codes", "_contents", "_funcs",
-                 "_maps", "_names", "_objs", "_ready", "bindings", "cells", "functions")
+    __slots__ = ("_absent_maps", "_absent_names", "_cells", "_contents", "_maps", "_names",
+                 "_objs", "_ready", "bindings", "cells")
 
     def __init__(self) -> None:
         self.bindings: list[tuple[Any, str, object]] = []
         self.cells: list[tuple[Any, object]] = []
-        self.functions: list[tuple[Any, object, object, object]] = []
         self._ready = False
 
     def unchanged(self) -> bool:
@@ -48,7 +49,6 @@ class Watch:
             return (all(map(operator.is_, map(operator.getitem, self._maps, self._names),
                             self._objs))
                     and not any(map(operator.contains, self._absent_maps, self._absent_names))
-                    and all(map(operator.is_, map(_CODE_OF, self._funcs), self._codes))
                     and all(map(operator.is_, map(cell_value, self._cells), self._contents)))
         except KeyError:  # a watched name was deleted
             return False
@@ -59,12 +59,8 @@ class Watch:
         absent = [(m, n) for m, n, o in unique.values() if o is ABSENT]
         self._maps, self._names, self._objs = _columns(present, 3)
         self._absent_maps, self._absent_names = _columns(absent, 2)
-        self._funcs, self._codes = _columns([(f[0], f[1]) for f in self.functions], 2)
         self._cells, self._contents = _columns(self.cells, 2)
         self._ready = True
-
-
-_CODE_OF = operator.attrgetter("__code__")
 
 
 def _columns(rows: list[Any], width: int) -> list[tuple[Any, ...]]:

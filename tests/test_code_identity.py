@@ -360,13 +360,25 @@ def test_attributes_of_a_user_module_are_named_in_explain(tmp_path, monkeypatch,
         sys.modules.pop("features_mod", None)
 
 
-def test_code_assigned_in_place_is_seen_at_the_next_call(nb):
-    nb.run("def helper(x):\n    return x\n")
-    nb.run(F)
-    assert nb.ns["f"](3) == 4
-    # IPython's autoreload swaps code objects in place like this:
-    nb.run("def other(x):\n    return -x\nhelper.__code__ = other.__code__\n")
-    assert nb.ns["f"](3) == -2
+def test_an_autoreload_is_seen_at_the_next_call(nb, tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    (tmp_path / "auto_mod.py").write_text("def helper(x):\n    return x\n")
+    try:
+        nb.run("import auto_mod\nfrom auto_mod import helper\n")
+        nb.run(F)
+        assert nb.ns["f"](3) == 4
+        # What IPython's autoreload does: reload, then swap the new code into
+        # the old function object that other names (our `helper`) still hold.
+        (tmp_path / "auto_mod.py").write_text("def helper(x):\n    return -x\n")
+        old = nb.ns["helper"]
+        new = importlib.reload(nb.ns["auto_mod"]).helper
+        old.__code__ = new.__code__
+        assert nb.ns["f"](3) == -2
+    finally:
+        sys.modules.pop("auto_mod", None)
 
 
 def test_methods_called_through_self_are_part_of_a_methods_code(nb):
