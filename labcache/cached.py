@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -219,11 +220,11 @@ class CachedFunction(Generic[R]):
         return f"<cached {self._name}>"
 
     def __reduce__(self) -> Any:
-        qualname = self.__wrapped__.__qualname__
-        module = sys.modules.get(self.__wrapped__.__module__)
-        if module is not None and _lookup(module, qualname) is self:
-            return qualname  # importable: pickle by reference
-        return (_rebuild, (self.__wrapped__, self._options))
+        # Like the function it wraps: by reference when a worker can import
+        # it, else by value (see _by_value).
+        if _importable(self):
+            return self.__wrapped__.__qualname__
+        return _by_value(self)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -314,6 +315,9 @@ class _BoundCached:
 
     def clear(self) -> int:
         return self._cached.clear()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_BoundCached, (self._cached, self._instance))
 
 
 @overload
@@ -472,8 +476,59 @@ def _lookup(module: object, qualname: str) -> object:
     return target
 
 
-def _rebuild(func: Callable[..., Any], options: dict[str, Any]) -> CachedFunction[Any]:
-    return CachedFunction(func, **options)
+#: Modules whose functions another process cannot import by name: a script
+#: run as ``__main__``, a notebook, and ``__mp_main__`` in spawned workers.
+_MAIN_MODULES = ("__main__", "__mp_main__")
+_pickling = threading.local()
+
+
+def _importable(function: CachedFunction[Any]) -> bool:
+    """Whether ``module.qualname`` finds this very object in another process."""
+    func = function.__wrapped__
+    if func.__module__ in _MAIN_MODULES:
+        return False
+    module = sys.modules.get(func.__module__)
+    return module is not None and _lookup(module, func.__qualname__) is function
+
+
+def _by_value(function: CachedFunction[Any]) -> tuple[Any, ...]:
+    """Pickle a cached function from ``__main__`` or a notebook by value.
+
+    The wrapped function goes through cloudpickle (by value, as dask and
+    joblib send plain functions), with the options and the storage the
+    caller uses and the caller's function identity, so a worker computes the
+    very keys the caller would, even where it cannot read the source (a
+    notebook cell).  The cloudpickle bytes make this work under the standard
+    pickle too (``ProcessPoolExecutor``, multiprocessing).  Inside those
+    bytes, cached functions refer to each other directly, so recursion and
+    mutual references pickle once.
+    """
+    options = dict(function._options, storage=function.storage)
+    state = (function.__wrapped__, options, function._function_identity())
+    if getattr(_pickling, "active", False):  # already inside the cloudpickle stream
+        return (_rebuild, state)
+    import cloudpickle
+
+    _pickling.active = True
+    try:
+        payload = cloudpickle.dumps(function, protocol=5)
+    finally:
+        _pickling.active = False
+    return (_unpickle, (payload,))
+
+
+def _unpickle(payload: bytes) -> Any:
+    import pickle
+
+    return pickle.loads(payload)
+
+
+def _rebuild(func: Callable[..., Any], options: dict[str, Any],
+             identity: bytes | None = None) -> CachedFunction[Any]:
+    function = CachedFunction(func, **options)
+    if identity is not None:  # the caller's: workers key calls exactly as it does
+        function._identity = identity
+    return function
 
 
 def _mark_coroutine_function(obj: object) -> None:
