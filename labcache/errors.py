@@ -12,8 +12,11 @@ Each error also subclasses the builtin a caller would naturally catch, so
     ├── CorruptEntryError(ValueError)       an entry failed its checksum or parse
     │   └── SignatureError                  an entry is unsigned or badly signed
     ├── StorageError(OSError)               the storage could not be reached or written
-    └── HolderFailedError(RuntimeError)     the holder failed with an exception
-                                            that could not be shipped as itself
+    ├── HolderFailedError(RuntimeError)     the holder failed with an exception
+    │                                       that could not be shipped as itself
+    └── ReentrantCallError(RuntimeError)    a call needs a lock its own thread or
+                                            task already holds (it would wait
+                                            for itself)
 
     CacheWarning(UserWarning)               a cache problem worked around; the
                                             call still returned a right result
@@ -35,6 +38,7 @@ __all__ = [
     "KeyFileError",
     "LabcacheError",
     "LockTimeout",
+    "ReentrantCallError",
     "SignatureError",
     "StorageError",
     "UnhashableArgumentError",
@@ -171,5 +175,20 @@ class HolderFailedError(LabcacheError, RuntimeError):
 
     Examples:
         >>> issubclass(HolderFailedError, RuntimeError)
+        True
+    """
+
+
+class ReentrantCallError(LabcacheError, RuntimeError):
+    """A cached call needs a lock that its own thread (or asyncio task) holds.
+
+    This happens when computing a key calls, directly or through other
+    functions, the same cached function with the same arguments: the inner
+    call would wait for the outer one, which waits for the inner one.  It is
+    raised at once instead of after ``wait_timeout``.  Other threads and
+    other tasks asking for that key still wait for the holder as usual.
+
+    Examples:
+        >>> issubclass(ReentrantCallError, RuntimeError)
         True
     """

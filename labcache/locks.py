@@ -22,6 +22,7 @@ turns them into the seed's ``try_acquire_lock`` / ``release_lock`` /
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -114,7 +115,8 @@ class _Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
-        if self is not threading.current_thread():
+        # ident is None if an interrupt came before start(): nothing to join.
+        if self.ident is not None and self is not threading.current_thread():
             self.join()
 
 
@@ -227,12 +229,19 @@ class RecordLockingStorage(BaseLockingStorage):
         started = time.monotonic()
         record = LockRecord.new(ttl, heartbeat_interval)
         data = record.to_bytes()
-        version = self._lock_create(lock_name, data)
-        if version is None:
-            version = self._take_over_if_stale(lock_name, data)
-        if version is None:
-            return False
-        self._hold(lock_name, record, version, started)
+        try:
+            version = self._lock_create(lock_name, data)
+            if version is None:
+                version = self._take_over_if_stale(lock_name, data)
+            if version is None:
+                return False
+            self._hold(lock_name, record, version, started)
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, SystemExit) or failed after the
+            # record may already be written: a lock nobody will release must
+            # not stay behind, beating or not.
+            self._drop(lock_name, record.token)
+            raise
         self._warn_once()
         return True
 
@@ -243,15 +252,14 @@ class RecordLockingStorage(BaseLockingStorage):
             held = self._held.pop(lock_name, None)
         if held is None:
             return
-        if held.heartbeat is not None:
-            held.heartbeat.stop()
-        raw = self._lock_read(lock_name)
-        record = LockRecord.parse(raw.data) if raw else None
-        if raw is None or record is None or record.token != held.token:
-            if held.heartbeat is None or not held.heartbeat.lost:  # said once is enough
-                self._report_lost(lock_name, held.could_be_stale(), "nothing to release")
-            return
-        self._lock_delete(lock_name, raw.version)
+        try:
+            self._let_go(lock_name, held, quiet=False)
+        except BaseException:
+            # A KeyboardInterrupt half-way would leave the record (and maybe
+            # its beat) behind for 3 beats: finish first, then let it through.
+            with contextlib.suppress(Exception):
+                self._let_go(lock_name, held, quiet=True)
+            raise
 
     def _is_locked(self, lock_name: str) -> bool:
         """True if the lock exists and is not stale."""
@@ -347,12 +355,40 @@ class RecordLockingStorage(BaseLockingStorage):
         return version
 
     def _hold(self, lock_name: str, record: LockRecord, version: str, started: float) -> None:
-        beat = None
-        if record.heartbeat_interval:
-            beat = _Heartbeat(self, lock_name, version, record.heartbeat_interval, started)
-            beat.start()
+        # Recorded before the beat starts, so an interrupt in between leaves
+        # nothing that _drop cannot find.
+        held = _Held(record.token, None, started + record.ttl)
         with self._held_guard:
-            self._held[lock_name] = _Held(record.token, beat, started + record.ttl)
+            self._held[lock_name] = held
+        if record.heartbeat_interval:
+            held.heartbeat = _Heartbeat(self, lock_name, version, record.heartbeat_interval,
+                                        started)
+            held.heartbeat.start()
+
+    def _let_go(self, lock_name: str, held: _Held, quiet: bool) -> None:
+        """Stop the beat of a hold and delete its record if it is still ours."""
+        if held.heartbeat is not None:
+            held.heartbeat.stop()
+        raw = self._lock_read(lock_name)
+        record = LockRecord.parse(raw.data) if raw else None
+        if raw is None or record is None or record.token != held.token:
+            if not quiet and (held.heartbeat is None or not held.heartbeat.lost):
+                # (a heartbeat that found it lost said so already)
+                self._report_lost(lock_name, held.could_be_stale(), "nothing to release")
+            return
+        self._lock_delete(lock_name, raw.version)
+
+    def _drop(self, lock_name: str, token: str) -> None:
+        """Undo an acquisition that did not complete: the record with ``token``
+        (if it was written) and its hold (if it was recorded)."""
+        with self._held_guard:
+            held = self._held.get(lock_name)
+            if held is not None and held.token == token:
+                del self._held[lock_name]
+            else:
+                held = None
+        with contextlib.suppress(Exception):
+            self._let_go(lock_name, held or _Held(token, None, 0.0), quiet=True)
 
     def _warn_once(self) -> None:
         """Log ``lock_warnings`` at this storage's first lock (e.g. a Redis

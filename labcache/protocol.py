@@ -17,6 +17,7 @@ waiting coroutine never blocks its event loop.  One call goes:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Generator
@@ -24,9 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import BaseLockingStorage, BaseStorage, LockInfo
-from .errors import LabcacheError, LockTimeout, StorageError, warn
+from .errors import LabcacheError, LockTimeout, ReentrantCallError, StorageError, warn
 from .locks import MISSED_BEATS, this_host
+from .reentry import current_owner, holder_of
+from .reentry import holding as _holding
 from .report import Reporter
+from .shield import Attempt, shielded
 from .transfer import (
     FAILURES_CONTEXT,
     MISS,
@@ -81,10 +85,15 @@ def lock_name_for(context: str, key: str) -> str:
 
 @dataclass
 class _Op:
-    """Blocking storage work."""
+    """Blocking storage work.
+
+    With an ``attempt`` (taking a lock) the driver runs it through
+    ``attempt.run``, which ties its result to the protocol's ``settle``.
+    """
 
     fn: Callable[..., Any]
     args: tuple[Any, ...]
+    attempt: Attempt | None = None
 
 
 @dataclass
@@ -107,21 +116,28 @@ def run_sync(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
     steps = acquire_or_wait(call)
     sent: Any = None
     thrown: BaseException | None = None
-    while True:
-        try:
-            step = steps.throw(thrown) if thrown is not None else steps.send(sent)
-        except StopIteration as stop:
-            return stop.value
-        sent, thrown = None, None
-        try:
-            if step is _COMPUTE:
-                sent = func(*args, **kwargs)
-            elif isinstance(step, _Pause):
-                step.storage._wait_for_change(step.lock_name, step.seconds)
-            else:
-                sent = _storage_op(step)
-        except BaseException as exc:  # handed to the protocol, which re-raises
-            thrown = exc
+    try:
+        while True:
+            try:
+                step = steps.throw(thrown) if thrown is not None else steps.send(sent)
+            except StopIteration as stop:
+                return stop.value
+            sent, thrown = None, None
+            try:
+                if step is _COMPUTE:
+                    sent = func(*args, **kwargs)
+                elif isinstance(step, _Pause):
+                    step.storage._wait_for_change(step.lock_name, step.seconds)
+                elif step.attempt is None:
+                    sent = _storage_op(step)
+                else:  # out of reach of a signal handler's KeyboardInterrupt
+                    sent = shielded(step.attempt.run, _storage_op, step)
+            except BaseException as exc:  # handed to the protocol, which re-raises
+                thrown = exc
+    finally:
+        # A KeyboardInterrupt that lands between two steps (outside the try
+        # above) still runs the protocol's cleanup: its lock is released.
+        steps.close()
 
 
 async def run_async(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
@@ -132,21 +148,26 @@ async def run_async(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
     steps = acquire_or_wait(call)
     sent: Any = None
     thrown: BaseException | None = None
-    while True:
-        try:
-            step = steps.throw(thrown) if thrown is not None else steps.send(sent)
-        except StopIteration as stop:
-            return stop.value
-        sent, thrown = None, None
-        try:
-            if step is _COMPUTE:
-                sent = await func(*args, **kwargs)
-            elif isinstance(step, _Pause):
-                await _pause_async(step)
-            else:
-                sent = await asyncio.to_thread(_storage_op, step)
-        except BaseException as exc:
-            thrown = exc
+    try:
+        while True:
+            try:
+                step = steps.throw(thrown) if thrown is not None else steps.send(sent)
+            except StopIteration as stop:
+                return stop.value
+            sent, thrown = None, None
+            try:
+                if step is _COMPUTE:
+                    sent = await func(*args, **kwargs)
+                elif isinstance(step, _Pause):
+                    await _pause_async(step)
+                elif step.attempt is None:
+                    sent = await asyncio.to_thread(_storage_op, step)
+                else:  # a cancel here leaves the thread to finish, then settle
+                    sent = await asyncio.to_thread(step.attempt.run, _storage_op, step)
+            except BaseException as exc:  # a cancel too: the protocol cleans up
+                thrown = exc
+    finally:
+        steps.close()
 
 
 async def _pause_async(step: _Pause) -> None:
@@ -200,10 +221,10 @@ def _protocol(call: Call) -> Protocol:
     if not isinstance(storage, BaseLockingStorage):
         return (yield from _compute_and_store(call))
     while True:
-        won = yield _Op(storage.try_acquire_lock,
-                        (call.lock_name, call.ttl, call.heartbeat_interval))
+        _refuse_reentry(call, storage)
+        won, value = yield from _compute_if_won(call, storage)
         if won:
-            return (yield from _compute_holding(call, storage))
+            return value
         holder = yield from _wait_while_held(call, storage)
         if not call.force:
             found = yield _Op(load, (call,))
@@ -216,15 +237,30 @@ def _protocol(call: Call) -> Protocol:
         # Free or stale and nothing stored: take the computation over.
 
 
-def _compute_holding(call: Call, storage: BaseLockingStorage) -> Protocol:
+def _compute_if_won(call: Call, storage: BaseLockingStorage) -> Protocol:
+    """Try the lock; if won, compute under it.  Returns (won, value).
+
+    The lock is given back by ``attempt.settle()`` in ``finally``, which also
+    covers an interruption before the acquisition's result reached this
+    generator (an asyncio cancel while it ran in a thread, a
+    KeyboardInterrupt, ``close()``): a lock won then is released as soon as
+    the thread that took it returns.
+    """
+    name = call.lock_name
+    attempt = Attempt(functools.partial(_undo_acquire, storage, name))
     try:
-        if not call.force:  # someone may have stored it just before we won
-            found = yield _Op(load, (call,))
-            if found is not MISS:
-                return found
-        return (yield from _compute_and_store(call, storage))
+        won = yield _Op(storage.try_acquire_lock, (name, call.ttl, call.heartbeat_interval),
+                        attempt)
+        if not won:
+            return False, None
+        with _holding(storage, name):
+            if not call.force:  # someone may have stored it just before we won
+                found = yield _Op(load, (call,))
+                if found is not MISS:
+                    return True, found
+            return True, (yield from _compute_and_store(call, storage))
     finally:
-        _release(storage, call.lock_name)
+        attempt.settle()
 
 
 def _compute_and_store(call: Call, storage: BaseLockingStorage | None = None) -> Protocol:
@@ -250,6 +286,17 @@ def _compute_and_store(call: Call, storage: BaseLockingStorage | None = None) ->
         raise
     call.reporter.computed(seconds)
     return value
+
+
+def _refuse_reentry(call: Call, storage: BaseLockingStorage) -> None:
+    """Raise at once if this thread or task already holds the call's lock."""
+    if holder_of(storage, call.lock_name) == current_owner():
+        raise ReentrantCallError(
+            f"{call.function} was called again with the same arguments (key "
+            f"{call.key[:12]}) while this same thread or task is computing that key; it "
+            "would wait for itself. A cached function cannot recurse into its own key: "
+            "call it with other arguments, or call its __wrapped__ function inside"
+        )
 
 
 def _wait_while_held(call: Call, storage: BaseLockingStorage) -> Protocol:
@@ -298,6 +345,11 @@ def observe_lock(storage: BaseLockingStorage, name: str) -> tuple[bool, LockInfo
         return storage._is_locked(name), None
     info = storage.lock_info(name)
     return (info is not None and not info.stale), info
+
+
+def _undo_acquire(storage: BaseLockingStorage, name: str, won: object) -> None:
+    if won:
+        _release(storage, name)
 
 
 def _release(storage: BaseLockingStorage, name: str) -> None:
