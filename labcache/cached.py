@@ -211,6 +211,11 @@ class CachedFunction(Generic[R]):
 
     # -- Python plumbing -------------------------------------------------------------
 
+    def __setstate__(self, state: tuple[Callable[..., R], dict[str, Any], bytes]) -> None:
+        func, options, identity = state
+        self.__init__(func, **options)  # type: ignore[misc]
+        self._identity = identity  # the caller's: workers key calls exactly as it does
+
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         if instance is None:
             return self
@@ -506,7 +511,10 @@ def _by_value(function: CachedFunction[Any]) -> tuple[Any, ...]:
     options = dict(function._options, storage=function.storage)
     state = (function.__wrapped__, options, function._function_identity())
     if getattr(_pickling, "active", False):  # already inside the cloudpickle stream
-        return (_rebuild, state)
+        # Built from ``state`` only once the wrapped function is complete:
+        # a function that refers to its own cached self is unpickled as a
+        # bare function first and gets its defaults and names afterwards.
+        return (_empty, (), state)
     import cloudpickle
 
     _pickling.active = True
@@ -523,12 +531,8 @@ def _unpickle(payload: bytes) -> Any:
     return pickle.loads(payload)
 
 
-def _rebuild(func: Callable[..., Any], options: dict[str, Any],
-             identity: bytes | None = None) -> CachedFunction[Any]:
-    function = CachedFunction(func, **options)
-    if identity is not None:  # the caller's: workers key calls exactly as it does
-        function._identity = identity
-    return function
+def _empty() -> CachedFunction[Any]:
+    return CachedFunction.__new__(CachedFunction)
 
 
 def _mark_coroutine_function(obj: object) -> None:

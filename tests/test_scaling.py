@@ -59,3 +59,58 @@ def test_main_function_on_joblib_workers(tmp_path, backend):
 
 def test_main_function_on_a_spawn_process_pool(tmp_path):
     check_report(*run_script(tmp_path, "spawn"))
+
+
+# -- in this process: what a pickled cached function carries -----------------------------
+
+from labcache import LocalStorage, cached  # noqa: E402
+
+
+@cached
+def importable_square(x: int) -> int:
+    return x * x
+
+
+def test_an_importable_cached_function_pickles_by_reference():
+    import pickle
+
+    assert pickle.loads(pickle.dumps(importable_square)) is importable_square
+
+
+def test_a_local_cached_function_pickles_by_value_with_its_options(tmp_path):
+    import pickle
+
+    import cloudpickle
+
+    storage = LocalStorage(tmp_path / "store")
+
+    @cached(storage=storage, ttl=123, ignore=("verbose",))
+    def fact(n: int, verbose: bool = False) -> int:  # refers to itself
+        return 1 if n < 2 else n * fact(n - 1)
+
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        copy = pickle.loads(dumps(fact))
+        assert copy is not fact
+        assert copy.storage is storage and copy._options["ttl"] == 123
+        assert copy.key(5, verbose=True) == fact.key(5)
+        assert copy(5) == 120
+    assert fact.is_cached(5) and fact.is_cached(4)  # the copies stored for the caller
+
+
+class Model:
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __dask_tokenize__(self) -> int:
+        return self.size
+
+    @cached
+    def score(self, x: int) -> int:
+        return self.size * x
+
+
+def test_a_bound_cached_method_pickles():
+    import pickle
+
+    bound = pickle.loads(pickle.dumps(Model(3).score))
+    assert bound(2) == 6 and bound.key(2) == Model(3).score.key(2)
