@@ -19,7 +19,7 @@ import pytest
 
 from tests import _dask_work
 from tests._jupyter import Kernel, isolate_jupyter, require
-from tests.test_scaling import check_report, run_script
+from tests._scripts import check_report, run_script
 
 distributed = pytest.importorskip("distributed")
 

@@ -85,9 +85,11 @@ class Tree:
         fd = self._open_root(create)
         try:
             for part in parts:
-                child = self._step(fd, part, create)
-                os.close(fd)
-                fd = child
+                # fd moves on before the parent is closed: an interrupt in
+                # between leaks one descriptor instead of closing one twice
+                # (the second close could hit a descriptor reused elsewhere).
+                fd, parent = self._step(fd, part, create), fd
+                os.close(parent)
             yield fd
         finally:
             os.close(fd)
