@@ -211,10 +211,15 @@ class CachedFunction(Generic[R]):
 
     # -- Python plumbing -------------------------------------------------------------
 
-    def __setstate__(self, state: tuple[Callable[..., R], dict[str, Any], bytes]) -> None:
-        func, options, identity = state
+    def __setstate__(self, state: tuple[Callable[..., R], dict[str, Any], bytes,
+                                        dict[str, str]]) -> None:
+        from ._watch import Watch
+
+        func, options, digest, parts = state
         self.__init__(func, **options)  # type: ignore[misc]
-        self._identity = identity  # the caller's: workers key calls exactly as it does
+        # The caller's identity, watching nothing: a worker keys every call
+        # exactly as the caller did, whatever it can or cannot see of the code.
+        self._identity = keys.Identity(digest, parts, Watch())
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         if instance is None:
@@ -509,7 +514,8 @@ def _by_value(function: CachedFunction[Any]) -> tuple[Any, ...]:
     mutual references pickle once.
     """
     options = dict(function._options, storage=function.storage)
-    state = (function.__wrapped__, options, function._function_identity())
+    identity = function._function_identity()
+    state = (function.__wrapped__, options, identity.digest, dict(identity.parts))
     if getattr(_pickling, "active", False):  # already inside the cloudpickle stream
         # Built from ``state`` only once the wrapped function is complete:
         # a function that refers to its own cached self is unpickled as a
