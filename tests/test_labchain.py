@@ -14,7 +14,7 @@ import pickle
 
 import pytest
 
-from labcache import InvalidNameError, LocalStorage, SignatureError
+from labcache import InvalidNameError, LocalStorage, SignatureError, entry
 from labcache.labchain import LabChainStorage
 from tests import _labchain_flow
 from tests._procs import reaping
@@ -43,7 +43,7 @@ def test_entries_are_labcache_entries_in_the_wrapped_storage(tmp_path, monkeypat
     chain = LabChainStorage(inner)
     chain.upload_file({"a": 1}, "model", "labchain/M/1")
     raw = inner.download_file("model", "labchain/M/1")
-    assert isinstance(raw, bytes) and raw[:4] == b"LCE2"  # bytes in the storage
+    assert isinstance(raw, bytes) and raw[:4] == entry.MAGIC  # bytes in the storage
     monkeypatch.setenv("LABCACHE_SECRET", "team")
     with pytest.raises(SignatureError):  # signed teams refuse unsigned objects
         chain.download_file("model", "labchain/M/1")
