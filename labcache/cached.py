@@ -63,6 +63,7 @@ class CachedFunction(Generic[R]):
         expires_after: float | None = None,
         mmap_mode: str | None = None,
         max_size: str | int | None = None,
+        stale_after: float | None = None,
     ) -> None:
         functools.update_wrapper(self, func)
         self.__wrapped__ = func
@@ -77,7 +78,7 @@ class CachedFunction(Generic[R]):
             storage=storage, ttl=ttl, heartbeat_interval=heartbeat_interval,
             wait_timeout=wait_timeout, ignore=self._ignore, version=version,
             on_storage_error=on_storage_error, expires_after=expires_after,
-            mmap_mode=mmap_mode, max_size=max_size,
+            mmap_mode=mmap_mode, max_size=max_size, stale_after=stale_after,
         )
         _check_options(func, self._signature, self._options)
         self.context = context_for(func.__module__ or "", func.__qualname__)
@@ -99,9 +100,13 @@ class CachedFunction(Generic[R]):
         arguments = self._bind(args, kwargs)
         key = keys.call_key(self._identity or self._function_identity(), arguments)
         options = self._options
+        stale_after = options["stale_after"]
+        on_stale = None if stale_after is None else \
+            functools.partial(self._refresh_stale, args, kwargs, arguments, key)
         try:  # a hit goes no further: no protocol, no lock, no Call object
             found = load_entry(self.storage, key, self.context, self._name,
-                               options["expires_after"], None, options["mmap_mode"])
+                               options["expires_after"], None, options["mmap_mode"],
+                               stale_after, on_stale)
         except Exception:  # a storage problem: the protocol reports or works around it
             found, looked = MISS, False
         else:
@@ -215,6 +220,7 @@ class CachedFunction(Generic[R]):
             arguments = self._bind(args, kwargs)
             key = keys.call_key(self._function_identity(), arguments)
         name, options = self._name, self._options
+        stale_after = options["stale_after"]
         return Call(
             storage=self.storage, context=self.context, key=key, function=name,
             ttl=options["ttl"], heartbeat_interval=options["heartbeat_interval"],
@@ -222,8 +228,19 @@ class CachedFunction(Generic[R]):
             on_storage_error=options["on_storage_error"],
             metadata=functools.partial(_metadata, name, key, arguments),
             reporter=reporter_for(name), force=force, looked=looked,
-            mmap_mode=options["mmap_mode"],
+            mmap_mode=options["mmap_mode"], stale_after=stale_after,
+            on_stale=None if stale_after is None else
+            functools.partial(self._refresh_stale, args, kwargs, arguments, key),
         )
+
+    def _refresh_stale(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                       arguments: dict[str, Any], key: str) -> None:
+        """A hit found an entry older than ``stale_after``: refresh it in the
+        background if this caller wins the lock (see ``labcache._stale``)."""
+        from ._stale import refresh_if_won
+
+        call = self._prepare(args, kwargs, arguments=arguments, key=key)
+        refresh_if_won(call, self.__wrapped__, args, kwargs, self._is_async)
 
     def _expired(self, storage: BaseStorage, key: str, expires_after: float) -> bool:
         import time
@@ -275,7 +292,7 @@ def cached(
     heartbeat_interval: float | None = 30, wait_timeout: float = 7200,
     ignore: Iterable[str] = (), version: object = None, on_storage_error: str = "compute",
     expires_after: float | None = None,
-    max_size: str | int | None = None,
+    max_size: str | int | None = None, stale_after: float | None = None,
 ) -> Callable[[Callable[..., R]], CachedFunction[R]]: ...
 
 
@@ -300,6 +317,11 @@ def cached(func: Callable[..., R] | None = None, /, **options: Any) -> Any:
             uncached) or ``"raise"``.
         expires_after (float | None): entries older than this many seconds
             count as misses.
+        stale_after (float | None): entries older than this many seconds are
+            still returned at once, while the one caller that wins the lock
+            recomputes and replaces them in a background thread (the others
+            never wait); a failed refresh keeps the old entry and warns.  A
+            process finishes its refreshes before it exits.
         mmap_mode (str | None): ``"r"`` (read-only) or ``"c"`` (copy on
             write) to memory-map array data of hits from a ``LocalStorage``
             instead of reading it, like ``joblib.Memory(mmap_mode=)``; other
@@ -338,7 +360,7 @@ def _check_options(func: Callable[..., Any], signature: inspect.Signature,
     for name in ("ttl", "wait_timeout"):
         if not options[name] > 0:
             raise ValueError(f"{name} must be a positive number of seconds")
-    for name in ("heartbeat_interval", "expires_after"):
+    for name in ("heartbeat_interval", "expires_after", "stale_after"):
         if options[name] is not None and not options[name] > 0:
             raise ValueError(f"{name} must be a positive number of seconds or None")
     if options["max_size"] is not None:  # bytes from now on: "5GB" is parsed once

@@ -16,8 +16,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -25,13 +27,16 @@ from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 import redis
+import xxhash
 
 from .. import entry
+from .._compress import HEAD_SPAN, frame_chunks, open_frame, unframe_head
 from .._redact import redact_url as _redact
 from .._redact import scrub
 from ..errors import StorageError
 from ..locks import EntryStat, LockRecord, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
+from ._local_copy import LocalCopies, copy_stream, network_options, remote_digest, split_url_options
 from ._redis_client import Chunks, check_url, client_from_url, password_of, url_of
 
 __all__ = ["RedisStorage"]
@@ -57,6 +62,15 @@ _IDLE = "local out = {} for i, key in ipairs(KEYS) do " \
         "local ok, idle = pcall(redis.call, 'OBJECT', 'IDLETIME', key) " \
         "if ok then out[i] = idle or -1 else out[i] = -2 end end return out"
 _IDLE_BATCH = 5000
+# A hit with a local copy: a small inline value whole (a copy would not save a
+# round trip), else only the first bytes, which tell the version (see _version).
+_PROBE = "local head = redis.call('GETRANGE', KEYS[1], 0, 127) " \
+         "if head == '' then return false end " \
+         "if string.sub(head, 1, 1) == 'I' and " \
+         "redis.call('STRLEN', KEYS[1]) <= tonumber(ARGV[1]) then " \
+         "return {0, redis.call('GET', KEYS[1])} end return {1, head}"
+#: Values up to this size are fetched whole on a hit, never copied locally.
+_COPY_MIN = 32 * 1024
 
 
 def _translated(method: Callable[..., T]) -> Callable[..., T]:
@@ -90,11 +104,17 @@ class RedisStorage(RecordLockingStorage):
     wake_poll_interval = 1.0
 
     def __init__(self, url: str | redis.Redis = "redis://localhost:6379/0",
-                 prefix: str = "labcache", *, chunk_size: int = _CHUNK) -> None:
+                 prefix: str = "labcache", *, chunk_size: int = _CHUNK,
+                 local_copy: str | os.PathLike[str] | bool | None = None,
+                 local_copy_limit: str | int | None = None,
+                 compress: bool | str = "auto") -> None:
         if self.__dict__.get("_ready"):
             return
         check_name(prefix, "prefix")
         self.prefix, self.chunk_size = prefix, chunk_size
+        url, url_options = split_url_options(url) if isinstance(url, str) else (url, {})
+        folder, limit, self.compress = network_options(url_options, local_copy,
+                                                       local_copy_limit, compress)
         # redis-py's responses are typed bytes | str; ours are always bytes.
         self.client: Any
         if isinstance(url, str):
@@ -105,15 +125,23 @@ class RedisStorage(RecordLockingStorage):
             self.client, self.url = url, url_of(url)
         self._scripts = {name: self.client.register_script(source) for name, source in
                          (("replace", _REPLACE), ("delete", _DELETE), ("extend", _EXTEND),
-                          ("idle", _IDLE))}
+                          ("idle", _IDLE), ("probe", _PROBE))}
+        #: Where loaded entries are kept on this machine (None: nowhere).
+        self.local_copy = None if folder is None else LocalCopies(
+            folder, remote_digest("redis", _redact(self.url), self.prefix), limit)
         self._init_locks()
         self._ready = True
 
     def __repr__(self) -> str:
-        return f"RedisStorage({_redact(self.url)!r}, prefix={self.prefix!r})"
+        copy = f", local_copy={str(self.local_copy.root)!r}" if self.local_copy else ""
+        return f"RedisStorage({_redact(self.url)!r}, prefix={self.prefix!r}{copy})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.url, self.prefix), None)
+        copy = self.local_copy
+        return (functools.partial(
+            type(self), self.url, self.prefix, chunk_size=self.chunk_size,
+            local_copy=None if copy is None else str(copy.root),
+            local_copy_limit=None if copy is None else copy.limit, compress=self.compress), ())
 
     def get_root_path(self) -> str:
         """The server and key prefix, without any password."""
@@ -126,7 +154,7 @@ class RedisStorage(RecordLockingStorage):
                     direct_stream: bool = False) -> str | None:
         """Store an entry; big ones in chunks, made visible all at once."""
         key = self._entry_key(file_name, context)
-        pieces = list(_pieces(file, self.chunk_size))
+        pieces = list(_pieces(frame_chunks(file, self.compress), self.chunk_size))
         size = sum(len(p) for p in pieces)
         value = b"".join([_INLINE, *pieces]) if size <= _INLINE_LIMIT \
             else self._write_chunks(pieces)
@@ -146,13 +174,74 @@ class RedisStorage(RecordLockingStorage):
 
     @_translated
     def get_file_by_hashcode(self, hashcode: str, context: str) -> Any:
-        """The entry as a file object that fetches chunks as they are read."""
+        """The entry as a file object that fetches chunks as they are read
+        (and decompresses what was sent compressed)."""
         value = self.client.get(self._entry_key(hashcode, context))
         if value is None:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+        return open_frame(self._chunks(value))
+
+    def _chunks(self, value: bytes) -> Chunks:
+        """The stored bytes behind an entry's value (inline, or its chunks)."""
         if value[:1] == _INLINE:
             return Chunks(self.client, [], memoryview(value)[1:])
         return Chunks(self.client, self._chunk_keys(value))
+
+    # -- local copies (see _local_copy.py) ----------------------------------------
+
+    @_translated
+    def _open_for_load(self, hashcode: str, context: str) -> Any:
+        """A hit: with a local copy, one small read tells whether the copy
+        is still the stored version; only a new version is fetched."""
+        copies = self.local_copy
+        if copies is None:
+            return self.get_file_by_hashcode(hashcode, context)
+        fd = self._copy_fd(copies, hashcode, context)
+        return fd if not isinstance(fd, int) else copies.as_source(fd)
+
+    @_translated
+    def open_mapped(self, hashcode: str, context: str, mode: str = "r") -> Any:
+        """The entry's local copy memory-mapped (``mmap_mode``), or None if
+        there is no entry.  Without a local copy: the entry read into memory."""
+        copies = self.local_copy
+        try:
+            fd = self._copy_fd(copies, hashcode, context) if copies else \
+                self.get_file_by_hashcode(hashcode, context)
+        except FileNotFoundError:
+            return None
+        if isinstance(fd, int):
+            return LocalCopies.as_mapping(fd, mode)
+        with contextlib.closing(fd) if hasattr(fd, "close") else contextlib.nullcontext():
+            return bytearray(fd.read() if hasattr(fd, "read") else fd)
+
+    def _copy_fd(self, copies: LocalCopies, hashcode: str, context: str) -> Any:
+        """A descriptor on the current version's copy, or a small entry's bytes."""
+        key = self._entry_key(hashcode, context)
+        found = self._scripts["probe"](keys=[key], args=[_COPY_MIN])
+        if found is None:
+            copies.forget(context, hashcode)
+            raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+        whole, data = found[0] == 0, found[1]
+        if whole:
+            with open_frame(self._chunks(data)) as stream:
+                return stream.read()
+        fd = copies.open(context, hashcode, _version(data))
+        if fd is not None:
+            return fd
+        value = self.client.get(key)
+        if value is None:
+            raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+
+        def fill(target: Any) -> None:
+            with open_frame(self._chunks(value)) as stream:
+                copy_stream(stream, target)
+
+        return copies.keep(context, hashcode, _version(value), fill)
+
+    def _forget_copy(self, hashcode: str, context: str) -> bool:
+        """Drop this machine's copy of an entry (it failed to load); True if
+        there was one, so the caller fetches the entry again."""
+        return self.local_copy is not None and self.local_copy.forget(context, hashcode)
 
     @_translated
     def check_if_exists(self, hashcode: str, context: str) -> bool:
@@ -168,6 +257,8 @@ class RedisStorage(RecordLockingStorage):
         pipe = self.client.pipeline(transaction=False)
         pipe.getdel(self._entry_key(hashcode, context)).hdel(self._sizes_key(context), hashcode)
         old = pipe.execute()[0]
+        if self.local_copy is not None:
+            self.local_copy.forget(context, hashcode)
         if old is None:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
         self._retire(old, linger=linger)
@@ -239,13 +330,13 @@ class RedisStorage(RecordLockingStorage):
     def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
         """The header from the first bytes of the entry (never the whole value)."""
         key = self._entry_key(hashcode, context)
-        head = self._untouched("getrange", key, 0, 65535)
+        head = self._untouched("getrange", key, 0, HEAD_SPAN)
         if not head:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
         if head[:1] == _MANIFEST:
             first_chunk = self._chunk_keys(self._untouched("get", key))[0]
-            head = b"_" + self.client.getrange(first_chunk, 0, 65535)
-        return entry.read_header(head[1:])
+            head = b"_" + self.client.getrange(first_chunk, 0, HEAD_SPAN)
+        return entry.read_header(unframe_head(head[1:]))
 
     def _untouched(self, command: str, *args: Any) -> Any:
         """One read that, on Redis 7.2+ (``CLIENT NO-TOUCH``), leaves the key's
@@ -364,11 +455,18 @@ class RedisStorage(RecordLockingStorage):
         return f"{self.prefix}:released:{name}"
 
 
-def _pieces(file: object, limit: int) -> Iterator[memoryview]:
+def _pieces(views: Iterator[memoryview], limit: int) -> Iterator[memoryview]:
     """The upload as memoryviews of at most ``limit`` bytes, without joining."""
-    for view in entry.upload_chunks(file, limit):
+    for view in views:
         for start in range(0, len(view), limit):
             yield view[start:start + limit]
+
+
+def _version(value: bytes) -> str:
+    """Which version of an entry a stored value is, from its first 128 bytes:
+    an inline value's entry prefix holds the checksum of the whole entry, a
+    chunked one's manifest a random generation id, new at every write."""
+    return xxhash.xxh3_128_hexdigest(value[:128])
 
 
 def _expiry_ms(data: bytes) -> int:
