@@ -28,6 +28,7 @@ entry (an S3 ETag, a digest of a Redis value's first bytes), hex-encoded.
 from __future__ import annotations
 
 import contextlib
+import io
 import mmap
 import os
 import secrets
@@ -39,8 +40,10 @@ from typing import Any, BinaryIO
 
 import xxhash
 
-__all__ = ["DEFAULT_LIMIT", "URL_OPTIONS", "LocalCopies", "copy_stream", "default_copy_root",
-           "network_options", "remote_digest", "split_url_options"]
+from ..errors import CorruptEntryError
+
+__all__ = ["DEFAULT_LIMIT", "URL_OPTIONS", "CheckedCopy", "LocalCopies", "copy_stream",
+           "default_copy_root", "network_options", "remote_digest", "split_url_options"]
 
 #: Size limit of a local copy folder unless ``local_copy_limit`` says otherwise.
 DEFAULT_LIMIT = 10 * 10**9
@@ -266,6 +269,51 @@ class LocalCopies:
                 if entry.name != keep and not entry.name.startswith("."):
                     removed = _unlink(entry.path) or removed
         return removed
+
+
+class CheckedCopy(io.RawIOBase):
+    """A local copy read while the remote's version check is still on the way.
+
+    The entry reader reads the copy to its end and then asks for one more
+    byte (``has_more``); at that end, before anything is unpickled, this
+    waits for ``check`` (a future: is the copy still the stored version?)
+    and raises ``CorruptEntryError`` if not, so the caller drops the copy and
+    fetches the entry.  The network's latency hides behind the disk read.
+    """
+
+    def __init__(self, file: Any, check: Any) -> None:
+        super().__init__()
+        self._file, self._check = file, check
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return int(self._file.fileno())
+
+    def tell(self) -> int:
+        return int(self._file.tell())
+
+    def readinto(self, buffer: Any) -> int:
+        got = int(self._file.readinto(buffer) or 0)
+        if got < len(memoryview(buffer)):
+            self._confirm()
+        return got
+
+    def read(self, size: int | None = -1) -> bytes:
+        data: bytes = self._file.read(size)
+        if size is None or size < 0 or len(data) < size:
+            self._confirm()
+        return data
+
+    def _confirm(self) -> None:
+        if not self._check.result():
+            raise CorruptEntryError("the local copy is older than the stored entry")
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()
 
 
 def copy_stream(source: Any, target: BinaryIO) -> None:

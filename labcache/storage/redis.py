@@ -239,9 +239,14 @@ class RedisStorage(RecordLockingStorage):
         return copies.keep(context, hashcode, _version(value), fill)
 
     def _forget_copy(self, hashcode: str, context: str) -> bool:
-        """Drop this machine's copy of an entry (it failed to load); True if
-        there was one, so the caller fetches the entry again."""
-        return self.local_copy is not None and self.local_copy.forget(context, hashcode)
+        """Drop this machine's copy of an entry that failed to load; True
+        when this storage keeps copies: the failure may be the copy's alone
+        (damaged, or older than the stored entry), so the entry is fetched
+        again before anything remote is judged bad."""
+        if self.local_copy is None:
+            return False
+        self.local_copy.forget(context, hashcode)
+        return True
 
     @_translated
     def check_if_exists(self, hashcode: str, context: str) -> bool:

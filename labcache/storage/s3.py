@@ -37,7 +37,14 @@ from .._redact import redact_url, scrub
 from ..errors import StorageError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_context, check_entry_context, check_name
-from ._local_copy import LocalCopies, copy_stream, network_options, remote_digest, split_url_options
+from ._local_copy import (
+    CheckedCopy,
+    LocalCopies,
+    copy_stream,
+    network_options,
+    remote_digest,
+    split_url_options,
+)
 from ._s3_streams import Body, ChunkReader
 
 __all__ = ["S3Storage"]
@@ -51,6 +58,8 @@ _OPTIONS = {"profile_name", "region_name", "aws_access_key_id", "aws_secret_acce
 #: A hit leaves a use marker at most this often per entry and process (seconds).
 _MARK_USED_EVERY = 600.0
 _SECRETS = ("aws_secret_access_key", "aws_session_token", "aws_access_key_id")
+#: Local copies above this size are read while their version is checked.
+_READ_WHILE_CHECKING = 1 << 20
 
 
 class S3Storage(RecordLockingStorage):
@@ -242,7 +251,42 @@ class S3Storage(RecordLockingStorage):
         copies = self.local_copy
         if copies is None:
             return self.get_file_by_hashcode(hashcode, context)
+        held = copies.versions(context, hashcode)
+        fd = copies.open(context, hashcode, held[0]) if held else None
+        if fd is not None and os.fstat(fd).st_size > _READ_WHILE_CHECKING:
+            # A big copy is read while a HEAD asks whether it is still current.
+            check = self._checker().submit(self._is_current, hashcode, context, held[0])
+            return CheckedCopy(os.fdopen(fd, "rb"), check)
+        if fd is not None:
+            os.close(fd)
         return copies.as_source(self._copy_fd(copies, hashcode, context))
+
+    def _is_current(self, hashcode: str, context: str, etag: str) -> bool:
+        """Whether the stored entry is still the version ``etag`` (a HEAD)."""
+        key = self._entry_key(hashcode, context)
+        try:
+            self._s3().head_object(Bucket=self.bucket, Key=key, IfNoneMatch=etag)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 304 or _error_code(exc) in ("304", "NotModified"):
+                return True
+            if _kind(exc) == _MISSING:
+                return False
+            raise self._error("head_object", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._error("head_object", key, exc) from None
+        return False  # 200: another version
+
+    def _checker(self) -> Any:
+        """Threads for version checks that run beside reads of local copies."""
+        with self._client_guard:
+            pool = self.__dict__.get("_pool")
+            if pool is None or self.__dict__.get("_pool_pid") != os.getpid():
+                from concurrent.futures import ThreadPoolExecutor
+
+                pool = self._pool = ThreadPoolExecutor(4, thread_name_prefix="labcache-s3")
+                self._pool_pid = os.getpid()
+            return pool
 
     def open_mapped(self, hashcode: str, context: str, mode: str = "r") -> Any:
         """The entry's local copy memory-mapped (``mmap_mode``), or None if
@@ -287,9 +331,14 @@ class S3Storage(RecordLockingStorage):
         return copies.keep(context, hashcode, str(response["ETag"]), fill)
 
     def _forget_copy(self, hashcode: str, context: str) -> bool:
-        """Drop this machine's copy of an entry (it failed to load); True if
-        there was one, so the caller fetches the entry again."""
-        return self.local_copy is not None and self.local_copy.forget(context, hashcode)
+        """Drop this machine's copy of an entry that failed to load; True
+        when this storage keeps copies: the failure may be the copy's alone
+        (damaged, or older than the stored entry), so the entry is fetched
+        again before anything remote is judged bad."""
+        if self.local_copy is None:
+            return False
+        self.local_copy.forget(context, hashcode)
+        return True
 
     def _marker_key(self, hashcode: str, context: str) -> str:
         self._context_prefix(context)  # validates the context
