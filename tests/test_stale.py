@@ -17,6 +17,8 @@ import pytest
 
 from labcache import LocalStorage, cached
 from labcache._stale import running_refreshes, wait_for_refreshes
+from labcache.jupyter.listing import lock_rows
+from labcache.locks import this_host, this_user
 from labcache.transfer import CacheWarning
 
 from . import _net_workers
@@ -62,7 +64,9 @@ def test_a_stale_entry_is_returned_at_once_while_one_refresh_runs(
     dirs["gate"].unlink()  # the refresh now blocks until the test opens the gate
     assert [fn(*args) for _ in range(5)] == [1] * 5  # nobody waited, the winner neither
     assert len(running_refreshes()) == 1
-    assert storage.lock_info(f"{fn.context[:140]}.{fn.key(*args)}") is not None
+    [lock] = lock_rows(storage, [fn.context])  # what the monitor and `labcache locks` show
+    assert (lock.key, lock.state) == (fn.key(*args), "refreshing")
+    assert lock.holder.startswith(f"{this_user()}@{this_host()} pid ")
     dirs["gate"].touch()
     assert wait_for_refreshes(timeout=PATIENCE)
     assert fn(*args) == 2
