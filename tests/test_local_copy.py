@@ -257,3 +257,15 @@ def test_copies_stay_under_the_size_limit_least_recently_used_first(tmp_path: Pa
             os.utime(path, (1000 + index, 1000 + index))
     os.close(copies.keep("ctx", "k3", "v", lambda f: f.write(b"y" * 1000)))
     assert [copies.versions("ctx", f"k{i}") for i in range(4)] == [[], [], ["v"], ["v"]]
+
+
+def test_a_copy_folder_that_cannot_be_written_only_costs_the_copy(
+        copy_url: str, log_dir: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fn = _net_workers.numbered_function(copy_url)
+    first = fn(1, log_dir)
+    (tmp_path / "copies").write_bytes(b"a file where the folder should be")
+    with caplog.at_level("WARNING", logger="labcache"):
+        assert np.array_equal(fn(1, log_dir), first)
+        assert np.array_equal(fn(1, log_dir), first)
+    assert "could not keep a local copy" in caplog.text
+    assert len(computations(log_dir)) == 1

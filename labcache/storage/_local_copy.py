@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import mmap
 import os
 import secrets
@@ -40,10 +41,12 @@ from typing import Any, BinaryIO
 
 import xxhash
 
-from ..errors import CorruptEntryError
+from ..errors import CorruptEntryError, StorageError
 
 __all__ = ["DEFAULT_LIMIT", "URL_OPTIONS", "CheckedCopy", "LocalCopies", "copy_stream",
            "default_copy_root", "network_options", "remote_digest", "split_url_options"]
+
+logger = logging.getLogger("labcache")
 
 #: Size limit of a local copy folder unless ``local_copy_limit`` says otherwise.
 DEFAULT_LIMIT = 10 * 10**9
@@ -171,7 +174,7 @@ class LocalCopies:
         try:
             found = [(entry.stat().st_mtime, entry.name) for entry in os.scandir(folder)
                      if not entry.name.startswith(".")]
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:  # none yet, or an unreadable folder: no copy
             return []
         return [_decode(name) for _, name in sorted(found, reverse=True)]
 
@@ -179,10 +182,23 @@ class LocalCopies:
         """A read descriptor on the copy of this version, or None (no such copy)."""
         try:
             fd = os.open(self.folder(context, key) / _encode(version), os.O_RDONLY)
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:
             return None
         _mark_used(fd)
         return fd
+
+    def keep_or_none(self, context: str, key: str, version: str,
+                     fill: Callable[[BinaryIO], object]) -> int | None:
+        """:meth:`keep`, or None (logged) when the folder cannot take the copy
+        (full disk, no permission): the caller then reads the remote entry."""
+        try:
+            return self.keep(context, key, version, fill)
+        except StorageError:  # the server failed, not the folder
+            raise
+        except OSError as exc:
+            logger.warning("could not keep a local copy in %s (%s); reading the entry "
+                           "from the server instead", self.root, exc)
+            return None
 
     def keep(self, context: str, key: str, version: str,
              fill: Callable[[BinaryIO], object]) -> int:

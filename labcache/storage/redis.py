@@ -236,7 +236,8 @@ class RedisStorage(RecordLockingStorage):
             with open_frame(self._chunks(value)) as stream:
                 copy_stream(stream, target)
 
-        return copies.keep(context, hashcode, _version(value), fill)
+        fd = copies.keep_or_none(context, hashcode, _version(value), fill)
+        return open_frame(self._chunks(value)) if fd is None else fd
 
     def _forget_copy(self, hashcode: str, context: str) -> bool:
         """Drop this machine's copy of an entry that failed to load; True

@@ -259,7 +259,8 @@ class S3Storage(RecordLockingStorage):
             return CheckedCopy(os.fdopen(fd, "rb"), check)
         if fd is not None:
             os.close(fd)
-        return copies.as_source(self._copy_fd(copies, hashcode, context))
+        found = self._copy_fd(copies, hashcode, context)
+        return copies.as_source(found) if isinstance(found, int) else found
 
     def _is_current(self, hashcode: str, context: str, etag: str) -> bool:
         """Whether the stored entry is still the version ``etag`` (a HEAD)."""
@@ -299,12 +300,16 @@ class S3Storage(RecordLockingStorage):
         except FileNotFoundError:
             return None
         self._mark_used(hashcode, context)
+        if not isinstance(fd, int):  # the copy could not be kept: read it whole
+            with fd:
+                return bytearray(fd.read())
         return LocalCopies.as_mapping(fd, mode)
 
-    def _copy_fd(self, copies: LocalCopies, hashcode: str, context: str) -> int:
+    def _copy_fd(self, copies: LocalCopies, hashcode: str, context: str) -> Any:
         """A read descriptor on the local copy of the entry's current version:
         one conditional GET (``If-None-Match`` the ETag held) answers 304 when
-        the copy is current, else brings the new version."""
+        the copy is current, else brings the new version.  If the copy cannot
+        be written, the entry's stream from the server instead."""
         key = self._entry_key(hashcode, context)
         held = copies.versions(context, hashcode)
         params = {"IfNoneMatch": held[0]} if held else {}
@@ -328,7 +333,8 @@ class S3Storage(RecordLockingStorage):
             with open_frame(Body(self, key, response)) as stream:
                 copy_stream(stream, target)
 
-        return copies.keep(context, hashcode, str(response["ETag"]), fill)
+        fd = copies.keep_or_none(context, hashcode, str(response["ETag"]), fill)
+        return self.get_file_by_hashcode(hashcode, context) if fd is None else fd
 
     def _forget_copy(self, hashcode: str, context: str) -> bool:
         """Drop this machine's copy of an entry that failed to load; True
