@@ -276,6 +276,16 @@ def s3_throughput(report: Report, quick: bool, root: Path, where: dict[str, Any]
 
 
 def run(report: Report, quick: bool) -> None:
+    import importlib.util
+    import shutil
+
+    missing = [name for name in ("redis", "boto3", "moto", "zstandard", "pandas")
+               if importlib.util.find_spec(name) is None]
+    if shutil.which("redis-server") is None:
+        missing.append("redis-server")
+    if missing:
+        report.section(f"Network: skipped, needs {', '.join(missing)}")
+        return
     with tempfile.TemporaryDirectory(prefix="labcache-network-") as folder, \
             services(Path(folder)) as where:
         for part in (repeat_hits, compression, serve_stale, s3_throughput):
