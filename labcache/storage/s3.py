@@ -37,14 +37,8 @@ from .._redact import redact_url, scrub
 from ..errors import StorageError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_context, check_entry_context, check_name
-from ._local_copy import (
-    CheckedCopy,
-    LocalCopies,
-    copy_stream,
-    network_options,
-    remote_digest,
-    split_url_options,
-)
+from . import _s3_copies
+from ._local_copy import LocalCopies, network_options, remote_digest, split_url_options
 from ._s3_streams import Body, ChunkReader
 
 __all__ = ["S3Storage"]
@@ -58,8 +52,6 @@ _OPTIONS = {"profile_name", "region_name", "aws_access_key_id", "aws_secret_acce
 #: A hit leaves a use marker at most this often per entry and process (seconds).
 _MARK_USED_EVERY = 600.0
 _SECRETS = ("aws_secret_access_key", "aws_session_token", "aws_access_key_id")
-#: Local copies above this size are read while their version is checked.
-_READ_WHILE_CHECKING = 1 << 20
 
 
 class S3Storage(RecordLockingStorage):
@@ -245,49 +237,12 @@ class S3Storage(RecordLockingStorage):
                 self._s3().put_object(Bucket=self.bucket, Body=b"",
                                       Key=self._marker_key(hashcode, context))
 
-    # -- local copies (see _local_copy.py) ----------------------------------------
+    # -- local copies (see _local_copy.py and _s3_copies.py) ----------------------
 
     def _copy_or_stream(self, hashcode: str, context: str) -> Any:
-        copies = self.local_copy
-        if copies is None:
+        if self.local_copy is None:
             return self.get_file_by_hashcode(hashcode, context)
-        held = copies.versions(context, hashcode)
-        fd = copies.open(context, hashcode, held[0]) if held else None
-        if fd is not None and os.fstat(fd).st_size > _READ_WHILE_CHECKING:
-            # A big copy is read while a HEAD asks whether it is still current.
-            check = self._checker().submit(self._is_current, hashcode, context, held[0])
-            return CheckedCopy(os.fdopen(fd, "rb"), check)
-        if fd is not None:
-            os.close(fd)
-        found = self._copy_fd(copies, hashcode, context)
-        return copies.as_source(found) if isinstance(found, int) else found
-
-    def _is_current(self, hashcode: str, context: str, etag: str) -> bool:
-        """Whether the stored entry is still the version ``etag`` (a HEAD)."""
-        key = self._entry_key(hashcode, context)
-        try:
-            self._s3().head_object(Bucket=self.bucket, Key=key, IfNoneMatch=etag)
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 304 or _error_code(exc) in ("304", "NotModified"):
-                return True
-            if _kind(exc) == _MISSING:
-                return False
-            raise self._error("head_object", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("head_object", key, exc) from None
-        return False  # 200: another version
-
-    def _checker(self) -> Any:
-        """Threads for version checks that run beside reads of local copies."""
-        with self._client_guard:
-            pool = self.__dict__.get("_pool")
-            if pool is None or self.__dict__.get("_pool_pid") != os.getpid():
-                from concurrent.futures import ThreadPoolExecutor
-
-                pool = self._pool = ThreadPoolExecutor(4, thread_name_prefix="labcache-s3")
-                self._pool_pid = os.getpid()
-            return pool
+        return _s3_copies.open_for_load(self, self.local_copy, hashcode, context)
 
     def open_mapped(self, hashcode: str, context: str, mode: str = "r") -> Any:
         """The entry's local copy memory-mapped (``mmap_mode``), or None if
@@ -296,7 +251,7 @@ class S3Storage(RecordLockingStorage):
             if self.local_copy is None:
                 with self.get_file_by_hashcode(hashcode, context) as stream:
                     return bytearray(stream.read())
-            fd = self._copy_fd(self.local_copy, hashcode, context)
+            fd = _s3_copies.current_copy(self, self.local_copy, hashcode, context)
         except FileNotFoundError:
             return None
         self._mark_used(hashcode, context)
@@ -304,37 +259,6 @@ class S3Storage(RecordLockingStorage):
             with fd:
                 return bytearray(fd.read())
         return LocalCopies.as_mapping(fd, mode)
-
-    def _copy_fd(self, copies: LocalCopies, hashcode: str, context: str) -> Any:
-        """A read descriptor on the local copy of the entry's current version:
-        one conditional GET (``If-None-Match`` the ETag held) answers 304 when
-        the copy is current, else brings the new version.  If the copy cannot
-        be written, the entry's stream from the server instead."""
-        key = self._entry_key(hashcode, context)
-        held = copies.versions(context, hashcode)
-        params = {"IfNoneMatch": held[0]} if held else {}
-        try:
-            response = self._s3().get_object(Bucket=self.bucket, Key=key, **params)
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if held and (status == 304 or _error_code(exc) in ("304", "NotModified")):
-                fd = copies.open(context, hashcode, held[0])
-                if fd is not None:
-                    return fd
-                return self._copy_fd(copies, hashcode, context)  # evicted meanwhile
-            if _kind(exc) == _MISSING:
-                copies.forget(context, hashcode)
-                raise self._not_found(key) from None
-            raise self._error("get_object", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("get_object", key, exc) from None
-
-        def fill(target: Any) -> None:
-            with open_frame(Body(self, key, response)) as stream:
-                copy_stream(stream, target)
-
-        fd = copies.keep_or_none(context, hashcode, str(response["ETag"]), fill)
-        return self.get_file_by_hashcode(hashcode, context) if fd is None else fd
 
     def _forget_copy(self, hashcode: str, context: str) -> bool:
         """Drop this machine's copy of an entry that failed to load; True
@@ -509,10 +433,6 @@ def _split(url: object) -> tuple[object, dict[str, str]]:
         raise ValueError(f"S3 URL {redact_url(url)!r} has unknown options; the only ones are "
                          "local_copy, local_copy_limit and compress")
     return plain, options
-
-
-def _error_code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _env_endpoint() -> str | None:
