@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from .cached import CachedFunction, cached
 from .errors import (
+    CacheWarning,
     CorruptEntryError,
     HolderFailedError,
     InvalidNameError,
@@ -28,10 +29,10 @@ from .errors import (
     UnhashableArgumentError,
     UnpicklableResultError,
 )
+from .keys import register_hasher
 from .report import stats
 from .storage import default_storage, open_storage
 from .storage.local import LocalStorage
-from .transfer import CacheWarning
 
 __version__ = "0.1.0"
 
@@ -86,5 +87,6 @@ __all__ = [
     "load_ipython_extension",
     "monitor",
     "open_storage",
+    "register_hasher",
     "stats",
 ]

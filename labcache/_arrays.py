@@ -1,7 +1,8 @@
-"""Hashing numpy and pandas values from their memory.
+"""Hashing numpy values from their memory.
 
 Imported by :mod:`labcache.keys` only when an argument's type comes from an
-already loaded numpy or pandas, so ``import labcache`` never loads them.
+already loaded numpy, so ``import labcache`` never loads it.  The helpers
+here (``feed_raw``, ``feed_objects``) are shared with :mod:`labcache._frames`.
 """
 
 from __future__ import annotations
@@ -11,75 +12,60 @@ from typing import Any
 
 import numpy as np
 
-Feed = Callable[..., None]
+Feed = Callable[[Any, object, "set[int]"], None]
 
 
-def feed_numpy(h: Any, obj: object, feed: Feed) -> bool:
-    """Feed an ndarray or numpy scalar; False if ``obj`` is neither."""
+def feed_numpy(h: Any, obj: object, feed: Feed, active: set[int]) -> bool:
+    """Feed an ndarray, numpy scalar or dtype; False if ``obj`` is none of them."""
     if isinstance(obj, np.ndarray):
-        _feed_array(h, obj, feed)
+        if type(obj) is not np.ndarray:  # np.matrix, masked arrays, user subclasses
+            feed(h, type(obj), active)
+        if isinstance(obj, np.ma.MaskedArray):
+            _feed_array(h, np.ma.getmaskarray(obj), feed, active)
+            obj = obj.data
+        _feed_array(h, obj, feed, active)
         return True
     if isinstance(obj, np.generic):
         h.update(b"npscalar")
-        feed(h, obj.dtype.str, set())
-        h.update(obj.tobytes())
+        feed(h, obj.dtype.str, active)
+        if obj.dtype.kind in "fc" and np.isnan(obj):
+            h.update(b"nan;")  # one NaN, whichever bits made it (as for float)
+        else:
+            h.update(obj.tobytes())
         return True
     if isinstance(obj, np.dtype):
         h.update(b"npdtype")
-        feed(h, str(obj.descr) if obj.fields else obj.str, set())
+        feed(h, str(obj.descr) if obj.fields else obj.str, active)
         return True
     return False
 
 
-def _feed_array(h: Any, array: np.ndarray, feed: Feed) -> None:
+def _feed_array(h: Any, array: np.ndarray, feed: Feed, active: set[int]) -> None:
     h.update(b"ndarray")
     dtype = array.dtype
-    feed(h, (str(dtype.descr) if dtype.fields else dtype.str, array.shape, array.strides), set())
+    feed(h, (str(dtype.descr) if dtype.fields else dtype.str, array.shape, array.strides),
+         active)
     if dtype.hasobject:
         # Object arrays hold pointers; hash the objects they point to.
-        feed(h, array.tolist(), set())
+        feed_objects(h, array, feed, active)
         return
-    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-    h.update(flat)
+    h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
-def feed_pandas(h: Any, obj: object, feed: Feed, active: set[int]) -> bool:
-    """Feed a DataFrame, Series or Index column by column; False otherwise."""
-    import pandas as pd
-
-    if isinstance(obj, pd.DataFrame):
-        h.update(b"DataFrame%d:" % obj.shape[1])
-        feed_pandas(h, obj.columns, feed, active)
-        feed_pandas(h, obj.index, feed, active)
-        for position in range(obj.shape[1]):
-            _feed_values(h, obj.iloc[:, position], feed)
-        return True
-    if isinstance(obj, pd.Series):
-        h.update(b"Series")
-        feed(h, obj.name, active)
-        feed_pandas(h, obj.index, feed, active)
-        _feed_values(h, obj, feed)
-        return True
-    if isinstance(obj, pd.RangeIndex):
-        feed(h, ("RangeIndex", obj.name, obj.start, obj.stop, obj.step), active)
-        return True
-    if isinstance(obj, pd.Index):
-        h.update(b"Index")
-        feed(h, (type(obj).__name__, list(obj.names)), active)
-        _feed_values(h, obj, feed)
-        return True
-    return False
+def feed_raw(h: Any, array: np.ndarray) -> None:
+    """A plain (not object) array's dtype, length and bytes, in C order."""
+    h.update(b"raw%s%d:" % (array.dtype.str.encode(), array.size))
+    h.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
-def _feed_values(h: Any, values: Any, feed: Feed) -> None:
-    import pandas as pd
-
-    feed(h, str(values.dtype), set())
-    raw = values.to_numpy() if isinstance(values.dtype, np.dtype) else None
-    if raw is not None and not raw.dtype.hasobject:
-        _feed_array(h, raw, feed)
+def feed_objects(h: Any, array: np.ndarray, feed: Feed, active: set[int]) -> None:
+    """The objects of an object array, each hashed with its type, in C order."""
+    items = array.ravel().tolist()
+    if items and set(map(type, items)) == {str}:
+        # Only exact str (a common column of labels): lengths + text, in two
+        # buffers, instead of one walker call per element.
+        h.update(b"strs%d:" % len(items))
+        h.update(np.fromiter(map(len, items), np.int64, len(items)))
+        h.update("".join(items).encode("utf-8", "surrogatepass"))
         return
-    # Objects, strings, categoricals, extension arrays: pandas' own stable
-    # (fixed-key) row hashes, then the hash of those.
-    rows = pd.util.hash_pandas_object(pd.Series(values, copy=False), index=False)
-    _feed_array(h, rows.to_numpy(), feed)
+    feed(h, items, active)

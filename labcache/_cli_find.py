@@ -40,11 +40,13 @@ def find_function(storage: BaseStorage, name: str) -> str:
     """The context of FUNCTION: a context name, a qualified name or its tail."""
     from .names import context_for
 
+    _not_empty(name, "FUNCTION", "train or __main__.train")
     known = contexts(storage)
     if name in known:
         return name
-    safe = context_for("", name).lstrip("._")
-    found = [c for c in known if c.endswith("." + name) or c.endswith("." + safe)]
+    safe = context_for("", name)  # the tail of a context, escaped as contexts are
+    found = [c for c in known
+             if c == safe or c.endswith("." + name) or c.endswith("." + safe)]
     if len(found) == 1:
         return found[0]
     if found:
@@ -54,6 +56,7 @@ def find_function(storage: BaseStorage, name: str) -> str:
 
 def find_key(storage: BaseStorage, prefix: str) -> Entry:
     """The one entry whose key is ``prefix`` or starts with it."""
+    _not_empty(prefix, "KEY", "3f9a2c (a key or the start of one)")
     listing = listing_module()
     found = [(c, s) for c in contexts(storage) for s in listing.describe(storage, c)
              if s.name.startswith(prefix)]
@@ -67,6 +70,7 @@ def find_key(storage: BaseStorage, prefix: str) -> Entry:
 
 def find_lock(storage: BaseStorage, name: str) -> Any:
     """The lock named ``name``, or whose key (or name) starts with it."""
+    _not_empty(name, "LOCK", "a lock name or the start of its key (see labcache locks)")
     rows = listing_module().lock_rows(storage, contexts(storage))
     found = [r for r in rows if r.name == name] or \
         [r for r in rows if r.key.startswith(name) or r.name.startswith(name)]
@@ -75,3 +79,9 @@ def find_lock(storage: BaseStorage, name: str) -> Any:
     if not found:
         raise CliError(f"no lock {name!r} (see labcache locks)", 1)
     raise CliError(f"{name!r} matches {len(found)} locks; give the full lock name")
+
+
+def _not_empty(name: str, what: str, example: str) -> None:
+    """Refuse an empty (or blank) name: as a prefix it would match everything."""
+    if not name.strip():
+        raise CliError(f"{what} is empty; give one, e.g. {example}")

@@ -14,7 +14,7 @@ first 64 KiB, raw, so a ranged read of the first bytes still finds the
 entry's header (listings, version checks).
 
 Readers accept both: a stored value that does not start with the frame's
-magic bytes is the entry itself (entries start with ``LCE2``).
+magic bytes is the entry itself (entries start with ``LCE3``).
 
 zstandard at level 1, measured on this project's CI machine against lz4
 (see docs/storages.md): on a pickled DataFrame of repeated strings and
@@ -79,7 +79,8 @@ def available() -> bool:
     return True
 
 
-def frame_chunks(file: object, compress: bool | str) -> Iterator[memoryview]:
+def frame_chunks(file: object, compress: bool | str,
+                 read_size: int = 16 * 2**20) -> Iterator[memoryview]:
     """What to send for ``file`` (an encoded entry, bytes or a file): a frame
     when compressing may pay, else the bytes as they are.
 
@@ -96,9 +97,9 @@ def frame_chunks(file: object, compress: bool | str) -> Iterator[memoryview]:
     """
     size = _known_size(file)
     if compress is False or size is None or size < MIN_SIZE:
-        return upload_chunks(file)
+        return upload_chunks(file, read_size)  # a file object: read_size at a time
     if compress == "auto" and (not hasattr(file, "iter_chunks") or not available()):
-        return upload_chunks(file)
+        return upload_chunks(file, read_size)
     return _frame(upload_chunks(file), size)
 
 
@@ -162,8 +163,8 @@ def unframe_head(data: bytes) -> bytes:
     """The entry's first bytes from the first bytes of a stored value.
 
     Examples:
-        >>> unframe_head(b"LCE2...")
-        b'LCE2...'
+        >>> unframe_head(b"LCE3...")
+        b'LCE3...'
     """
     if not data.startswith(MAGIC):
         return data

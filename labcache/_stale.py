@@ -31,10 +31,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import BaseLockingStorage
+from .errors import CacheWarning
 from .locks import RecordLockingStorage, this_host, this_user
 from .protocol import Call, refresh_holding
 from .report import Reporter
-from .transfer import CacheWarning, open_entry
+from .transfer import open_entry
 
 __all__ = ["refresh_if_won", "running_refreshes", "wait_for_refreshes"]
 

@@ -24,12 +24,17 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-__all__ = ["BaseLockingStorage", "BaseSingleton", "BaseStorage", "LockInfo"]
+__all__ = ["ORPHAN_AGE", "BaseLockingStorage", "BaseSingleton", "BaseStorage", "LockInfo",
+           "Orphan"]
 
 logger = logging.getLogger("labcache")
+
+#: Leftovers of an interrupted store idle for less than this (seconds) are
+#: never removed by default: the store may still be running.
+ORPHAN_AGE = 3600.0
 
 
 class BaseSingleton:
@@ -115,19 +120,63 @@ class BaseStorage(BaseSingleton, ABC):
     def delete_file(self, hashcode: str, context: str) -> None:
         """Remove ``hashcode`` from ``context``."""
 
+    # -- leftovers of interrupted stores: defaults a seed-style class inherits
+
+    def find_orphans(self) -> list[Orphan]:
+        """What interrupted stores left behind (temp files, incomplete
+        uploads, unpublished chunks), young ones included: a young one may be
+        a store still running.  The default knows of none.
+
+        Examples:
+            >>> from labcache import LocalStorage
+            >>> import tempfile
+            >>> LocalStorage(tempfile.mkdtemp()).find_orphans()
+            []
+        """
+        return []
+
+    def remove_orphans(self, older_than: float = ORPHAN_AGE,
+                       dry_run: bool = False) -> list[Orphan]:
+        """Remove the orphans idle for at least ``older_than`` seconds (with
+        ``dry_run``, only list them); returns what was (or would be) removed.
+
+        Each one is checked again just before it goes, so a store that wrote
+        since it was found is left alone.
+
+        Examples:
+            >>> from labcache import LocalStorage
+            >>> import tempfile
+            >>> LocalStorage(tempfile.mkdtemp()).remove_orphans(older_than=0)
+            []
+        """
+        if older_than < 0:
+            raise ValueError(f"older_than cannot be negative ({older_than})")
+        found = [o for o in self.find_orphans() if o.age is not None and o.age >= older_than]
+        return found if dry_run else [o for o in found if self._remove_orphan(o, older_than)]
+
+    def _remove_orphan(self, orphan: Orphan, older_than: float) -> bool:
+        """Remove one orphan if it is still there and still idle for
+        ``older_than`` seconds; True if it was removed."""
+        return False
+
 
 @dataclass(frozen=True)
 class LockInfo:
     """Who holds a lock and whether the hold is still alive.
 
     Times are Unix seconds.  ``heartbeat`` is the time of the last beat
-    (the acquisition time if the holder does not beat).
+    (the acquisition time if the holder does not beat).  ``problem`` says
+    why the lock's record could not be read (not JSON, a field of the wrong
+    type); such a lock names no holder, and ``ttl`` is how long it is kept.
 
     Examples:
         >>> info = LockInfo("k", "alice", "gpu-3", 4242, "t0k", 100.0, 130.0,
         ...                 3600, 30, False)
         >>> info.holder
         'alice@gpu-3 pid 4242'
+        >>> LockInfo("k", "?", "?", 0, "", 100.0, 100.0, 3600, None, False,
+        ...          problem="ttl '3600' is not a number").holder
+        "unreadable record: ttl '3600' is not a number"
     """
 
     name: str
@@ -140,11 +189,34 @@ class LockInfo:
     ttl: float
     heartbeat_interval: float | None
     stale: bool
+    problem: str | None = None
 
     @property
     def holder(self) -> str:
-        """The holder as people read it: ``user@host pid N``."""
+        """The holder as people read it: ``user@host pid N`` (or why the
+        record names none)."""
+        if self.problem is not None:
+            return f"unreadable record: {self.problem}"
         return f"{self.user}@{self.host} pid {self.pid}"
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """Something an interrupted store left behind: its ``kind`` (``"temp
+    file"``, ``"multipart upload"``, ``"chunks"``...), where it is, the bytes
+    it takes and how long it has been idle (seconds; None if unknown, and
+    then it is never removed).  ``handle`` is the backend's own.
+
+    Examples:
+        >>> Orphan("temp file", "ctx/.entry.0123456789abcdef.tmp", 4096, 7200.0).size
+        4096
+    """
+
+    kind: str
+    where: str
+    size: int
+    age: float | None
+    handle: Any = field(default=None, compare=False, repr=False)
 
 
 class BaseLockingStorage(BaseStorage):
@@ -249,6 +321,15 @@ class BaseLockingStorage(BaseStorage):
         held = self._is_locked(lock_name)
         self.release_lock(lock_name)
         return held
+
+    def server_settings(self) -> dict[str, str | None]:
+        """Settings of the server behind the storage that bear on its locks,
+        for ``labcache stats`` (Redis: ``maxmemory_policy``); None: unknown."""
+        return {}
+
+    def lock_warnings(self) -> list[str]:
+        """Ways this storage may lose a held lock, in words (none known: ``[]``)."""
+        return []
 
     def _wait_for_change(self, lock_name: str, seconds: float) -> None:
         """Pause a waiter for up to ``seconds``; backends that can be told of

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from . import entry, keys
 from .base import BaseStorage
-from .locks import this_host, this_user
+from .errors import warn
+from .locks import check_lock_times, this_host, this_user
 from .names import context_for
 from .protocol import Call, run_async, run_sync
 from .report import reporter_for
@@ -26,6 +27,7 @@ __all__ = ["CachedFunction", "cached"]
 
 R = TypeVar("R")
 _ON_STORAGE_ERROR = ("compute", "raise")
+_OPTIONAL_SECONDS = ("heartbeat_interval", "expires_after", "stale_after")
 _summary = reprlib.Repr()
 _summary.maxstring = _summary.maxother = 60
 
@@ -65,12 +67,14 @@ class CachedFunction(Generic[R]):
         max_size: str | int | None = None,
         stale_after: float | None = None,
     ) -> None:
+        _check_callable(func)
         functools.update_wrapper(self, func)
         self.__wrapped__ = func
         import inspect  # at decoration, not at `import labcache`
 
         self._signature = inspect.signature(func)
-        self._ignore = tuple(ignore)
+        # One parameter name alone is a name, not a sequence of letters.
+        self._ignore = (ignore,) if isinstance(ignore, str) else tuple(ignore)
         parameters = self._signature.parameters.values()
         plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters) and not self._ignore
         self._plain_parameters = tuple(self._signature.parameters) if plain else None
@@ -291,7 +295,7 @@ def cached(
     func: None = None, /, *, storage: BaseStorage | str | None = None, ttl: float = 3600,
     heartbeat_interval: float | None = 30, wait_timeout: float = 7200,
     ignore: Iterable[str] = (), version: object = None, on_storage_error: str = "compute",
-    expires_after: float | None = None,
+    expires_after: float | None = None, mmap_mode: str | None = None,
     max_size: str | int | None = None, stale_after: float | None = None,
 ) -> Callable[[Callable[..., R]], CachedFunction[R]]: ...
 
@@ -342,27 +346,42 @@ def cached(func: Callable[..., R] | None = None, /, **options: Any) -> Any:
         (2, 2, 2, 1)
     """
     if func is not None:
-        return CachedFunction(func, **options)
-    return functools.partial(CachedFunction, **options)
+        return _decorate(func, options)
+    return functools.partial(_decorate, options=options)
+
+
+def _decorate(func: Any, options: dict[str, Any]) -> Any:
+    """``CachedFunction(func)``; under a ``staticmethod`` or ``classmethod``
+    (``@cached`` written above it), the cache goes inside and the method kind
+    stays outside, so the class still binds it as written."""
+    if isinstance(func, (staticmethod, classmethod)):
+        return type(func)(CachedFunction(func.__func__, **options))
+    return CachedFunction(func, **options)
+
+
+def _check_callable(func: object) -> None:
+    if isinstance(func, functools.partial):
+        raise TypeError(
+            "cached() needs a function, not a functools.partial: decorate the function "
+            "itself and pass the fixed arguments when you call it (they are part of the key)")
+    if not callable(func) or not hasattr(func, "__qualname__"):
+        raise TypeError(f"cached() needs a function, not {type(func).__name__}")
 
 
 def _check_options(func: Callable[..., Any], signature: inspect.Signature,
                    options: dict[str, Any]) -> None:
     unknown = [name for name in options["ignore"] if name not in signature.parameters]
-    if isinstance(options["ignore"], str) or unknown:
+    if unknown:
         raise ValueError(
-            f"ignore={options['ignore']!r} names {unknown or options['ignore']!r}, which "
-            f"{func.__qualname__} has no parameter of; pass a tuple of parameter names"
+            f"ignore={options['ignore']!r} names {unknown!r}, which "
+            f"{func.__qualname__} has no parameter of; pass parameter names"
         )
     if options["on_storage_error"] not in _ON_STORAGE_ERROR:
         raise ValueError(f"on_storage_error must be one of {_ON_STORAGE_ERROR}, "
                          f"not {options['on_storage_error']!r}")
-    for name in ("ttl", "wait_timeout"):
-        if not options[name] > 0:
-            raise ValueError(f"{name} must be a positive number of seconds")
-    for name in ("heartbeat_interval", "expires_after", "stale_after"):
-        if options[name] is not None and not options[name] > 0:
-            raise ValueError(f"{name} must be a positive number of seconds or None")
+    for name in ("ttl", "wait_timeout", "heartbeat_interval", "expires_after", "stale_after"):
+        _check_seconds(name, options[name], optional=name in _OPTIONAL_SECONDS)
+    check_lock_times(options["ttl"], options["heartbeat_interval"])  # what a lock may carry
     if options["max_size"] is not None:  # bytes from now on: "5GB" is parsed once
         from .eviction import parse_size
 
@@ -374,6 +393,16 @@ def _check_options(func: Callable[..., Any], signature: inspect.Signature,
         raise TypeError(f"storage must be a storage or a URL string, not {type(storage).__name__}")
 
 
+def _check_seconds(name: str, value: object, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds{' or None' if optional else ''}, "
+                        f"not {type(value).__name__} {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+
+
 def _limit_size(function: CachedFunction[Any], key: str) -> None:
     """After a store: evict the function's least recently used entries past
     ``max_size`` (never the one just stored); a failure here only warns."""
@@ -383,10 +412,7 @@ def _limit_size(function: CachedFunction[Any], key: str) -> None:
         evict(function.storage, function.context, max_size=function._options["max_size"],
               keep=(key,))
     except Exception as exc:
-        import warnings
-
-        warnings.warn(f"{function._name}: could not keep the cache under max_size: {exc}",
-                      stacklevel=3)
+        warn(f"{function._name}: could not keep the cache under max_size: {exc}")
 
 
 async def _limited_async(function: CachedFunction[Any], call: Call, args: tuple[Any, ...],

@@ -1,14 +1,17 @@
 """The entry format: a small binary header, then a pickle and its out-of-band buffers.
 
-Layout of one entry (all integers little-endian)::
+Layout of one entry (format 3; all integers little-endian)::
 
-    prefix (64 bytes): b"LCE2" | u16 format | u16 flags | u32 parts |
-                       u32 header length | 16-byte checksum | 32-byte signature
+    prefix (64 bytes): b"LCE3" | u16 format | u16 flags | u32 parts |
+                       u32 header length | 16-byte checksum | u32 seal length |
+                       28 reserved zero bytes
+    seal:              who signed and the signatures (none when unsigned;
+                       see ``labcache._seal``)
     header:            f64 created | f64 compute seconds | u16 key length |
                        key | u64 size of every part | metadata (JSON)
     payload:           pickle bytes | zero padding | buffer 0 | padding | buffer 1 ...
 
-The checksum is xxh3-128 over everything after the prefix (header, pickle,
+The checksum is xxh3-128 over everything after the seal (header, pickle,
 padding and buffers), so a damaged byte anywhere is caught.  The fields a
 cache hit needs (key, created, compute seconds, sizes) sit at fixed places:
 a hit never parses the JSON metadata, which is only for listings.
@@ -18,10 +21,13 @@ and start on 64-byte boundaries, so a load reads them straight into their
 final memory (or maps them, with ``copy_buffers=False``) and never
 unpickles their contents.
 
-With ``LABCACHE_SECRET`` set, the signature is an HMAC-SHA256 over the
-prefix's first 32 bytes and everything after the prefix; a reader with the
-secret refuses unsigned or altered entries *before* unpickling anything,
-because unpickling runs code.
+Signed entries (flags 1: an HMAC-SHA256 with ``LABCACHE_SECRET``; 2: an
+Ed25519 signature with ``LABCACHE_SIGNING_KEY``, naming its signer) sign a
+digest of everything after the seal, computed in the same pass as the
+checksum.  A reader with ``LABCACHE_SECRET`` or ``LABCACHE_TRUSTED_KEYS``
+refuses unsigned, untrusted or altered entries *before* unpickling
+anything, because unpickling runs code.  Entries of formats 1 and 2 are
+refused as written by an older version (a miss: they are recomputed).
 """
 
 from __future__ import annotations
@@ -37,24 +43,23 @@ from typing import Any, NamedTuple
 
 import xxhash
 
+from . import _seal
 from ._reader import Reader, allocate
-from .errors import CorruptEntryError, SignatureError, UnpicklableResultError
+from .errors import CorruptEntryError, UnpicklableResultError
 
 __all__ = ["FORMAT_VERSION", "Encoded", "Header", "decode", "encode", "load", "read_header",
            "upload_chunks"]
 
-FORMAT_VERSION = 2
-MAGIC = b"LCE2"
-_OLD_MAGIC = b"LCE1"
-_PREFIX = struct.Struct("<4sHHII16s32s")
+FORMAT_VERSION = 3
+MAGIC = b"LCE3"
+_OLD_MAGICS = {b"LCE1": 1, b"LCE2": 2}
+_PREFIX = struct.Struct("<4sHHII16sI28x")
 _FIXED = struct.Struct("<ddH")
 _SIZE = struct.Struct("<Q")
-_SIGNED = 1
-_SIGNED_SPAN = 32  # the prefix bytes the signature covers: all but itself
 _ALIGN = 64
 _MAX_HEADER = 16 * 1024 * 1024
 _MAX_PARTS = 1 << 20
-_NO_SIGNATURE = bytes(32)
+_MAX_SEAL = 1024
 
 
 def secret() -> bytes | None:
@@ -67,8 +72,23 @@ def secret() -> bytes | None:
     return value.encode() if value else None
 
 
+def verifying() -> bool:
+    """Whether loads here check signatures (``LABCACHE_SECRET`` or
+    ``LABCACHE_TRUSTED_KEYS`` is set).
+
+    Examples:
+        >>> isinstance(verifying(), bool)
+        True
+    """
+    try:
+        return bool(_ENVIRON_DATA.get(_SECRET_NAME) or _ENVIRON_DATA.get(_TRUST_NAME))
+    except AttributeError:
+        return bool(os.environ.get("LABCACHE_SECRET") or os.environ.get("LABCACHE_TRUSTED_KEYS"))
+
+
 _ENVIRON_DATA: Any = getattr(os.environ, "_data", None)
 _SECRET_NAME: Any = getattr(os.environ, "encodekey", str)("LABCACHE_SECRET")
+_TRUST_NAME: Any = getattr(os.environ, "encodekey", str)("LABCACHE_TRUSTED_KEYS")
 
 
 @dataclass
@@ -120,6 +140,10 @@ class Header(NamedTuple):
     created: float
     compute_seconds: float | None
     meta_json: bytes
+    #: The name the entry's Ed25519 signature claims (checked only by a load
+    #: that trusts keys; a header read alone proves nothing).
+    signer: str | None = None
+    hmac: bool = False
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -135,7 +159,8 @@ class Header(NamedTuple):
     def as_dict(self) -> dict[str, Any]:
         """The header as plain data (what :func:`read_header` returns)."""
         return {"format": self.format, "sizes": list(self.sizes), "align": _ALIGN,
-                "checksum": self.checksum.hex(), "signed": self.signed, "meta": self.meta}
+                "checksum": self.checksum.hex(), "signed": self.signed, "signer": self.signer,
+                "hmac": self.hmac, "meta": self.meta}
 
 
 def encode(value: object, meta: dict[str, Any]) -> Encoded:
@@ -149,21 +174,24 @@ def encode(value: object, meta: dict[str, Any]) -> Encoded:
         >>> decode(bytes(entry))[0]
         [1, 2, 3]
     """
+    plan = _seal.plan(secret())  # before pickling: a bad key file loses no work twice
     pickled, buffers = _pickle(value)
     sizes = [len(pickled)] + [view.nbytes for view in buffers]
     head = _header_bytes(meta, sizes)
-    payload = _layout(_PREFIX.size + len(head), pickled, buffers)
-    checksum = xxhash.xxh3_128(head)
-    for part in payload:
-        checksum.update(part)
-    key = secret()
-    flags = _SIGNED if key else 0
-    start = _PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(sizes), len(head),
-                         checksum.digest(), _NO_SIGNATURE)[:_SIGNED_SPAN]
-    signature = _sign(key, start, [head, *payload]) if key else _NO_SIGNATURE
-    chunks = [start + signature, head, *payload]
+    seal_length = plan.length if plan else 0
+    payload = _layout(_PREFIX.size + seal_length + len(head), pickled, buffers)
+    hashes = _seal.Hashes(_seal.new_digest(plan.algorithm) if plan else None)
+    for piece in (head, *payload):
+        hashes.feed(piece)
+    checksum, digest = hashes.digests()
+    start = _PREFIX.pack(MAGIC, FORMAT_VERSION, plan.flags if plan else 0, len(sizes),
+                         len(head), checksum, seal_length)
+    chunks = [start, plan.seal(start, digest), head, *payload] if plan else \
+        [start, head, *payload]
+    signer = plan.signer.name if plan and plan.signer else None
     header = {"format": FORMAT_VERSION, "sizes": sizes, "align": _ALIGN,
-              "checksum": checksum.hexdigest(), "signed": key is not None, "meta": meta}
+              "checksum": checksum.hex(), "signed": plan is not None, "signer": signer,
+              "hmac": bool(plan and plan.secret), "meta": meta}
     return Encoded(chunks, header, sum(memoryview(c).nbytes for c in chunks))
 
 
@@ -177,29 +205,36 @@ def load(source: Any, verify_key: bytes | bool | None = True,
     by the file.  Raises ``CorruptEntryError`` (or its ``SignatureError``)
     for anything that is not a whole, intact, correctly signed entry;
     nothing is unpickled before the checks pass.
+
+    ``verify_key``: True checks what the environment asks for
+    (``LABCACHE_SECRET``, ``LABCACHE_TRUSTED_KEYS``); bytes check an HMAC
+    with that secret (and the environment's trusted keys); False checks no
+    signature.  An unusable trusted keys file raises ``KeyFileError``.
     """
-    key = secret() if verify_key is True else (verify_key or None)
-    if key is None and type(source) is bytes:
+    if verify_key is True and not verifying():  # the usual case, kept cheap
+        rules = None
+    else:
+        rules = _seal.policy(verify_key, secret() if verify_key is True else None)
+    if rules is None and type(source) is bytes:
         found = _load_small(source)
         if found is not None:
             return found
     if type(source) is bytes:  # a small entry read whole: the usual hit
-        start, header, covered, parts = _split_bytes(source, copy_buffers)
-        digest = xxhash.xxh3_128_digest(covered[0])
+        start, seal, header, covered, parts = _split_bytes(source, copy_buffers)
+        hashes = _seal.hashes_for(rules, seal)
+        for piece in covered:
+            hashes.feed(piece)
     else:
         reader = Reader(source)
-        start, head, header = _read_header(reader, parse_meta=False)
-        covered, parts, digest = _read_payload(reader, head, header, copy_buffers)
-    if digest != header.checksum:
-        raise CorruptEntryError("checksum mismatch: the entry was altered or damaged")
-    if key is not None:
-        signature = start[_SIGNED_SPAN:]
-        if not header.signed or signature == _NO_SIGNATURE:
-            raise SignatureError("entry is not signed but LABCACHE_SECRET is set")
-        import hmac
-
-        if not hmac.compare_digest(signature, _sign(key, start[:_SIGNED_SPAN], covered)):
-            raise SignatureError("entry signature does not match LABCACHE_SECRET")
+        start, seal, head, header = _read_header(reader, parse_meta=False)
+        hashes = _seal.hashes_for(rules, seal)
+        parts = _read_payload(reader, head, header, copy_buffers, hashes)
+    checksum, digest = hashes.digests()
+    if checksum != header.checksum:
+        signer = f" (signed by {seal.signer!r})" if seal is not None and seal.signer else ""
+        raise CorruptEntryError(f"checksum mismatch: the entry was altered or damaged{signer}")
+    if rules is not None:
+        _seal.verify(rules, seal, start, digest)
     try:
         value = pickle.loads(parts[0], buffers=parts[1:])
     except Exception as exc:
@@ -225,7 +260,7 @@ def read_header(source: Any) -> dict[str, Any]:
         >>> read_header(bytes(encode(None, {"function": "f"})))["meta"]
         {'function': 'f'}
     """
-    return _read_header(Reader(source), parse_meta=True)[2].as_dict()
+    return _read_header(Reader(source), parse_meta=True)[3].as_dict()
 
 
 # -- writing -----------------------------------------------------------------
@@ -300,28 +335,21 @@ def _layout(offset: int, pickled: bytes, buffers: list[memoryview]) -> list[Any]
     return chunks
 
 
-def _sign(key: bytes, start: bytes, covered: list[Any]) -> bytes:
-    import hashlib  # only teams with a secret pay for importing OpenSSL's hashes
-    import hmac
-
-    mac = hmac.new(key, start, hashlib.sha256)
-    for part in covered:
-        mac.update(part)
-    return mac.digest()
-
-
 # -- reading -----------------------------------------------------------------
 
 
-def _read_header(reader: Reader, parse_meta: bool) -> tuple[bytes, bytes, Header]:
-    """(the prefix, the header bytes, the parsed header); checks only its shape."""
+def _read_header(reader: Reader, parse_meta: bool,
+                 ) -> tuple[bytes, _seal.Seal | None, bytes, Header]:
+    """(the prefix, the seal, the header bytes, the parsed header); checks
+    only their shape."""
     start = reader.read_exact(_PREFIX.size)
-    version, flags, count, length, checksum = _check_prefix(start)
+    version, flags, count, length, checksum, seal_length = _check_prefix(start)
+    seal = _seal.parse(flags, reader.read_exact(seal_length))
     head = reader.read_exact(length)
-    header = _parse_header(head, version, flags, count, checksum)
+    header = _parse_header(head, version, seal, count, checksum)
     if parse_meta:
         header.meta  # noqa: B018  (raises CorruptEntryError for bad JSON)
-    return start, head, header
+    return start, seal, head, header
 
 
 def _load_small(data: bytes) -> tuple[Any, Header] | None:
@@ -331,8 +359,8 @@ def _load_small(data: bytes) -> tuple[Any, Header] | None:
     fixed_at = _PREFIX.size
     if len(data) < fixed_at + _FIXED.size:
         return None
-    magic, version, flags, count, length, checksum, _ = _PREFIX.unpack_from(data)
-    if magic != MAGIC or version != FORMAT_VERSION or count != 1 or flags:
+    magic, version, flags, count, length, checksum, sealed = _PREFIX.unpack_from(data)
+    if magic != MAGIC or version != FORMAT_VERSION or count != 1 or flags or sealed:
         return None
     created, compute, key_length = _FIXED.unpack_from(data, fixed_at)
     sizes_at = fixed_at + _FIXED.size + key_length
@@ -356,35 +384,41 @@ def _load_small(data: bytes) -> tuple[Any, Header] | None:
                          data[sizes_at + _SIZE.size : end])
 
 
-def _split_bytes(data: bytes, copy_buffers: bool) -> tuple[bytes, Header, list[Any], list[Any]]:
+def _split_bytes(data: bytes, copy_buffers: bool,
+                 ) -> tuple[bytes, _seal.Seal | None, Header, list[Any], list[Any]]:
     """What :func:`_read_header` and :func:`_read_payload` give, for bytes."""
     if len(data) < _PREFIX.size:
         raise CorruptEntryError(f"truncated entry: {len(data)} bytes")
     start = data[: _PREFIX.size]
-    version, flags, count, length, checksum = _check_prefix(start)
-    end = _PREFIX.size + length
+    version, flags, count, length, checksum, seal_length = _check_prefix(start)
+    head_at = _PREFIX.size + seal_length
+    end = head_at + length
     if len(data) < end:
         raise CorruptEntryError(f"truncated entry: needs {end} bytes, has {len(data)}")
-    header = _parse_header(data[_PREFIX.size : end], version, flags, count, checksum)
-    covered, parts = _slice_payload(memoryview(data), end, header, copy_buffers)
-    return start, header, covered, parts
+    seal = _seal.parse(flags, data[_PREFIX.size : head_at])
+    header = _parse_header(data[head_at : end], version, seal, count, checksum)
+    covered, parts = _slice_payload(memoryview(data), head_at, end, header, copy_buffers)
+    return start, seal, header, covered, parts
 
 
-def _check_prefix(start: bytes) -> tuple[int, int, int, int, bytes]:
-    magic, version, flags, count, length, checksum, _ = _PREFIX.unpack(start)
+def _check_prefix(start: bytes) -> tuple[int, int, int, int, bytes, int]:
+    magic, version, flags, count, length, checksum, seal_length = _PREFIX.unpack(start)
     if magic != MAGIC:
-        if magic == _OLD_MAGIC:
-            raise CorruptEntryError("entry format 1 was written by an older labcache version")
+        if magic in _OLD_MAGICS:
+            raise CorruptEntryError(f"entry format {_OLD_MAGICS[magic]} was written by an "
+                                    "older labcache version")
         raise CorruptEntryError("not a labcache entry (bad magic bytes)")
     if version != FORMAT_VERSION:
         raise CorruptEntryError(f"entry format {version} is not {FORMAT_VERSION}; "
                                 "it was written by another labcache version")
-    if not 0 < count <= _MAX_PARTS or length > _MAX_HEADER:
-        raise CorruptEntryError(f"implausible header ({count} parts, {length} bytes)")
-    return version, flags, count, length, checksum
+    if not 0 < count <= _MAX_PARTS or length > _MAX_HEADER or seal_length > _MAX_SEAL:
+        raise CorruptEntryError(f"implausible header ({count} parts, {length} bytes, "
+                                f"{seal_length}-byte seal)")
+    return version, flags, count, length, checksum, seal_length
 
 
-def _parse_header(head: bytes, version: int, flags: int, count: int, checksum: bytes) -> Header:
+def _parse_header(head: bytes, version: int, seal: _seal.Seal | None, count: int,
+                  checksum: bytes) -> Header:
     sizes_at = _FIXED.size
     if len(head) < sizes_at:
         raise CorruptEntryError("header too short")
@@ -399,33 +433,30 @@ def _parse_header(head: bytes, version: int, flags: int, count: int, checksum: b
         raise CorruptEntryError("header key is not text") from None
     sizes = (_SIZE.unpack_from(head, sizes_at) if count == 1  # the usual small entry
              else struct.unpack_from(f"<{count}Q", head, sizes_at))
-    return Header(version, bool(flags & _SIGNED), sizes, checksum, key, created,
-                  None if compute != compute else compute, head[meta_at:])
+    return Header(version, seal is not None, sizes, checksum, key, created,
+                  None if compute != compute else compute, head[meta_at:],
+                  seal.signer if seal else None, bool(seal and seal.mac is not None))
 
 
-def _read_payload(reader: Reader, head: bytes, header: Header,
-                  copy_buffers: bool) -> tuple[list[Any], list[Any], bytes]:
-    """(the pieces the checksum covers, in file order; [pickle, buffer, ...];
-    their checksum, computed as they are read)."""
+def _read_payload(reader: Reader, head: bytes, header: Header, copy_buffers: bool,
+                  hashes: _seal.Hashes) -> list[Any]:
+    """[pickle, buffer, ...], fed to ``hashes`` (with the header, in file
+    order) as they are read: one pass over the bytes, however many hashes."""
     if reader.view is not None:
-        return _verify_mapped(reader.view, reader.position, head, header, copy_buffers)
-    checksum = xxhash.xxh3_128(head)
-    covered: list[Any] = [head]
+        return _verify_mapped(reader.view, reader.position, head, header, copy_buffers, hashes)
+    hashes.feed(head)
     parts = [reader.read_exact(header.sizes[0])]
-    checksum.update(parts[0])
-    covered.append(parts[0])
+    hashes.feed(parts[0])
     for size in header.sizes[1:]:
-        covered.append(reader.read_exact(_padding(reader.position)))
-        checksum.update(covered[-1])
-        parts.append(reader.read_into_new(size, checksum.update))
-        covered.append(parts[-1])
+        hashes.feed(reader.read_exact(_padding(reader.position)))
+        parts.append(reader.read_into_new(size, hashes.update))
     if reader.has_more():
         raise CorruptEntryError("trailing bytes after the last part")
-    return covered, parts, checksum.digest()
+    return parts
 
 
 def _verify_mapped(view: memoryview, offset: int, head: bytes, header: Header,
-                   copy_buffers: bool) -> tuple[list[Any], list[Any], bytes]:
+                   copy_buffers: bool, hashes: _seal.Hashes) -> list[Any]:
     """:func:`_read_payload` for a source in memory that someone else may
     change while we read it (a memory-mapped file).
 
@@ -437,25 +468,25 @@ def _verify_mapped(view: memoryview, offset: int, head: bytes, header: Header,
     stay views of the mapping when ``copy_buffers`` is False: a writer of the
     file can still change those numbers after the check, never run code.
     """
-    _, parts = _slice_payload(view, offset, header, copy_buffers)
+    _, parts = _slice_payload(view, offset, offset, header, copy_buffers)
     parts[0] = parts[0].tobytes()
-    covered: list[Any] = [head, parts[0]]
+    hashes.feed(head)
+    hashes.feed(parts[0])
     position = offset + len(parts[0])
     for part in parts[1:]:  # what is hashed is what is returned, copy or view
         pad = _padding(position)
-        covered += [view[position : position + pad], part]
+        hashes.feed(view[position : position + pad])
+        hashes.feed(part)
         position += pad + len(part)
-    checksum = xxhash.xxh3_128()
-    for piece in covered:
-        checksum.update(piece)
-    return covered, parts, checksum.digest()
+    return parts
 
 
-def _slice_payload(view: memoryview, offset: int, header: Header,
+def _slice_payload(view: memoryview, head_at: int, offset: int, header: Header,
                    copy_buffers: bool) -> tuple[list[Any], list[Any]]:
-    """Parts of an in-memory entry as views (the payload starts at
-    ``offset``): one checksum pass over everything after the prefix, and
-    buffers copied (or not) straight from the source."""
+    """Parts of an in-memory entry as views (the header starts at
+    ``head_at``, the payload at ``offset``), and what the checksum covers:
+    everything from the header on.  Buffers are copied (or not) straight
+    from the source."""
     first, spans = offset, []
     for index, size in enumerate(header.sizes):
         if index:
@@ -473,4 +504,4 @@ def _slice_payload(view: memoryview, offset: int, header: Header,
             copy = allocate(len(parts[index]))
             copy[:] = parts[index]
             parts[index] = copy
-    return [view[_PREFIX.size:]], parts
+    return [view[head_at:]], parts

@@ -48,7 +48,7 @@ _NUMBER = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
 Progress = Callable[[int, int], None]
 
 
-def parse_size(size: str | int) -> int:
+def parse_size(size: str | int, require_unit: bool = False) -> int:
     """Bytes from ``5GB``, ``500 MB``, ``1.5GiB``, ``123`` (kB/MB/GB are powers
     of 1000, KiB/MiB/GiB powers of 1024); ``ValueError`` on anything else.
 
@@ -62,12 +62,13 @@ def parse_size(size: str | int) -> int:
     if isinstance(size, float):
         raise ValueError(f"cannot read {size!r} as a size; write whole bytes or a number "
                          "and a unit such as 500MB, 5GB or 1.5GiB")
-    return int(_quantity(size, _UNITS, "size", "500MB, 5GB or 1.5GiB"))
+    return int(_quantity(size, _UNITS, "size", "500MB, 5GB or 1.5GiB", require_unit))
 
 
-def parse_age(age: str | float) -> float:
+def parse_age(age: str | float, require_unit: bool = False) -> float:
     """Seconds from ``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or a number of
-    seconds; ``ValueError`` on anything else.
+    seconds; ``ValueError`` on anything else.  ``require_unit`` refuses a
+    bare number (the command line: ``30`` must not quietly mean seconds).
 
     Examples:
         >>> parse_age("2w")
@@ -76,11 +77,18 @@ def parse_age(age: str | float) -> float:
         Traceback (most recent call last):
         ValueError: cannot read 'soon' as an age; write a number and a unit such as ...
     """
-    return _quantity(age, _AGE_UNITS, "age", "45s, 90m, 12h, 30d or 2w")
+    return _quantity(age, _AGE_UNITS, "age", "45s, 90m, 12h, 30d or 2w", require_unit)
 
 
-def _quantity(value: object, units: Mapping[str, float], what: str, examples: str) -> float:
+def _quantity(value: object, units: Mapping[str, float], what: str, examples: str,
+              require_unit: bool = False) -> float:
     """A number, or a number and one of ``units``, as a float (never negative)."""
+    article = "an" if what == "age" else "a"
+    # A bare number needs a unit, except 0, which is 0 in every unit.
+    bare = isinstance(value, str) and value.strip().replace(".", "").isdigit()
+    if require_unit and (not isinstance(value, str) or (bare and float(value) != 0)):
+        raise ValueError(f"{value!r} has no unit; write {article} {what} with its unit, "
+                         f"such as {examples}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"{'an' if what == 'age' else 'a'} {what} cannot be negative "

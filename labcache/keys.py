@@ -12,8 +12,9 @@ pandas are only looked at if the caller already imported them.
 from __future__ import annotations
 
 import struct
-import sys
 import types
+import weakref
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,14 @@ from .errors import UnhashableArgumentError
 if TYPE_CHECKING:
     import inspect
 
-__all__ = ["bind_arguments", "call_key", "function_identity", "hash_value"]
+__all__ = [
+    "bind_arguments",
+    "call_key",
+    "function_identity",
+    "hash_value",
+    "register_hasher",
+    "unhashable_advice",
+]
 
 _Hasher = Any  # xxhash.xxh3_128 (no public type name)
 
@@ -83,10 +91,7 @@ def call_key(identity: bytes, arguments: dict[str, Any]) -> str:
         try:
             _feed(h, value, set())
         except (UnhashableArgumentError, TypeError, ValueError, RecursionError) as exc:
-            raise UnhashableArgumentError(
-                f"cannot hash argument {name!r}: {exc}. Pass a hashable value, or "
-                f"leave it out of the key with @cached(ignore=({name!r},))"
-            ) from None
+            raise UnhashableArgumentError(unhashable_advice(name, exc)) from None
     return h.hexdigest()
 
 
@@ -141,6 +146,70 @@ def _code_fingerprint(code: types.CodeType | None) -> str:
 
 
 # -- the value walker --------------------------------------------------------
+#
+# Every value is fed as a type tag followed by its content, so that values of
+# different types never share a byte stream: 1, 1.0, True, "1", b"1" differ,
+# and so do a list and a tuple, bytes and bytearray, a dict and an OrderedDict.
+
+_Handler = Callable[[_Hasher, Any, "set[int]"], None]
+
+
+def register_hasher(cls: type, func: Callable[[Any], object] | None) -> None:
+    """Hash instances of ``cls`` (and its subclasses) as ``func(obj)``.
+
+    ``func`` returns what determines the result, as values labcache hashes
+    itself (bytes, str, numbers, tuples, dicts, arrays...).  The object's own
+    class name is added to the key too.  The nearest registered class in the
+    MRO wins; ``func=None`` removes a registration.  Registration comes
+    before ``__dask_tokenize__`` and labcache's own rules for that class.
+
+    Examples:
+        >>> class Model:
+        ...     def __init__(self, weights, session):
+        ...         self.weights, self.session = weights, session
+        >>> register_hasher(Model, lambda m: m.weights)
+        >>> hash_value(Model((1, 2), object())) == hash_value(Model((1, 2), object()))
+        True
+        >>> register_hasher(Model, None)
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"register_hasher needs a class, not {cls!r}")
+    if cls in _EXACT:
+        raise ValueError(
+            f"labcache hashes {cls.__qualname__} values itself and that cannot be changed; "
+            "register a hasher for your own class (a subclass works) instead"
+        )
+    if func is None:
+        _REGISTERED.pop(cls, None)
+    elif not callable(func):
+        raise TypeError(f"register_hasher needs a function obj -> value, not {func!r}")
+    else:
+        _REGISTERED[cls] = func
+    _RESOLVED.clear()
+
+
+def unhashable_advice(name: str, exc: BaseException) -> str:
+    """The message for an argument that cannot be hashed: what failed, what to do.
+
+    Ignoring ``self`` would make every instance share one result, so that is
+    never suggested; ``ignore=`` is offered only for arguments that cannot
+    change the result.
+
+    Examples:
+        >>> "ignore" in unhashable_advice("self", TypeError("a lock"))
+        False
+    """
+    advice = (
+        f"cannot hash argument {name!r}: {exc}. Tell labcache what determines the result: "
+        "give the class a __dask_tokenize__(self) method returning it as plain data "
+        "(numbers, strings, tuples, arrays), or call labcache.register_hasher(cls, func)"
+    )
+    if name in ("self", "cls"):
+        return advice + "."
+    return advice + (
+        f". Leave it out of the key with @cached(ignore=({name!r},)) only if it cannot "
+        "change the result (like verbose=)."
+    )
 
 
 def _feed_str(h: _Hasher, text: str) -> None:
@@ -151,19 +220,32 @@ def _feed_str(h: _Hasher, text: str) -> None:
 
 def _feed(h: _Hasher, obj: object, active: set[int]) -> None:
     handler = _EXACT.get(type(obj))
-    if handler is not None:
-        handler(h, obj, active)
-        return
-    if _feed_scientific(h, obj, active):
-        return
-    if id(obj) in active:  # a cycle: refer back instead of recursing forever
-        h.update(b"@cycle;")
-        return
-    active.add(id(obj))
-    try:
-        _feed_other(h, obj, active)
-    finally:
-        active.discard(id(obj))
+    if handler is None:
+        handler = _RESOLVED.get(type(obj))
+        if handler is None:
+            handler = _RESOLVED[type(obj)] = _resolve(type(obj))
+    handler(h, obj, active)
+
+
+def _resolve(cls: type) -> _Handler:
+    """How to hash instances of ``cls`` (not one of ``_EXACT``); cached per class."""
+    for base in cls.__mro__:
+        if base in _REGISTERED:
+            return _registered_handler(_REGISTERED[base])
+    if callable(getattr(cls, "__dask_tokenize__", None)):
+        return _feed_dask_token
+    if issubclass(cls, type):  # a class whose metaclass is not `type` (ABCs, enums)
+        return _feed_named
+    for base in cls.__mro__:
+        package = (base.__module__ or "").partition(".")[0]
+        if package == "numpy":
+            return _feed_numpy
+        if package == "pandas":
+            return _feed_pandas
+    for container, handler in _SUBCLASSES:
+        if issubclass(cls, container):
+            return handler
+    return _feed_object
 
 
 def _feed_none(h: _Hasher, obj: object, active: set[int]) -> None:
@@ -179,13 +261,20 @@ def _feed_int(h: _Hasher, obj: object, active: set[int]) -> None:
     h.update(b"i%d;" % obj)
 
 
+def _float_bytes(value: float) -> bytes:
+    # Every NaN is one value here (their bit patterns vary with how they were
+    # made); -0.0 and 0.0 stay apart, since 1/x or copysign tell them apart.
+    return struct.pack("<d", value) if value == value else b"nan;"
+
+
 def _feed_float(h: _Hasher, obj: object, active: set[int]) -> None:
-    h.update(b"f" + struct.pack("<d", obj))
+    assert isinstance(obj, float)
+    h.update(b"f" + _float_bytes(obj))
 
 
 def _feed_complex(h: _Hasher, obj: object, active: set[int]) -> None:
     assert isinstance(obj, complex)
-    h.update(b"c" + struct.pack("<dd", obj.real, obj.imag))
+    h.update(b"c" + _float_bytes(obj.real) + _float_bytes(obj.imag))
 
 
 def _feed_text(h: _Hasher, obj: object, active: set[int]) -> None:
@@ -194,16 +283,28 @@ def _feed_text(h: _Hasher, obj: object, active: set[int]) -> None:
 
 
 def _feed_bytes(h: _Hasher, obj: object, active: set[int]) -> None:
-    view = memoryview(obj)  # type: ignore[arg-type]
-    if not view.c_contiguous:
-        view = memoryview(view.tobytes())
-    h.update(b"b%d:" % view.nbytes)
-    h.update(view.cast("B") if view.ndim else view.tobytes())
+    assert isinstance(obj, (bytes, bytearray))
+    h.update(b"%s%d:" % (b"b" if isinstance(obj, bytes) else b"ba", len(obj)))
+    h.update(obj)
+
+
+def _feed_memoryview(h: _Hasher, obj: object, active: set[int]) -> None:
+    assert isinstance(obj, memoryview)
+    # The format and shape are part of what the view means: the same bytes
+    # viewed as int32 are another value than viewed as unsigned bytes.
+    h.update(b"mv")
+    _feed_str(h, obj.format)
+    _feed(h, obj.shape, active)
+    h.update(b"%d:" % obj.nbytes)
+    try:  # no copy when the view is one C-ordered run of a simple format
+        h.update(obj.cast("B") if obj.c_contiguous and obj.ndim else obj.tobytes())
+    except (TypeError, ValueError):  # struct formats ("T{...}", "<i") refuse cast()
+        h.update(obj.tobytes())
 
 
 def _feed_sequence(h: _Hasher, obj: object, active: set[int]) -> None:
     assert isinstance(obj, (list, tuple))
-    h.update(b"%s%d:" % (type(obj).__name__.encode(), len(obj)))
+    h.update(b"%s%d:" % (b"t" if isinstance(obj, tuple) else b"l", len(obj)))
     with _visiting(obj, active):
         for item in obj:
             _feed(h, item, active)
@@ -221,9 +322,18 @@ def _feed_dict(h: _Hasher, obj: object, active: set[int]) -> None:
             _feed(h, value, active)
 
 
+def _feed_ordered_items(h: _Hasher, obj: object, active: set[int]) -> None:
+    assert isinstance(obj, dict)
+    h.update(b"od%d:" % len(obj))
+    with _visiting(obj, active):
+        for key, value in obj.items():
+            _feed(h, key, active)
+            _feed(h, value, active)
+
+
 def _feed_set(h: _Hasher, obj: object, active: set[int]) -> None:
     assert isinstance(obj, (set, frozenset))
-    h.update(b"%s%d:" % (type(obj).__name__.encode(), len(obj)))
+    h.update(b"%s%d:" % (b"fs" if isinstance(obj, frozenset) else b"S", len(obj)))
     with _visiting(obj, active):
         for item_digest in sorted(_digest(item, active) for item in obj):
             h.update(item_digest)
@@ -236,13 +346,90 @@ def _feed_function(h: _Hasher, obj: object, active: set[int]) -> None:
 
 def _feed_named(h: _Hasher, obj: object, active: set[int]) -> None:
     # Classes, builtins and modules are referred to by name, as pickle does.
+    # A script's __main__ is __mp_main__ in spawned workers: one module.
     module = getattr(obj, "__module__", None) or ""
+    if module == "__mp_main__":
+        module = "__main__"
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "")
     h.update(b"g")
     _feed_str(h, f"{module}:{name}")
 
 
-_EXACT: dict[type, Callable[[_Hasher, Any, set[int]], None]] = {
+def _feed_subclass(h: _Hasher, obj: object, active: set[int]) -> None:
+    """A subclass of a builtin container: its class, its items, its attributes."""
+    h.update(b"sub")
+    _feed_named(h, type(obj), active)
+    if isinstance(obj, defaultdict):
+        _feed(h, obj.default_factory, active)
+    base = next(b for b in type(obj).__mro__ if b in _EXACT or b is OrderedDict)
+    (_feed_ordered_items if base is OrderedDict else _EXACT[base])(h, obj, active)
+    state = getattr(obj, "__dict__", None)
+    if state:
+        with _visiting(obj, active):
+            _feed(h, state, active)
+
+
+def _registered_handler(func: Callable[[Any], object]) -> _Handler:
+    def feed(h: _Hasher, obj: object, active: set[int]) -> None:
+        h.update(b"reg")
+        _feed_named(h, type(obj), active)
+        _feed_stand_in(h, obj, active, func, "the hasher registered for")
+
+    return feed
+
+
+def _feed_dask_token(h: _Hasher, obj: object, active: set[int]) -> None:
+    h.update(b"dask")
+    _feed_named(h, type(obj), active)
+    _feed_stand_in(h, obj, active, lambda o: o.__dask_tokenize__(), "__dask_tokenize__() of")
+
+
+def _feed_stand_in(
+    h: _Hasher, obj: object, active: set[int], func: Callable[[Any], object], what: str
+) -> None:
+    """Hash what ``func(obj)`` returns in place of ``obj``."""
+    where = f"{what} {type(obj).__qualname__}"
+    try:
+        value = func(obj)
+    except UnhashableArgumentError:
+        raise
+    except Exception as exc:
+        raise UnhashableArgumentError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+    if value is obj:
+        raise UnhashableArgumentError(
+            f"{where} returned the object itself; return plain data such as a tuple of "
+            "numbers, strings or arrays"
+        )
+    with _visiting(obj, active):
+        _feed(h, value, active)
+
+
+def _feed_numpy(h: _Hasher, obj: object, active: set[int]) -> None:
+    from . import _arrays  # numpy is loaded: an argument comes from it
+
+    if not _arrays.feed_numpy(h, obj, _feed, active):
+        _feed_object(h, obj, active)
+
+
+def _feed_pandas(h: _Hasher, obj: object, active: set[int]) -> None:
+    from . import _frames  # pandas is loaded: an argument comes from it
+
+    if not _frames.feed_pandas(h, obj, _feed, active):
+        _feed_object(h, obj, active)
+
+
+def _feed_object(h: _Hasher, obj: object, active: set[int]) -> None:
+    if id(obj) in active:  # a cycle: refer back instead of recursing forever
+        h.update(b"@cycle;")
+        return
+    active.add(id(obj))
+    try:
+        _feed_other(h, obj, active)
+    finally:
+        active.discard(id(obj))
+
+
+_EXACT: dict[type, _Handler] = {
     type(None): _feed_none,
     bool: _feed_bool,
     int: _feed_int,
@@ -251,7 +438,7 @@ _EXACT: dict[type, Callable[[_Hasher, Any, set[int]], None]] = {
     str: _feed_text,
     bytes: _feed_bytes,
     bytearray: _feed_bytes,
-    memoryview: _feed_bytes,
+    memoryview: _feed_memoryview,
     list: _feed_sequence,
     tuple: _feed_sequence,
     dict: _feed_dict,
@@ -262,6 +449,18 @@ _EXACT: dict[type, Callable[[_Hasher, Any, set[int]], None]] = {
     types.ModuleType: _feed_named,
     type: _feed_named,
 }
+
+# Subclasses of builtin containers keep their class name in the key
+# (a namedtuple is not a tuple); OrderedDict's order counts, a dict's not.
+_SUBCLASSES: tuple[tuple[type, _Handler], ...] = tuple(
+    (base, _feed_subclass) for base in (dict, list, tuple, set, frozenset)
+)
+
+_REGISTERED: dict[type, Callable[[Any], object]] = {}
+
+# class -> handler, filled on first sight (the MRO walk is done once per class);
+# weak so that classes redefined in a notebook can go away.
+_RESOLVED: weakref.WeakKeyDictionary[type, _Handler] = weakref.WeakKeyDictionary()
 
 
 class _visiting:
@@ -287,20 +486,6 @@ def _digest(obj: object, active: set[int]) -> bytes:
     h = xxhash.xxh3_128()
     _feed(h, obj, active)
     return h.digest()
-
-
-def _feed_scientific(h: _Hasher, obj: object, active: set[int]) -> bool:
-    """numpy and pandas values, looked up only if their module is loaded."""
-    module = type(obj).__module__
-    if module.startswith("numpy") and "numpy" in sys.modules:
-        from . import _arrays
-
-        return _arrays.feed_numpy(h, obj, _feed)
-    if module.startswith("pandas") and "pandas" in sys.modules:
-        from . import _arrays
-
-        return _arrays.feed_pandas(h, obj, _feed, active)
-    return False
 
 
 def _feed_other(h: _Hasher, obj: object, active: set[int]) -> None:

@@ -11,19 +11,19 @@ turns them into the seed's ``try_acquire_lock`` / ``release_lock`` /
 * a heartbeat thread keeps a held lock fresh past its ``ttl``;
 * a lock is stale when its holder stopped beating for 3 intervals, when it
   outlived ``ttl`` without a heartbeat, or at once when the holder's process
-  on this very host is gone;
+  on this very host is gone; a record that is not a valid ``LockRecord``
+  (not JSON, a field missing or of the wrong type) names no holder and is
+  stale once it is ``UNREADABLE_LOCK_TTL`` old;
+* a holder that finds its lock gone, or taken although it never went stale,
+  says so (deleted by hand, evicted by the storage), not that it was taken over;
 * a stale lock is taken over by compare-and-swap, so of many processes that
   see it stale at the same moment exactly one wins.
 """
 
 from __future__ import annotations
 
-import getpass
-import json
 import logging
 import os
-import secrets
-import socket
 import threading
 import time
 from abc import abstractmethod
@@ -32,10 +32,11 @@ from typing import Any
 
 from . import entry
 from .base import BaseLockingStorage, LockInfo
+from .lock_record import BOOT_ID, LockRecord, check_lock_times, this_host, this_user
 from .names import check_name
 
-__all__ = ["EntryStat", "LockRecord", "RawLock", "RecordLockingStorage", "this_host",
-           "this_user"]
+__all__ = ["EntryStat", "LockRecord", "RawLock", "RecordLockingStorage", "check_lock_times",
+           "this_host", "this_user"]
 
 logger = logging.getLogger("labcache")
 
@@ -43,66 +44,10 @@ logger = logging.getLogger("labcache")
 MISSED_BEATS = 3
 #: Age after which a lock record nobody can parse counts as stale.
 UNREADABLE_LOCK_TTL = 3600.0
-
-
-def this_host() -> str:
-    """This machine's name as lock records show it (``LABCACHE_HOSTNAME`` overrides)."""
-    return os.environ.get("LABCACHE_HOSTNAME") or socket.gethostname()
-
-
-def this_user() -> str:
-    """The user name lock records and entries show."""
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry (some containers)
-        return f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
-
-
-def _boot_id() -> str:
-    # Two hosts in different containers can share a name but not a boot id;
-    # a pid is only meaningful on the same host *and* the same boot.
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-_BOOT_ID = _boot_id()
-
-
-@dataclass(frozen=True)
-class LockRecord:
-    """What a lock says about its holder; serialized as JSON."""
-
-    user: str
-    host: str
-    boot: str
-    pid: int
-    token: str
-    acquired: float
-    ttl: float
-    heartbeat_interval: float | None
-
-    @classmethod
-    def new(cls, ttl: float, heartbeat_interval: float | None) -> LockRecord:
-        return cls(this_user(), this_host(), _BOOT_ID, os.getpid(), secrets.token_hex(16),
-                   time.time(), float(ttl), heartbeat_interval)
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(self.__dict__, sort_keys=True).encode()
-
-    @classmethod
-    def parse(cls, data: bytes) -> LockRecord | None:
-        """The record in ``data``, or None if it is not a valid record."""
-        try:
-            fields = json.loads(data)
-            # Backends may keep extra fields (S3 keeps its beat time here).
-            record = cls(**{name: fields[name] for name in cls.__dataclass_fields__})
-            float(record.acquired), float(record.ttl), int(record.pid)
-            return record
-        except (ValueError, TypeError, KeyError):
-            return None
+#: Why a held lock can disappear, for the warning that says it did.
+_VANISHED = ("deleted by hand, e.g. with labcache unlock, or evicted by the storage, e.g. "
+             "by a Redis maxmemory-policy other than noeviction; another process may "
+             "compute the same key meanwhile")
 
 
 @dataclass(frozen=True, order=True)
@@ -141,24 +86,31 @@ class _Heartbeat(threading.Thread):
     """Touches one held lock every ``interval`` seconds until stopped."""
 
     def __init__(self, storage: RecordLockingStorage, name: str, version: str,
-                 interval: float) -> None:
+                 interval: float, started: float) -> None:
         super().__init__(name=f"labcache-heartbeat-{name}", daemon=True)
         self.storage, self.lock_name, self.version = storage, name, version
         self.interval = interval
         self.stopped = threading.Event()
+        self.lost = False  # found the lock no longer ours, and said so
+        #: Until this ``time.monotonic()`` the lock surely has not gone stale:
+        #: its last beat (counted from before the request) plus the missed beats.
+        self.fresh_until = started + MISSED_BEATS * interval
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
+            started = time.monotonic()
             try:
                 version = self.storage._lock_touch(self.lock_name, self.version)
             except Exception as exc:  # a network blip: try again next beat
                 logger.warning("heartbeat for lock %s failed: %s", self.lock_name, exc)
                 continue
             if version is None:
-                logger.warning("lock %s was taken over by another process; "
-                               "stopping its heartbeat", self.lock_name)
+                self.storage._report_lost(self.lock_name, started > self.fresh_until,
+                                          "stopping its heartbeat")
+                self.lost = True
                 return
             self.version = version
+            self.fresh_until = started + MISSED_BEATS * self.interval
 
     def stop(self) -> None:
         self.stopped.set()
@@ -170,6 +122,14 @@ class _Heartbeat(threading.Thread):
 class _Held:
     token: str
     heartbeat: _Heartbeat | None
+    #: For a lock without heartbeat: until when (``time.monotonic()``) it is fresh.
+    fresh_until: float
+
+    def could_be_stale(self) -> bool:
+        """Whether others may have judged this hold stale by now (ignoring
+        clock skew, which only matters without heartbeat)."""
+        until = self.heartbeat.fresh_until if self.heartbeat else self.fresh_until
+        return time.monotonic() > until
 
 
 class RecordLockingStorage(BaseLockingStorage):
@@ -193,6 +153,7 @@ class RecordLockingStorage(BaseLockingStorage):
     def _init_locks(self) -> None:
         self._held: dict[str, _Held] = {}
         self._held_guard = threading.Lock()
+        self._lock_warnings_given = False
 
     # -- primitives each backend provides ---------------------------------
 
@@ -267,8 +228,8 @@ class RecordLockingStorage(BaseLockingStorage):
         until ``release_lock``.
         """
         check_name(lock_name, "lock name")
-        if heartbeat_interval is not None and heartbeat_interval <= 0:
-            raise ValueError("heartbeat_interval must be positive or None")
+        # Before the record's time: our idea of when it may go stale is never late.
+        started = time.monotonic()
         record = LockRecord.new(ttl, heartbeat_interval)
         data = record.to_bytes()
         version = self._lock_create(lock_name, data)
@@ -276,7 +237,8 @@ class RecordLockingStorage(BaseLockingStorage):
             version = self._take_over_if_stale(lock_name, data)
         if version is None:
             return False
-        self._hold(lock_name, record, version)
+        self._hold(lock_name, record, version, started)
+        self._warn_once()
         return True
 
     def release_lock(self, lock_name: str) -> None:
@@ -291,8 +253,8 @@ class RecordLockingStorage(BaseLockingStorage):
         raw = self._lock_read(lock_name)
         record = LockRecord.parse(raw.data) if raw else None
         if raw is None or record is None or record.token != held.token:
-            logger.warning("lock %s is no longer ours (taken over after it went "
-                           "stale); leaving it to its new holder", lock_name)
+            if held.heartbeat is None or not held.heartbeat.lost:  # said once is enough
+                self._report_lost(lock_name, held.could_be_stale(), "nothing to release")
             return
         self._lock_delete(lock_name, raw.version)
 
@@ -365,7 +327,7 @@ class RecordLockingStorage(BaseLockingStorage):
         """
         if record is None:  # unreadable: only its age can retire it
             return (now or self._now()) - beat > UNREADABLE_LOCK_TTL
-        if record.host == this_host() and record.boot == _BOOT_ID and not _pid_alive(record.pid):
+        if record.host == this_host() and record.boot == BOOT_ID and not _pid_alive(record.pid):
             return True
         if record.heartbeat_interval:
             limit = MISSED_BEATS * record.heartbeat_interval + self.clock_resolution
@@ -389,20 +351,56 @@ class RecordLockingStorage(BaseLockingStorage):
             logger.warning("took over stale lock %s from %s", lock_name, who)
         return version
 
-    def _hold(self, lock_name: str, record: LockRecord, version: str) -> None:
+    def _hold(self, lock_name: str, record: LockRecord, version: str, started: float) -> None:
         beat = None
         if record.heartbeat_interval:
-            beat = _Heartbeat(self, lock_name, version, record.heartbeat_interval)
+            beat = _Heartbeat(self, lock_name, version, record.heartbeat_interval, started)
             beat.start()
         with self._held_guard:
-            self._held[lock_name] = _Held(record.token, beat)
+            self._held[lock_name] = _Held(record.token, beat, started + record.ttl)
+
+    def _warn_once(self) -> None:
+        """Log ``lock_warnings`` at this storage's first lock (e.g. a Redis
+        server that may evict locks): advice only, so a failure is ignored."""
+        if self._lock_warnings_given:
+            return
+        self._lock_warnings_given = True
+        try:
+            warnings = self.lock_warnings()
+        except Exception:
+            return
+        for text in warnings:
+            logger.warning("%s", text)
+
+    def _report_lost(self, lock_name: str, could_be_stale: bool, then: str) -> None:
+        """Say truthfully why a lock this process held is no longer its own.
+
+        Only a lock that may have gone stale can have been taken over (or, on
+        Redis, have expired); one that was surely fresh was deleted by hand or
+        evicted by the storage, and a second process may be computing too.
+        """
+        try:
+            raw = self._lock_read(lock_name)
+        except Exception as exc:
+            logger.warning("lock %s is no longer held by this process (its record could "
+                           "not be read: %s); %s", lock_name, exc, then)
+            return
+        holder = None if raw is None else self._describe(lock_name, raw).holder
+        if could_be_stale:
+            what = f"was taken over by {holder}" if holder else "expired or was removed"
+            logger.warning("lock %s %s after it went stale; %s", lock_name, what, then)
+            return
+        taken = f", and {holder} took it although it had not gone stale" if holder else ""
+        logger.warning("lock %s disappeared while this process held it (%s)%s; %s",
+                       lock_name, _VANISHED, taken, then)
 
     def _describe(self, name: str, raw: RawLock, now: float | None = None) -> LockInfo:
-        record = LockRecord.parse(raw.data)
-        stale = self.is_stale(record, raw.beat, now)
-        if record is None:
+        record = LockRecord.read(raw.data)
+        if isinstance(record, str):
+            stale = self.is_stale(None, raw.beat, now)
             return LockInfo(name, "?", "?", 0, "", raw.beat, raw.beat,
-                            UNREADABLE_LOCK_TTL, None, stale)
+                            UNREADABLE_LOCK_TTL, None, stale, problem=record)
+        stale = self.is_stale(record, raw.beat, now)
         return LockInfo(name, record.user, record.host, record.pid, record.token,
                         record.acquired, raw.beat, record.ttl,
                         record.heartbeat_interval, stale)

@@ -8,7 +8,9 @@ storage's own bookkeeping.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 
 from .errors import InvalidNameError
 
@@ -23,7 +25,16 @@ LOCKS_FOLDER = "locks"
 MAX_NAME_BYTES = 180
 MAX_CONTEXT_BYTES = 1024
 
-_UNSAFE_CONTEXT_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
+#: A dotted part of a qualified name that ``context_for`` keeps as it is.
+_PLAIN_PART = re.compile(r"[A-Za-z0-9_]+")
+_UNSAFE_PART_CHARS = re.compile(r"[^A-Za-z0-9_]")
+#: Parts Python puts in qualified names, and how contexts have always spelled them.
+_PYTHON_PARTS = {f"<{word}>": f"_{word}_" for word in
+                 ("locals", "lambda", "genexpr", "listcomp", "dictcomp", "setcomp", "module")}
+#: A name part spelled like one of those must not take its context.
+_ESCAPED_PARTS = frozenset(_PYTHON_PARTS.values())
+#: Hex digits of the digest that makes an escaped part unique.
+_DIGEST = 8
 # C0 controls, DEL and C1 controls (Unicode category Cc).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -50,8 +61,9 @@ def check_name(name: object, what: str = "name") -> str:
 def check_context(context: object) -> str:
     """Return ``context`` if it is a safe relative path, else raise.
 
-    A context may have several ``/``-separated parts, none of them empty,
-    ``.`` or ``..``.
+    A context may have several ``/``-separated parts, none of them empty or
+    starting with ``.`` (``.`` and ``..``, and names the storages keep for
+    their own files, such as S3's ``.used/`` use markers).
 
     Examples:
         >>> check_context("project/model.fit")
@@ -67,6 +79,8 @@ def check_context(context: object) -> str:
     for part in re.split(r"[/\\]", context):
         if part in ("", ".", ".."):
             _fail(context, "context", "empty, '.' and '..' parts are not allowed")
+        if part.startswith("."):  # the storages' own files: temp files, S3's .used/ markers
+            _fail(context, "context", "a part may not start with '.'")
         if len(part.encode()) > MAX_NAME_BYTES:
             _fail(context, "context", f"a part is longer than {MAX_NAME_BYTES} bytes")
     return context
@@ -89,18 +103,46 @@ def check_entry_context(context: object) -> str:
 
 
 def context_for(module: str, qualname: str) -> str:
-    """The storage context (folder) that holds a function's entries.
+    """The storage context (folder) that holds a function's entries: one
+    safe path component, different for every qualified name.
 
-    Characters that some file systems or object stores reject are replaced,
-    and the result is a single safe path component.
+    Each dotted part made only of ASCII letters, digits and ``_`` is kept as
+    it is, and so are the parts Python writes itself (``<locals>`` becomes
+    ``_locals_``, ``<lambda>`` ``_lambda_``): the contexts of plain names
+    never change.  Any other part is made readable (accents dropped, other
+    characters replaced by ``_``) and gets ``-`` and a digest of the part:
+    ``計算`` and ``処理`` would otherwise both be ``__``.  Only such parts
+    contain ``-``, so a plain name never meets an escaped one.  A context
+    too long for a file name is cut and ends with a digest of the whole name.
 
     Examples:
         >>> context_for("__main__", "outer.<locals>.inner")
         '__main__.outer._locals_.inner'
+        >>> context_for("team_mod", "café")
+        'team_mod.cafe-850f7dc4'
     """
-    raw = f"{module}.{qualname}"
-    safe = _UNSAFE_CONTEXT_CHARS.sub("_", raw).strip(".") or "_"
-    return safe[:MAX_NAME_BYTES]
+    raw = f"{module}.{qualname}" if module else qualname
+    safe = ".".join(map(_context_part, raw.split(".")))
+    if len(safe) > MAX_NAME_BYTES:  # all ASCII: characters are bytes
+        safe = safe[: MAX_NAME_BYTES - _DIGEST - 1].rstrip(".") + "-" + _digest(raw)
+    return safe
+
+
+def _context_part(part: str) -> str:
+    """One dotted part of a qualified name, as ``context_for`` writes it."""
+    marker = _PYTHON_PARTS.get(part)
+    if marker is not None:
+        return marker
+    if _PLAIN_PART.fullmatch(part) and part not in _ESCAPED_PARTS:
+        return part
+    folded = "".join(c for c in unicodedata.normalize("NFKD", part)
+                     if not unicodedata.combining(c))
+    return f"{_UNSAFE_PART_CHARS.sub('_', folded) or '_'}-{_digest(part)}"
+
+
+def _digest(text: str) -> str:
+    data = text.encode("utf-8", "surrogatepass")  # a lone surrogate still digests
+    return hashlib.sha256(data).hexdigest()[:_DIGEST]
 
 
 def _check_common(name: object, what: str, limit: int) -> None:

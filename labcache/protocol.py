@@ -19,27 +19,25 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .base import BaseLockingStorage, BaseStorage, LockInfo
-from .errors import LabcacheError, LockTimeout, StorageError
+from .errors import LabcacheError, LockTimeout, StorageError, warn
 from .locks import MISSED_BEATS, this_host
 from .report import Reporter
 from .transfer import (
     FAILURES_CONTEXT,
     MISS,
-    CacheWarning,
     load,
     read_failure,
     record_failure,
     store,
 )
 
-__all__ = ["FAILURES_CONTEXT", "MISS", "CacheWarning", "Call", "lock_name_for",
-           "refresh_holding", "run_async", "run_sync", "store"]
+__all__ = ["FAILURES_CONTEXT", "MISS", "Call", "lock_name_for", "refresh_holding",
+           "run_async", "run_sync", "store"]
 
 logger = logging.getLogger("labcache")
 
@@ -203,11 +201,8 @@ def _outage(call: Call, exc: StorageError) -> Protocol:
     """The storage failed: raise, or warn and return an uncached result."""
     if call.on_storage_error == "raise":
         raise exc
-    warnings.warn(
-        f"{call.function}: the cache storage failed ({exc}); returning an "
-        "uncached result. Pass on_storage_error='raise' to fail instead",
-        CacheWarning, stacklevel=5,
-    )
+    warn(f"{call.function}: the cache storage failed ({exc}); returning an "
+         "uncached result. Pass on_storage_error='raise' to fail instead")
     if call.computed:
         return call.value
     return (yield _COMPUTE)

@@ -11,31 +11,25 @@ import contextlib
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import entry
+from . import entry, signing
 from .base import BaseLockingStorage, BaseStorage, LockInfo
-from .errors import CorruptEntryError, LabcacheError
+from .errors import CorruptEntryError, LabcacheError, warn
 from .locks import RecordLockingStorage
 from .report import Reporter, reporter_for
 
 if TYPE_CHECKING:
     from .protocol import Call
 
-__all__ = ["FAILURES_CONTEXT", "MISS", "CacheWarning", "load", "load_entry", "open_entry",
+__all__ = ["FAILURES_CONTEXT", "MISS", "load", "load_entry", "open_entry",
            "read_failure", "record_failure", "store"]
 
 logger = logging.getLogger("labcache")
 
 #: Context holding the last failure of each key, for waiters to re-raise.
 FAILURES_CONTEXT = "labcache-failures"
-
-
-class CacheWarning(UserWarning):
-    """A cache problem that labcache worked around (a bad entry, a storage
-    outage); the call still returned a correct result."""
 
 
 class _Miss:
@@ -47,7 +41,13 @@ MISS: Any = _Miss()
 
 
 def load(call: Call) -> Any:
-    """The stored value of this call, or MISS (a bad entry is removed)."""
+    """The stored value of this call, or MISS (a bad entry is removed).
+
+    A signing key that cannot be used fails here, before anything is
+    computed, rather than when the result is stored.
+    """
+    if signing.signing_key_set():
+        signing.current_signer()  # one stat while the file is unchanged
     return load_entry(call.storage, call.key, call.context, call.function,
                       call.expires_after, call.reporter, call.mmap_mode,
                       call.stale_after, call.on_stale)
@@ -91,8 +91,7 @@ def load_entry(storage: BaseStorage, key: str, context: str, function: str,
                         function, key, exc)
             return load_entry(storage, key, context, function, expires_after, reporter,
                               mmap_mode, stale_after, on_stale, retry=False)
-        warnings.warn(f"{function}: cached entry {key} is unusable ({exc}); "
-                      "recomputing it", CacheWarning, stacklevel=2)
+        warn(f"{function}: cached entry {key} is unusable ({exc}); recomputing it")
         with contextlib.suppress(OSError):
             storage.delete_file(key, context)
         return MISS

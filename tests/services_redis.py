@@ -12,7 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -34,18 +34,19 @@ def missing_service(reason: str) -> None:
 class RedisServer:
     """One redis-server process without persistence; can be stopped and restarted."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, extra: Sequence[str] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             missing_service("redis-server is not installed (apt-get install redis-server)")
         self.binary, self.folder, self.port = str(binary), folder, free_port()
+        self.extra = list(extra)  # more configuration, e.g. ["--maxmemory", "2mb"]
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
+             "--appendonly", "no", "--dir", str(self.folder), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_quick_suite_runs_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "hits,results",
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "hits,results,signing",
          "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
@@ -27,7 +27,9 @@ def test_quick_suite_runs_and_writes_json(tmp_path: Path) -> None:
     assert {"labcache", "joblib.Memory", "diskcache.memoize", "diskcache.memoize_stampede",
             "cachier"} <= contenders
     sections = {row["section"] for row in results["rows"]}
-    assert {"hit", "hashing", "store", "load", "memory"} <= sections
+    assert {"hit", "hashing", "store", "load", "memory", "signing"} <= sections
+    signing = {row["contender"] for row in results["rows"] if row["section"] == "signing"}
+    assert {"unsigned", "HMAC (LABCACHE_SECRET)", "HMAC + Ed25519"} <= signing
     assert all(row["value"] > 0 for row in results["rows"] if row["section"] != "memory")
     assert {t["target"].split(":")[0] for t in results["targets"]} >= {"hit, small int"}
     assert "Targets (issue 5)" in done.stdout

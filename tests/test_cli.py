@@ -50,10 +50,8 @@ def target(any_storage: Any) -> tuple[Any, str]:
     kind = type(any_storage).__name__
     if kind == "LocalStorage":
         return any_storage, f"file://{any_storage.root}"
-    if kind == "RedisStorage":  # a URL opens the default key prefix
-        from labcache import RedisStorage
-
-        return RedisStorage(any_storage.url), any_storage.url
+    if kind == "RedisStorage":  # the key prefix travels in the URL
+        return any_storage, f"{any_storage.url}?prefix={any_storage.prefix}"
     return any_storage, any_storage.url  # S3: endpoint and credentials are in the environment
 
 
@@ -95,6 +93,7 @@ def test_ls_json_and_an_empty_storage(filled: Any, tmp_path: Path) -> None:
     counts = {row["function"]: row["entries"] for row in data["functions"]}
     assert counts == {square.context: 3, cube.context: 1}
     assert all(row["size"] > 0 and row["last_used"] > 0 for row in data["functions"])
+    (tmp_path / "empty").mkdir()  # an existing folder with nothing cached yet
     empty = run("ls", url=f"file://{tmp_path / 'empty'}")
     assert "no entries" in empty.stdout
 
@@ -220,9 +219,9 @@ def test_gc_dry_run_older_than_and_text(storage: LocalStorage) -> None:
 # -- errors, stats, entry points ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [("bogus",), ("gc",), ("gc", "--max-size", "lots"),
+@pytest.mark.parametrize("args", [("bogus",), ("gc", "train"), ("gc", "--max-size", "lots"),
                                   ("ls", "--storage", "/no/scheme"), ("unlock",),
-                                  ("gc", "--older-than", "soon")])
+                                  ("gc", "--older-than", "soon"), ("gc", "--orphan-age", "x")])
 def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...]) -> None:
     one_error_line(run(*args, check=2))
 
@@ -320,3 +319,64 @@ def test_progress_bar_draws_on_a_terminal_only() -> None:
     assert "gc [#######" in screen.getvalue() and "4/4 entries" in screen.getvalue()
     assert screen.getvalue().endswith("\r\033[K")  # erased before the command's output
     assert piped.getvalue() == ""
+
+
+# -- empty names ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [("rm", ""), ("rm", "KEY", " "), ("unlock", ""),
+                                  ("unlock", "", "--force"), ("info", ""), ("ls", ""),
+                                  ("clear", ""), ("gc", "", "--max-size", "0")])
+def test_empty_names_are_refused_and_nothing_is_touched(
+        storage: LocalStorage, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]) -> None:
+    """An empty KEY, LOCK or FUNCTION would match every entry or lock as a
+    prefix: it is a usage error (exit 2), and nothing is removed or broken."""
+    from labcache.cli import main
+
+    square = cached(storage=storage)(_square)
+    square(1)
+    lock = lock_name_for(square.context, square.key(1))
+    assert storage.try_acquire_lock(lock, ttl=1)  # a lock `unlock ""` could break
+    args = tuple(square.key(1) if a == "KEY" else a for a in args)
+    capsys.readouterr()
+    assert main([*args, "--storage", f"file://{storage.root}"]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("labcache: error: ") and "is empty" in message, message
+    assert storage.list_stored_files(square.context) == [square.key(1)]
+    assert storage.lock_info(lock) is not None
+    storage.release_lock(lock)
+
+
+def test_clear_by_a_non_ascii_name_clears_only_that_function(
+        storage: LocalStorage, capsys: pytest.CaptureFixture[str]) -> None:
+    """`計算` and `処理` once shared one context; each is found by its own name."""
+    from labcache.cli import main
+
+    from .test_names import 処理, 計算
+
+    one, two = cached(storage=storage)(計算), cached(storage=storage)(処理)
+    one(1), two(1), two(2)
+    url = f"file://{storage.root}"
+    for name in ("計算", f"{計算.__module__}.計算", one.context):
+        assert main(["ls", name, "--json", "--storage", url]) == 0
+        assert json.loads(capsys.readouterr().out)["function"] == one.context
+    assert main(["clear", "計算", "--storage", url]) == 0
+    assert "removed 1 entry" in capsys.readouterr().out
+    assert storage.list_stored_files(one.context) == []
+    assert sorted(storage.list_stored_files(two.context)) == sorted([two.key(1), two.key(2)])
+
+
+def test_cli_manages_a_prefixed_redis_storage(redis_server: Any) -> None:
+    """`?prefix=` in the URL picks one team's keys on a shared server."""
+    from labcache import RedisStorage
+
+    team, team2 = (RedisStorage(redis_server.url, prefix=p) for p in ("team", "team2"))
+    square, cube = cached(storage=team)(_square), cached(storage=team2)(_cube)
+    square(1), square(2), cube(1)
+    data = run_json("ls", url=f"{redis_server.url}?prefix=team")
+    assert {row["function"]: row["entries"] for row in data["functions"]} == {square.context: 2}
+    assert "removed 2 entries" in run("clear", "_square",
+                                      url=f"{redis_server.url}?prefix=team").stdout
+    assert cube.is_cached(1) and not square.is_cached(1)
+    data = run_json("ls", url=f"{redis_server.url}?prefix=team2")
+    assert {row["function"]: row["entries"] for row in data["functions"]} == {cube.context: 1}

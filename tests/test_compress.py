@@ -128,4 +128,4 @@ def test_a_damaged_frame_reads_as_a_truncated_entry() -> None:
 
     with pytest.raises(CorruptEntryError):
         entry.decode(open_frame(io.BytesIO(bytes(framed))))
-    assert unframe_head(bytes(framed))[:4] == b"LCE2"
+    assert unframe_head(bytes(framed))[:4] == entry.MAGIC

@@ -31,26 +31,28 @@ def entry_bytes(value: object, meta: dict[str, Any] | None = None) -> bytes:
     return bytes(encode(value, META if meta is None else meta))
 
 
-PREFIX = struct.Struct("<4sHHII16s32s")  # magic, format, flags, parts, header length,
-#                                          checksum, signature: the documented 64 bytes
+PREFIX = struct.Struct("<4sHHII16sI28s")  # magic, format, flags, parts, header length,
+#                                         checksum, seal length, reserved: the documented 64 bytes
 
 
 def layout(data: bytes) -> tuple[dict[str, Any], int, list[tuple[int, int]]]:
-    """(header, offset of the signature, [(start, size) of every part]) of an entry.
+    """(header, offset of the HMAC, [(start, size) of every part]) of an entry.
 
-    Computed independently from the documented layout: a 64-byte prefix, a
-    binary header (created, compute seconds, key, part sizes, JSON metadata),
-    the pickle, then each buffer on a 64-byte boundary.
+    Computed independently from the documented layout: a 64-byte prefix, the
+    seal (its HMAC last), a binary header (created, compute seconds, key,
+    part sizes, JSON metadata), the pickle, then each buffer on a 64-byte
+    boundary.
     """
-    magic, version, flags, count, length, digest, _ = PREFIX.unpack_from(data)
+    magic, version, flags, count, length, digest, sealed, _ = PREFIX.unpack_from(data)
     assert magic == MAGIC
-    key_length = struct.unpack_from("<ddH", data, 64)[2]
-    sizes_at = 64 + 18 + key_length
+    at = 64 + sealed
+    key_length = struct.unpack_from("<ddH", data, at)[2]
+    sizes_at = at + 18 + key_length
     sizes = list(struct.unpack_from(f"<{count}Q", data, sizes_at))
-    meta = json.loads(data[sizes_at + 8 * count : 64 + length])
+    meta = json.loads(data[sizes_at + 8 * count : at + length])
     header = {"format": version, "signed": bool(flags & 1), "sizes": sizes,
               "checksum": digest.hex(), "meta": meta}
-    offset = 64 + length
+    offset = at + length
     parts = []
     for index, size in enumerate(sizes):
         if index:
@@ -58,11 +60,11 @@ def layout(data: bytes) -> tuple[dict[str, Any], int, list[tuple[int, int]]]:
         parts.append((offset, size))
         offset += size
     assert offset == len(data)
-    assert xxhash.xxh3_128(data[64:]).digest() == digest
-    return header, 32, parts
+    assert xxhash.xxh3_128(data[at:]).digest() == digest
+    return header, at - 32, parts
 
 
-def build(header: dict[str, Any], parts: list[bytes], signature: bytes = bytes(32)) -> bytes:
+def build(header: dict[str, Any], parts: list[bytes], signature: bytes = bytes(28)) -> bytes:
     """Assemble an entry by hand (for entries encode() would never write).
 
     ``header`` gives ``format``, ``sizes``, ``meta`` (or ``raw_meta`` bytes) and
@@ -80,13 +82,14 @@ def build(header: dict[str, Any], parts: list[bytes], signature: bytes = bytes(3
     digest = (bytes.fromhex(header["checksum"]) if "checksum" in header
               else xxhash.xxh3_128(bytes(body)).digest())
     prefix = PREFIX.pack(MAGIC, header["format"], int(header.get("signed", False)), len(sizes),
-                         len(head), digest, signature)
+                         len(head), digest, 0, signature)
     return prefix + bytes(body)
 
 
 def rechecksum(data: bytes) -> bytes:
     """The entry with its checksum recomputed (what a forger would do)."""
-    return data[:16] + xxhash.xxh3_128(data[64:]).digest() + data[32:]
+    at = 64 + struct.unpack_from("<I", data, 32)[0]
+    return data[:16] + xxhash.xxh3_128(data[at:]).digest() + data[32:]
 
 
 def checksum(*parts: bytes) -> str:
@@ -312,7 +315,7 @@ def test_trailing_bytes(sample: bytes, extra: bytes) -> None:
     ids=["empty", "short-fixed", "short-sizes", "key-past-end", "no-parts", "key-not-utf8"],
 )
 def test_bad_headers(count: int, head: bytes) -> None:
-    data = PREFIX.pack(MAGIC, FORMAT_VERSION, 0, count, len(head), bytes(16), bytes(32))
+    data = PREFIX.pack(MAGIC, FORMAT_VERSION, 0, count, len(head), bytes(16), 0, bytes(28))
     data += head + b"x"
     with pytest.raises(CorruptEntryError):
         decode(data)
@@ -328,9 +331,9 @@ def test_bad_metadata_json_fails_listing_not_silently() -> None:
 
 def test_implausible_header_length() -> None:
     with pytest.raises(CorruptEntryError):
-        decode(PREFIX.pack(MAGIC, FORMAT_VERSION, 0, 1, 2**31, bytes(16), bytes(32)) + b"{}")
+        decode(PREFIX.pack(MAGIC, FORMAT_VERSION, 0, 1, 2**31, bytes(16), 0, bytes(28)) + b"{}")
     with pytest.raises(CorruptEntryError):
-        decode(PREFIX.pack(MAGIC, FORMAT_VERSION, 0, 2**31, 64, bytes(16), bytes(32)) + b"{}")
+        decode(PREFIX.pack(MAGIC, FORMAT_VERSION, 0, 2**31, 64, bytes(16), 0, bytes(28)) + b"{}")
 
 
 def test_entry_of_the_older_format_is_a_clear_miss() -> None:
@@ -427,10 +430,11 @@ def test_unsigned_entry_claiming_to_be_signed_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = entry_bytes([1, 2, 3])
-    forged = data[:6] + struct.pack("<H", 1) + data[8:]  # set the "signed" flag
+    seal = bytes([1, 0]) + bytes(range(32))  # sha256, no signer name, a made-up HMAC
+    forged = (data[:6] + struct.pack("<H", 1) + data[8:32] + struct.pack("<I", len(seal))
+              + data[36:64] + seal + data[64:])  # the "signed" flag and a seal added
     header, signature_at, _ = layout(forged)
-    assert header["signed"] is True
-    forged = forged[:signature_at] + bytes(range(32)) + forged[signature_at + 32 :]
+    assert header["signed"] is True and forged[signature_at:signature_at + 32] == seal[2:]
     monkeypatch.setenv("LABCACHE_SECRET", "team secret")
     with pytest.raises(SignatureError):
         decode(forged)
@@ -510,7 +514,7 @@ def _with_magic(rest: bytes) -> bytes:
 
 def _with_header(head: bytes, rest: bytes) -> bytes:
     count = 1 + len(rest) % 3
-    return PREFIX.pack(MAGIC, FORMAT_VERSION, 0, count, len(head), bytes(16), bytes(32)) \
+    return PREFIX.pack(MAGIC, FORMAT_VERSION, 0, count, len(head), bytes(16), 0, bytes(28)) \
         + head + rest
 
 

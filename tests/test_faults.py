@@ -25,8 +25,7 @@ from typing import Any
 import pytest
 
 from labcache import LocalStorage, cached
-from labcache.errors import StorageError
-from labcache.protocol import CacheWarning
+from labcache.errors import CacheWarning, StorageError
 
 from . import _workers
 from ._procs import CTX, PATIENCE, collect, dead_pid, reaping

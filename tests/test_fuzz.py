@@ -396,8 +396,8 @@ def test_wrong_signatures_are_refused(signature: bytes, index: int, writer: str 
     for result in decode_all_ways(bytes(data), tmp_path):
         if expected_ok:
             assert same(result, VALUES[index])
-        else:
-            assert isinstance(result, SignatureError)
+        else:  # an unsigned entry has no signature there: its header bytes were hit
+            assert isinstance(result, SignatureError if writer else CorruptEntryError)
 
 
 # -- never unpickled ---------------------------------------------------------------------------

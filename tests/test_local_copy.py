@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from labcache import open_storage
+from labcache.errors import CacheWarning
 from labcache.storage._local_copy import LocalCopies
-from labcache.transfer import CacheWarning
 
 from . import _net_workers
 from ._procs import CTX, collect, reaping

@@ -16,7 +16,8 @@ from labcache import InvalidNameError, LocalStorage
 from labcache.names import MAX_NAME_BYTES, check_context, check_name, context_for
 
 BAD_NAMES = ["", ".", "..", "../x", "a/b", "a\\b", "a\x00b", "x" * 300, "/abs"]
-BAD_CONTEXTS = ["", "..", "a/../b", "/etc", "a\x00b", "locks", "locks/sub", "./x", "a//b"]
+BAD_CONTEXTS = ["", "..", "a/../b", "/etc", "a\x00b", "locks", "locks/sub", "./x", "a//b",
+                ".used/x", "a/.hidden", ".x"]
 
 Call = Callable[[LocalStorage, str, str], Any]
 
@@ -145,10 +146,13 @@ def test_valid_contexts() -> None:
     [
         ("__main__", "outer.<locals>.inner", "__main__.outer._locals_.inner"),
         ("pkg.mod", "Model.fit", "pkg.mod.Model.fit"),
-        ("a/b", "c", "a_b.c"),
-        ("modé", "f", "mod_.f"),
-        ("..", "..", "_"),
-        (".hidden", "f", "hidden.f"),
+        ("pkg.mod", "f.<locals>.<lambda>", "pkg.mod.f._locals_._lambda_"),
+        ("", "f", "f"),  # a function without a module
+        # Parts that had to change carry a digest of what they were.
+        ("a/b", "c", "a_b-c14cddc0.c"),
+        ("modé", "f", "mode-c362d673.f"),
+        ("team_mod", "計算", "team_mod.__-a21fb59b"),
+        ("m", "_locals_", "m._locals_-c39600f6"),  # not the context of "<locals>"
     ],
 )
 def test_context_for_examples(module: str, qualname: str, expected: str) -> None:
@@ -159,6 +163,47 @@ def test_context_for_long_names_are_cut() -> None:
     context = context_for("m" * 300, "f")
     assert len(context.encode()) <= MAX_NAME_BYTES
     assert check_name(context) == context
+    assert context_for("m" * 300, "g") != context  # the cut part is in the digest
+
+
+@pytest.mark.parametrize(("one", "two"), [("計算", "処理"), ("café", "cafè"), ("a-b", "a_b"),
+                                          ("a/b", "a_b"), ("<lambda>", "_lambda_")])
+def test_names_that_sanitize_alike_get_different_contexts(one: str, two: str) -> None:
+    assert context_for("team_mod", one) != context_for("team_mod", two)
+
+
+@settings(max_examples=300, deadline=None)
+@given(one=st.text(), two=st.text())
+def test_context_for_gives_each_name_its_own_context(one: str, two: str) -> None:
+    if one != two:
+        assert context_for("mod", one) != context_for("mod", two)
+
+
+def 計算(x: int) -> int:
+    return x + 1
+
+
+def 処理(x: int) -> int:
+    return x + 2
+
+
+def café(x: int) -> int:
+    return x + 3
+
+
+def cafè(x: int) -> int:
+    return x + 4
+
+
+@pytest.mark.parametrize("pair", [(計算, 処理), (café, cafè)])
+def test_clear_of_one_non_ascii_function_keeps_the_others_entries(
+        storage: LocalStorage, pair: tuple[Callable[[int], int], Callable[[int], int]]) -> None:
+    one, two = (labcache.cached(storage=storage)(f) for f in pair)
+    assert one.context != two.context
+    one(1), two(1), two(2)
+    assert one.clear() == 1
+    assert two.is_cached(1) and two.is_cached(2)
+    assert len(storage.list_stored_files(two.context)) == 2
 
 
 @settings(max_examples=200, deadline=None,

@@ -173,3 +173,74 @@ def test_header_and_size_of_a_chunked_entry(redis_server):
     [stat] = storage.describe_entries("ctx")
     assert (stat.name, stat.size) == ("k", encoded.size)
     assert storage.list_contexts() == ["ctx"]
+
+
+def test_entry_names_holding_a_colon_list_under_their_own_context(redis_storage):
+    """Contexts are quoted in keys, names are not: a listing cuts the key at
+    the context's end, not at the name's last ':'."""
+    redis_storage.upload_file(b"v", "a:b", "ctx")
+    redis_storage.upload_file(b"w", "c", "ctx/sub")
+    assert redis_storage.list_contexts() == ["ctx", "ctx/sub"]
+    assert redis_storage.list_stored_files("ctx") == ["a:b"]
+    assert [stat.name for stat in redis_storage.describe_entries("ctx")] == ["a:b"]
+
+
+# -- key prefixes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["team:e:ctx", "team:", "te*m", "te?m", "[t]", "a b", "x/y",
+                                    "", ".hidden", "é", "t" * 65])
+def test_unsafe_prefixes_are_refused_before_any_request(prefix):
+    port = 1  # nothing listens there: a request would fail with StorageError instead
+    with pytest.raises(ValueError, match="prefix") as caught:
+        RedisStorage(f"redis://127.0.0.1:{port}/0", prefix=prefix)
+    assert "e.g. prefix='team'" in str(caught.value)
+    with pytest.raises(ValueError, match="prefix"):
+        open_storage(f"redis://127.0.0.1:{port}/0?prefix={prefix}")
+
+
+def test_prefix_in_the_url_is_the_same_storage(redis_server):
+    url = redis_server.url
+    storage = open_storage(f"{url}?prefix=team")
+    assert storage is RedisStorage(url, prefix="team") is RedisStorage(f"{url}?prefix=team")
+    assert storage.prefix == "team" and storage.url == url
+    assert open_storage(url).prefix == "labcache"
+    storage.upload_file(b"v", "k", "ctx")
+    assert RedisStorage(url, prefix="team").download_file("k", "ctx") == b"v"
+    for bad in (f"{url}?prefix=a&prefix=b", f"{url}?prefix="):
+        with pytest.raises(ValueError, match="prefix"):
+            open_storage(bad)
+    with pytest.raises(ValueError, match="'other'"):
+        RedisStorage(f"{url}?prefix=team", prefix="other")
+
+
+#: Prefixes a careless match ("team*", or a ':' inside a prefix) would mix up.
+NEIGHBOURS = ("team", "team2", "team-x", "team.e")
+
+
+def _fill(storage, tag):
+    @cached(storage=storage)
+    def work(x):
+        return x
+
+    work(1), work(2)
+    storage.upload_file(tag.encode(), "k", "ctx")
+    assert storage.try_acquire_lock("shared-name", ttl=600)
+    return work
+
+
+def test_neighbouring_prefixes_never_see_each_others_keys(redis_server):
+    storages = {p: RedisStorage(redis_server.url, prefix=p) for p in NEIGHBOURS}
+    works = {p: _fill(s, p) for p, s in storages.items()}
+    for prefix, storage in storages.items():
+        assert storage.list_stored_files("ctx") == ["k"]
+        assert storage.download_file("k", "ctx") == prefix.encode()
+        assert set(storage.list_contexts()) == {"ctx", works[prefix].context}
+        assert len(storage.describe_entries(works[prefix].context)) == 2
+        assert [lock.name for lock in storage.list_locks()] == ["shared-name"]
+    assert works["team"].clear() == 2  # clearing one prefix's function...
+    assert storages["team"].break_lock("shared-name")  # ... and breaking its lock
+    for prefix in NEIGHBOURS[1:]:  # leave every neighbour alone
+        assert len(storages[prefix].list_stored_files(works[prefix].context)) == 2
+        assert storages[prefix].lock_info("shared-name") is not None
+        storages[prefix].release_lock("shared-name")

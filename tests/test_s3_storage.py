@@ -196,6 +196,36 @@ def test_names_are_checked_before_any_request() -> None:
             call()
 
 
+def test_contexts_never_collide_with_use_markers(s3_storage: S3Storage) -> None:
+    """Use markers live under ``<prefix>/.used/<context>/``: a context (or any
+    part of one) starting with '.' is refused, so no entry can land there
+    and no marker can be listed, loaded or deleted as an entry."""
+    s3_storage.upload_file(b"real", "k", "x")
+    s3_storage._open_for_load("k", "x").close()  # a hit leaves the marker .used/x/k
+    before = sorted(item["Key"] for item in raw_client().list_objects_v2(
+        Bucket=s3_storage.bucket)["Contents"])
+    assert f"{s3_storage.prefix}/.used/x/k" in before
+    for context in (".used/x", ".used", "x/.used", "a/.b"):
+        for call in (lambda c=context: s3_storage.upload_file(b"evil", "k", c),
+                     lambda c=context: s3_storage.list_stored_files(c),
+                     lambda c=context: s3_storage.delete_file("k", c),
+                     lambda c=context: s3_storage.download_file("k", c)):
+            with pytest.raises(InvalidNameError, match=r"may not start with '\.'"):
+                call()
+    after = sorted(item["Key"] for item in raw_client().list_objects_v2(
+        Bucket=s3_storage.bucket)["Contents"])
+    assert after == before
+    assert s3_storage.list_contexts() == ["x"]
+    assert s3_storage.download_file("k", "x") == b"real"
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/.used", "s3://bucket/team/.hidden"])
+def test_prefixes_with_hidden_parts_are_refused(url: str) -> None:
+    """A storage rooted inside another's ``.used/`` would list its markers."""
+    with pytest.raises(ValueError, match=r"may not start with '\.'"):
+        S3Storage(url)
+
+
 # -- locks -------------------------------------------------------------------------------------
 
 

@@ -43,7 +43,7 @@ __all__ = ["ENTRY_COLUMNS", "FUNCTION_COLUMNS", "LOCK_COLUMNS", "EntryView",
            "FunctionSummary", "LockView", "arguments_text", "can_list_locks", "describe",
            "entries_page", "entry_cells", "format_age", "format_ago", "format_size",
            "function_cells", "list_contexts", "lock_cells", "lock_rows", "read_view",
-           "summarize"]
+           "signer_text", "summarize"]
 
 #: Bookkeeping contexts, not functions: left out of listings.
 HIDDEN_CONTEXTS = frozenset({FAILURES_CONTEXT})
@@ -75,6 +75,10 @@ class EntryView:
     problem: str | None = None
     #: When a process last loaded the entry (or wrote it), if the storage tracks it.
     last_used: float | None = None
+    #: The name its Ed25519 signature claims (verified only when it is loaded).
+    signer: str | None = None
+    #: Why this process would refuse to load it (unsigned, signer not trusted), or None.
+    refused: str | None = None
 
     @property
     def who(self) -> str:
@@ -102,6 +106,9 @@ class FunctionSummary:
 class LockView:
     """One lock: which function and key it guards, who holds it, how fresh.
 
+    ``problem`` says why the lock's record could not be read (its holder is
+    then unknown; it goes stale ``UNREADABLE_LOCK_TTL`` after its last change).
+
     Examples:
         >>> lock = LockView("m.f.ab12", "m.f", "ab12", "bob@cpu-1 pid 7", 130.0, 4.0, False)
         >>> lock.state, format_age(lock.held_for)
@@ -115,14 +122,18 @@ class LockView:
     held_for: float
     beat_age: float
     stale: bool
+    problem: str | None = None
     refreshing: bool = False  # the key has an entry: its holder replaces it (stale_after)
 
     @property
     def state(self) -> str:
-        """``fresh``, ``stale``, or ``refreshing`` (a live holder recomputing
-        an entry that is still served, ``@cached(stale_after=...)``)."""
+        """``fresh``, ``stale``, ``unreadable`` (a bad record, not stale yet), or
+        ``refreshing`` (a live holder recomputing an entry that is still
+        served, ``@cached(stale_after=...)``)."""
         if self.stale:
             return "stale"
+        if self.problem:
+            return "unreadable"
         return "refreshing" if self.refreshing else "fresh"
 
 
@@ -169,7 +180,8 @@ def format_ago(when: float | None, now: float | None = None) -> str:
 # strings per row, matching the column titles.
 
 FUNCTION_COLUMNS = ("function", "entries", "total size", "newest", "by", "compute time", "note")
-ENTRY_COLUMNS = ("key", "created", "last used", "by", "compute time", "size", "arguments")
+ENTRY_COLUMNS = ("key", "created", "last used", "by", "signer", "compute time", "size",
+                 "arguments")
 LOCK_COLUMNS = ("function", "key", "holder", "held for", "last beat", "state")
 
 
@@ -187,9 +199,22 @@ def function_cells(summary: FunctionSummary, now: float | None = None) -> list[s
 
 
 def entry_cells(view: EntryView, now: float | None = None) -> list[str]:
-    """One row of the entry table (see ``ENTRY_COLUMNS``)."""
+    """One row of the entry table (see ``ENTRY_COLUMNS``).
+
+    Examples:
+        >>> view = EntryView("m.f", "ab", 1, None, None, None, None, refused="unsigned")
+        >>> entry_cells(view)[4]
+        '- (refused here: unsigned)'
+    """
     return [view.name, format_ago(view.created, now), format_ago(view.last_used, now), view.who,
-            format_age(view.compute_seconds), format_size(view.size), arguments_text(view)]
+            signer_text(view), format_age(view.compute_seconds), format_size(view.size),
+            arguments_text(view)]
+
+
+def signer_text(view: EntryView) -> str:
+    """The signer's name (``-`` if none), and why this process would refuse the entry."""
+    refused = f" (refused here: {view.refused})" if view.refused else ""
+    return f"{view.signer or '-'}{refused}"
 
 
 def lock_cells(lock: LockView) -> list[str]:
@@ -295,7 +320,8 @@ def lock_rows(storage: BaseStorage, contexts: Iterable[str] = ()) -> list[LockVi
         context, _, key = info.name.rpartition(".")
         rows.append(LockView(info.name, full.get(context, context), key, info.holder,
                              now_wall - info.acquired, now_storage - info.heartbeat,
-                             info.stale, _has_entry(storage, full.get(context, context), key)))
+                             info.stale, info.problem,
+                             _has_entry(storage, full.get(context, context), key)))
     return rows
 
 
@@ -337,6 +363,7 @@ def read_view(storage: BaseStorage, context: str, stat: EntryStat) -> EntryView:
         context, stat.name, size, _number(meta.get("created")) or stat.modified,
         _text(meta.get("user")), _text(meta.get("host")), _number(meta.get("compute_seconds")),
         {str(k): str(v) for k, v in arguments.items()}, last_used=stat.last_used or None,
+        signer=_text(header.get("signer")), refused=_refusal(header),
     )
 
 
@@ -358,6 +385,15 @@ def _read_header(storage: BaseStorage, name: str, context: str) -> dict[str, Any
         if source is None:
             raise FileNotFoundError(f"no entry {name!r} in context {context!r}")
         return entry.read_header(source)
+
+
+def _refusal(header: dict[str, Any]) -> str | None:
+    from .._seal import refusal
+
+    try:
+        return refusal(header)
+    except Exception as exc:  # an unreadable trusted keys file: every entry would be refused
+        return f"{type(exc).__name__}: {exc}"
 
 
 def _mapping(value: object) -> dict[str, Any]:

@@ -44,7 +44,8 @@ PER_PAGE = 50
 CONFIRM_WITHIN = 60.0
 _TONES = {"info": "#555", "ok": "#1a7f37", "error": "#b42318"}
 _STYLE = ("<style>.labcache-table td, .labcache-table th {padding: 1px 8px; "
-          "text-align: left; font-family: monospace; font-size: 90%}</style>")
+          "text-align: left; font-family: monospace; font-size: 90%} "
+          ".labcache-refused td {color: #b42318}</style>")
 
 
 def monitor(storage: BaseStorage | str | None = None,
@@ -179,7 +180,7 @@ class Monitor(widgets.VBox):
         self.prev_button.disabled = self._page == 0
         self.next_button.disabled = self._page + 1 >= pages
         self.entries.value = _table(ENTRY_COLUMNS, [listing.entry_cells(r) for r in rows],
-                                    ["labcache-entry"] * len(rows), "no entries")
+                                    [_entry_class(r) for r in rows], "no entries")
         self._set_options(self.entry_choice, [
             (f"{row.name[:16]} {listing.arguments_text(row)[:60]}", row.name) for row in rows])
 
@@ -353,6 +354,11 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], classes: Seque
                    + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
                    for row, css in zip(rows, classes, strict=True))
     return f'{_STYLE}<table class="labcache-table"><tr>{head}</tr>{body}</table>'
+
+
+def _entry_class(row: EntryView) -> str:
+    """Rows this kernel would refuse to load (unsigned, untrusted) stand out."""
+    return "labcache-entry labcache-refused" if row.refused else "labcache-entry"
 
 
 def _stats_text() -> str:

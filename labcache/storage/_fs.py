@@ -190,8 +190,13 @@ class Tree:
                 fd = self._new_file(name, folder)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as file:
-                file.write(data or b"")
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data or b"")
+            except BaseException:  # a full disk: leave no empty file behind
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=folder)
+                raise
         return True
 
     def write_atomically(self, parts: Iterable[str], name: str, chunks: Iterable[Any],
@@ -224,18 +229,21 @@ class Tree:
         """
         with self.folder(parts, create=True) as folder:
             aside = temp_name(name)
-            with os.fdopen(self._new_file(aside, folder), "wb") as file:
-                file.write(data)
-            try:
-                os.link(aside, name, src_dir_fd=folder, dst_dir_fd=folder,
-                        follow_symlinks=False)
-                return True
-            except FileExistsError:
-                return False
-            except OSError:  # no hard links here
-                pass
+            fd = self._new_file(aside, folder)
+            try:  # the temp file goes whatever fails, a full disk's write included
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data)
+                try:
+                    os.link(aside, name, src_dir_fd=folder, dst_dir_fd=folder,
+                            follow_symlinks=False)
+                    return True
+                except FileExistsError:
+                    return False
+                except OSError:  # no hard links here
+                    pass
             finally:
-                os.unlink(aside, dir_fd=folder)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(aside, dir_fd=folder)
         return self.create(parts, name, data)
 
     def touch(self, parts: Iterable[str], name: str) -> None:
@@ -244,10 +252,15 @@ class Tree:
             os.utime(name, dir_fd=folder, follow_symlinks=False)
 
     def scan(self, parts: Iterable[str]) -> list[tuple[str, os.stat_result]]:
-        """``(name, lstat)`` of everything in a folder; empty if it is missing."""
+        """``(name, lstat)`` of everything in a folder; empty if it is missing.
+
+        A file removed between reading the folder and reading its details
+        (another process deleting an entry, releasing a lock, dropping a temp
+        or probe file) is left out; it never empties the whole listing.
+        """
         try:
             with self.folder(parts) as folder, os.scandir(folder) as found:
-                return [(item.name, item.stat(follow_symlinks=False)) for item in found]
+                return [pair for item in found if (pair := _details(item)) is not None]
         except (FileNotFoundError, PlantedLinkError):
             return []
 
@@ -272,6 +285,14 @@ class Tree:
             extra = _SHARED_READ_ONLY_BITS if read_only else _SHARED_FILE_BITS
             os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | extra)
         return fd
+
+
+def _details(item: os.DirEntry[str]) -> tuple[str, os.stat_result] | None:
+    """``(name, lstat)`` of a folder item, or None if it vanished meanwhile."""
+    try:
+        return item.name, item.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
 def _preallocate(fd: int, size: int) -> None:

@@ -1,23 +1,93 @@
 """The redis-py side of RedisStorage: a client from a URL, checked before any
-I/O and never showing its password, and a file over an entry's chunks."""
+I/O and never showing its password, the server's eviction policy, and a file
+over an entry's chunks."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, unquote_plus, urlsplit, urlunsplit
 
 import redis
 
 from .._redact import redact_url, scrub
 from ..errors import StorageError
 
-__all__ = ["Chunks", "check_url", "client_from_url", "password_of", "url_of"]
+__all__ = ["DEFAULT_PREFIX", "Chunks", "check_prefix", "check_url", "client_from_url",
+           "configured", "eviction_policy", "eviction_risk", "glob_escape", "password_of",
+           "url_of"]
+
+#: The key prefix of a RedisStorage given none, in its arguments or its URL.
+DEFAULT_PREFIX = "labcache"
+MAX_PREFIX = 64
+#: The one ``maxmemory-policy`` that never evicts a key labcache wrote.
+SAFE_POLICY = "noeviction"
+# No ':' (it separates the parts of every key, so prefix "team" would reach
+# into "team:e:ctx"'s keys), no glob characters (listings SCAN by pattern),
+# no spaces or '/'.  A leading '.' or '-' is refused to keep prefixes plain.
+_PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
+def check_prefix(prefix: object) -> str:
+    """``prefix`` if it is a safe Redis key prefix, else a ValueError.
+
+    Examples:
+        >>> check_prefix("team-2")
+        'team-2'
+        >>> check_prefix("team:e:ctx")
+        Traceback (most recent call last):
+        ValueError: Redis key prefix 'team:e:ctx' is not allowed: use 1 to 64 ASCII ...
+    """
+    if not isinstance(prefix, str) or len(prefix) > MAX_PREFIX or not _PREFIX.fullmatch(prefix):
+        raise ValueError(
+            f"Redis key prefix {prefix!r} is not allowed: use 1 to {MAX_PREFIX} ASCII letters, "
+            "digits, '_', '-' or '.' (not first), e.g. prefix='team'. ':' separates the parts "
+            "of labcache's keys and '*', '?', '[' are patterns, so another prefix would see "
+            "or clear this storage's keys")
+    return prefix
+
+
+def configured(url: str, prefix: str | None) -> tuple[str, str]:
+    """``(url without its prefix option, prefix)`` from a URL that may carry
+    ``?prefix=NAME`` and a ``prefix`` argument (which must then agree).
+
+    Examples:
+        >>> configured("redis://cache:6379/0?prefix=vision", None)
+        ('redis://cache:6379/0', 'vision')
+        >>> configured("redis://cache:6379/0", None)
+        ('redis://cache:6379/0', 'labcache')
+    """
+    parts = _split(url)
+    kept, found = [], []
+    for item in parts.query.split("&") if parts.query else []:
+        name, _, value = item.partition("=")
+        if unquote_plus(name) == "prefix":
+            found.append(unquote_plus(value))
+        else:
+            kept.append(item)
+    if len(found) > 1:
+        raise ValueError(f"Redis URL {redact_url(url)!r} gives the key prefix more than once; "
+                         "give ?prefix=NAME once")
+    if found and prefix is not None and found[0] != prefix:
+        raise ValueError(f"Redis URL {redact_url(url)!r} says prefix {found[0]!r} but the "
+                         f"prefix argument says {prefix!r}; give it in one place")
+    if found:
+        url = urlunsplit(parts._replace(query="&".join(kept)))
+    return url, check_prefix(found[0] if found else DEFAULT_PREFIX if prefix is None else prefix)
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed '[' in the host
+        raise ValueError(f"Redis URL {redact_url(url)!r} is malformed ({exc}); write "
+                         "redis://host:6379/0") from None
 
 
 def check_url(url: str) -> str:
     """``url`` with its scheme in lower case (as redis-py wants), or a ValueError."""
+    parts = _split(url)
     try:
-        parts = urlsplit(url)
         host = parts.hostname
     except ValueError as exc:  # e.g. an unclosed '[' in the host
         raise ValueError(f"Redis URL {redact_url(url)!r} is malformed ({exc}); write "
@@ -42,6 +112,16 @@ def client_from_url(url: str) -> Any:
     return client
 
 
+def glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN ``MATCH`` pattern.
+
+    Examples:
+        >>> glob_escape("team[1]*")
+        'team\\\\[1\\\\]\\\\*'
+    """
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 def password_of(client: Any) -> str | None:
     """The client's password, to scrub from messages (None if unknown)."""
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
@@ -55,6 +135,37 @@ def url_of(client: redis.Redis) -> str:
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"redis://{auth}{host}:{port}/{db}"
 
+
+def eviction_policy(client: Any) -> str | None:
+    """The server's ``maxmemory-policy``, or None where ``CONFIG`` is refused
+    (disabled, renamed or not permitted, as on many managed servers)."""
+    try:
+        answer = client.config_get("maxmemory-policy")
+    except redis.ResponseError:
+        return None
+    policy = answer.get("maxmemory-policy")
+    return str(policy) if policy else None
+
+
+def eviction_risk(policy: str | None) -> str | None:
+    """What ``policy`` can do to labcache's locks, or None if it is safe or unknown.
+
+    Every policy but ``noeviction`` may evict a lock key: ``allkeys-*`` any
+    key, ``volatile-*`` keys with an expiry, which lock keys always carry.
+
+    Examples:
+        >>> eviction_risk("noeviction") is None, eviction_risk(None) is None
+        (True, True)
+        >>> eviction_risk("volatile-lru").startswith("Redis maxmemory-policy volatile-lru")
+        True
+    """
+    if policy is None or policy == SAFE_POLICY:
+        return None
+    return (f"Redis maxmemory-policy {policy} may evict a held lock when the server is full "
+            "(lock keys carry an expiry, so volatile-* policies evict them too), and a "
+            "second process then computes the same key at the same time; set "
+            f"maxmemory-policy {SAFE_POLICY} on this server, or give labcache a server "
+            "that never evicts")
 
 
 class Chunks:

@@ -1,17 +1,20 @@
 """The two file-like objects S3Storage streams through: one that feeds an
 upload from an entry's buffers without joining them, and one over a
-download whose network errors become ``StorageError``."""
+download whose network errors become ``StorageError``; and the reading of
+the dates in S3's responses."""
 
 from __future__ import annotations
 
 import io
 import math
 from collections.abc import Iterable
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError
 
-__all__ = ["Body", "ChunkReader"]
+__all__ = ["Body", "ChunkReader", "http_date"]
 
 
 class ChunkReader:
@@ -78,3 +81,14 @@ class Body(io.RawIOBase):
         if not self.closed:
             self._stream.close()
         super().close()
+
+
+def http_date(text: str) -> float:
+    """Unix seconds of an HTTP date ("-0000" parses without a zone: it is UTC).
+
+    Examples:
+        >>> http_date("Thu, 01 Jan 1970 00:01:00 GMT")
+        60.0
+    """
+    when = parsedate_to_datetime(text)
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()

@@ -27,11 +27,13 @@ from typing import Any
 
 import xxhash
 
+from ..base import ORPHAN_AGE, Orphan
 from ..entry import Encoded, read_header, upload_chunks
-from ..entry import secret as entry_secret
+from ..entry import verifying as entry_verifying
 from ..errors import CorruptEntryError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
+from . import _local_orphans
 from ._fs import Tree, open_for_hit
 
 __all__ = ["LocalStorage", "default_root"]
@@ -105,6 +107,7 @@ class LocalStorage(RecordLockingStorage):
         self._tree = Tree(str(self.root), self.shared)
         self._parts: dict[str, tuple[str, ...]] = {}  # context -> validated folder parts
         self._paths: dict[tuple[str, str], str] = {}  # (context, name) -> entry path
+        self._tidied: set[tuple[str, ...]] = set()  # folders swept by this process
         self._init_locks()
         self._ready = True
 
@@ -126,9 +129,10 @@ class LocalStorage(RecordLockingStorage):
     ) -> str | None:
         """Atomically store ``file`` (bytes, an encoded entry or a binary file)."""
         size = file.size if isinstance(file, Encoded) else None  # reserve its blocks first
+        parts, name = self._where(file_name, context)
+        self._tidy(parts)
         # Entries are never changed in place: written without any write bit.
-        self._tree.write_atomically(*self._where(file_name, context), upload_chunks(file), size,
-                                    read_only=True)
+        self._tree.write_atomically(parts, name, upload_chunks(file), size, read_only=True)
         return file_name
 
     def download_file(self, hashcode: str, context: str) -> bytes:
@@ -142,7 +146,7 @@ class LocalStorage(RecordLockingStorage):
     def _open_for_load(self, hashcode: str, context: str) -> Any:
         # A hit on a small entry is open + fstat + one read: no buffered file
         # object, no separate reads for header and payload.
-        fd = self._open_hit(hashcode, context, entry_secret() is not None)
+        fd = self._open_hit(hashcode, context, entry_verifying())
         size = _note_use(fd).st_size
         if size > _SMALL_ENTRY:
             return os.fdopen(fd, "rb")
@@ -221,6 +225,31 @@ class LocalStorage(RecordLockingStorage):
         """Where an entry lives on disk (for memory-mapped loads and tools)."""
         return Path(self._entry_path(hashcode, context))
 
+    # -- leftovers of killed processes ------------------------------------------------
+
+    def find_orphans(self) -> list[Orphan]:
+        """Temp files of interrupted stores under every context folder and
+        ``locks/``, clock probes, and claims on lock records long gone; the
+        age is the time since the file was last written."""
+        return _local_orphans.find(self._tree, _fs_now(self._tree), self._lock_version)
+
+    def _remove_orphan(self, orphan: Orphan, older_than: float) -> bool:
+        return _local_orphans.remove(self._tree, orphan, _fs_now(self._tree), older_than,
+                                     self._lock_version)
+
+    def _lock_version(self, name: str) -> str | None:
+        raw = self._lock_read(name)
+        return None if raw is None else raw.version
+
+    def _tidy(self, parts: tuple[str, ...]) -> None:
+        """The first time this process writes into a folder, remove the temp
+        files killed writers left there over an hour ago: one folder read."""
+        if parts in self._tidied:
+            return
+        self._tidied.add(parts)
+        with contextlib.suppress(OSError):  # housekeeping never fails a store
+            _local_orphans.tidy_folder(self._tree, parts, _fs_now(self._tree), ORPHAN_AGE)
+
     def _where(self, hashcode: str, context: str) -> tuple[tuple[str, ...], str]:
         """(folder parts, file name) of an entry, both validated."""
         return self._context_parts(context), check_name(hashcode, "file name")
@@ -250,6 +279,7 @@ class LocalStorage(RecordLockingStorage):
         return os.path.basename(self._get_lock_path(check_name(name, "lock name")))
 
     def _lock_create(self, name: str, data: bytes) -> str | None:
+        self._tidy(_LOCKS)
         # Linked into place from a written file: never visible empty.
         if not self._tree.link_new(_LOCKS, self._lock_leaf(name), data):
             return None
@@ -262,7 +292,10 @@ class LocalStorage(RecordLockingStorage):
         except FileNotFoundError:
             return None
         except CorruptEntryError:  # a link planted as the record: stale, so replaced
-            st = self._tree.lstat(_LOCKS, leaf)
+            try:
+                st = self._tree.lstat(_LOCKS, leaf)
+            except FileNotFoundError:  # removed since: no lock
+                return None
             return RawLock(b"", 0.0, f"link-{st.st_ino}-{st.st_mtime_ns}")
         with os.fdopen(fd, "rb") as f:
             beat = os.fstat(f.fileno()).st_mtime
@@ -336,7 +369,12 @@ def _first(pair: tuple[str, Any]) -> str:
 
 
 def _resolve(path: str | os.PathLike[str] | None) -> Path:
-    return Path(path).expanduser().absolute() if path else default_root().absolute()
+    if path is None:
+        return default_root().absolute()
+    if not os.fspath(path):
+        raise ValueError("LocalStorage('') names no folder: pass a folder path, or nothing "
+                         "(or None) for the default cache folder")
+    return Path(path).expanduser().absolute()
 
 
 def _version(data: bytes) -> str:

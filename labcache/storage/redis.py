@@ -1,10 +1,10 @@
 """RedisStorage: entries and locks in a Redis server shared by a team.
 
 * An entry is one Redis value when small; a large one is split into chunks
-  written under a fresh generation id, and a small manifest naming them is
-  swapped in last, so a reader sees the old entry or the new one, and values
-  past Redis's 512 MB limit still store.  Old chunks expire a minute after
-  being replaced, so a reader in the middle of them finishes.
+  (provisional until published, see :mod:`._redis_chunks`) and a small
+  manifest naming them is swapped in last, so a reader sees the old entry or
+  the new one, and values past Redis's 512 MB limit still store.  Old chunks
+  expire a minute after being replaced, so a reader in the middle finishes.
 * A lock is ``SET NX PX`` of its record; releasing, taking over and beating
   are Lua compare-and-delete / compare-and-set / compare-and-extend on that
   exact record, so only its holder changes it.  A dead holder's lock expires
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -33,21 +33,29 @@ from .. import entry
 from .._compress import HEAD_SPAN, frame_chunks, open_frame, unframe_head
 from .._redact import redact_url as _redact
 from .._redact import scrub
+from ..base import Orphan
 from ..errors import StorageError
-from ..locks import EntryStat, LockRecord, RawLock, RecordLockingStorage
+from ..locks import (
+    MISSED_BEATS,
+    UNREADABLE_LOCK_TTL,
+    EntryStat,
+    LockRecord,
+    RawLock,
+    RecordLockingStorage,
+)
 from ..names import check_entry_context, check_name
-from ._local_copy import LocalCopies, copy_stream, network_options, remote_digest, split_url_options
+from . import _redis_chunks
+from . import _redis_client as _client
+from ._local_copy import LocalCopies, copy_stream, network_options, remote_digest
+from ._local_copy import split_url_options as _split_url_options
 from ._redis_client import Chunks, check_url, client_from_url, password_of, url_of
+from ._redis_client import glob_escape as _glob_escape
 
 __all__ = ["RedisStorage"]
 
 T = TypeVar("T")
 
-_INLINE = b"I"  # the value is the entry itself
-_MANIFEST = b"M"  # the value names the chunks holding the entry
-_INLINE_LIMIT = 1 << 20
 _CHUNK = 16 << 20  # measured faster than 64 MB through redis-py, and a smaller spike
-_OLD_CHUNKS_LINGER = 60  # seconds a replaced entry's chunks stay readable
 
 # KEYS[1] lock; ARGV[1] the record we expect. Each acts only on that record.
 _REPLACE = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
@@ -56,6 +64,14 @@ _DELETE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[
           "redis.call('PUBLISH', KEYS[2], 'released'); return 1 else return 0 end"
 _EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
           "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
+# An unreadable record set by hand may have no expiry (or a long one): give it
+# the unreadable bound, so it is gone that long after labcache first saw it.
+# Returns the milliseconds left (-2: the record changed meanwhile).
+_CAP = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -2 end " \
+       "local left = redis.call('PTTL', KEYS[1]) " \
+       "if left < 0 or left > tonumber(ARGV[2]) then " \
+       "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return tonumber(ARGV[2]) end return left"
+_UNREADABLE_MS = int(UNREADABLE_LOCK_TTL * 1000)
 # Idle seconds of many keys in one call (-1: gone, -2: no LRU clock under an
 # LFU policy): 100,000 pipelined OBJECT IDLETIME cost ~3 s of client time.
 _IDLE = "local out = {} for i, key in ipairs(KEYS) do " \
@@ -90,11 +106,18 @@ def _translated(method: Callable[..., T]) -> Callable[..., T]:
 
 
 class RedisStorage(RecordLockingStorage):
-    """Entries and locks in Redis, under keys that start with ``prefix``.
+    """Entries and locks in Redis, under keys that start with ``prefix:``.
+
+    The prefix (default ``labcache``) is given as an argument or in the URL,
+    ``redis://host:6379/0?prefix=team``; it holds only ASCII letters, digits,
+    ``_``, ``-`` and ``.``, never ``:``, so no prefix reaches another's keys.
 
     Examples:
         >>> RedisStorage("redis://:s3cret@db.example:6379/0", prefix="team")
         RedisStorage('redis://:***@db.example:6379/0', prefix='team')
+        >>> RedisStorage("redis://db.example:6379/0?prefix=team") is RedisStorage(
+        ...     "redis://db.example:6379/0", prefix="team")
+        True
         >>> RedisStorage("redis://")
         Traceback (most recent call last):
         ValueError: Redis URL 'redis://' has no host; write redis://host:6379/0
@@ -103,29 +126,50 @@ class RedisStorage(RecordLockingStorage):
     #: Waiters are woken by pub/sub; this is only how often they re-check.
     wake_poll_interval = 1.0
 
+    def __new__(cls, url: str | redis.Redis = "redis://localhost:6379/0",
+                prefix: str | None = None, *, chunk_size: int = _CHUNK,
+                local_copy: str | os.PathLike[str] | bool | None = None,
+                local_copy_limit: str | int | None = None,
+                compress: bool | str = "auto") -> RedisStorage:
+        # One instance per configuration however it is spelled: the prefix as
+        # an argument or as ?prefix= in the URL, or the default one; the same
+        # for the local copy and compression.
+        url, options = _split_url_options(url) if isinstance(url, str) else (url, {})
+        folder, limit, packing = network_options(options, local_copy, local_copy_limit, compress)
+        if isinstance(url, str):
+            url, prefix = _client.configured(url, prefix)
+        elif prefix is None:
+            prefix = _client.DEFAULT_PREFIX
+        instance: RedisStorage = super().__new__(cls, url, prefix, chunk_size=chunk_size,
+                                                 local_copy=(folder, limit), compress=packing)
+        return instance
+
     def __init__(self, url: str | redis.Redis = "redis://localhost:6379/0",
-                 prefix: str = "labcache", *, chunk_size: int = _CHUNK,
+                 prefix: str | None = None, *, chunk_size: int = _CHUNK,
                  local_copy: str | os.PathLike[str] | bool | None = None,
                  local_copy_limit: str | int | None = None,
                  compress: bool | str = "auto") -> None:
         if self.__dict__.get("_ready"):
             return
-        check_name(prefix, "prefix")
-        self.prefix, self.chunk_size = prefix, chunk_size
-        url, url_options = split_url_options(url) if isinstance(url, str) else (url, {})
-        folder, limit, self.compress = network_options(url_options, local_copy,
-                                                       local_copy_limit, compress)
+        url, options = _split_url_options(url) if isinstance(url, str) else (url, {})
+        folder, limit, self.compress = network_options(options, local_copy, local_copy_limit,
+                                                       compress)
         # redis-py's responses are typed bytes | str; ours are always bytes.
         self.client: Any
         if isinstance(url, str):
+            url, self.prefix = _client.configured(url, prefix)
             self.url = check_url(url)
             # Long socket timeout: a 64 MB chunk must fit through it.
             self.client = client_from_url(self.url)
         else:
+            self.prefix = _client.check_prefix(_client.DEFAULT_PREFIX if prefix is None else prefix)
             self.client, self.url = url, url_of(url)
+        self.chunk_size = chunk_size
         self._scripts = {name: self.client.register_script(source) for name, source in
                          (("replace", _REPLACE), ("delete", _DELETE), ("extend", _EXTEND),
-                          ("idle", _IDLE), ("probe", _PROBE))}
+                          ("idle", _IDLE), ("cap", _CAP), ("publish", _redis_chunks.PUBLISH),
+                          ("remove", _redis_chunks.DELETE), ("orphans", _redis_chunks.REMOVE),
+                          ("probe", _PROBE))}
         #: Where loaded entries are kept on this machine (None: nowhere).
         self.local_copy = None if folder is None else LocalCopies(
             folder, remote_digest("redis", _redact(self.url), self.prefix), limit)
@@ -147,6 +191,17 @@ class RedisStorage(RecordLockingStorage):
         """The server and key prefix, without any password."""
         return f"{_redact(self.url)} prefix {self.prefix}"
 
+    @_translated
+    def server_settings(self) -> dict[str, str | None]:
+        """``maxmemory_policy``: how the server evicts keys when full (None if
+        it refuses ``CONFIG GET``)."""
+        return {"maxmemory_policy": _client.eviction_policy(self.client)}
+
+    def lock_warnings(self) -> list[str]:
+        """A warning when the server's memory policy may evict held locks."""
+        risk = _client.eviction_risk(self.server_settings()["maxmemory_policy"])
+        return [risk] if risk else []
+
     # -- entries -----------------------------------------------------------------
 
     @_translated
@@ -154,16 +209,32 @@ class RedisStorage(RecordLockingStorage):
                     direct_stream: bool = False) -> str | None:
         """Store an entry; big ones in chunks, made visible all at once."""
         key = self._entry_key(file_name, context)
-        pieces = list(_pieces(frame_chunks(file, self.compress), self.chunk_size))
-        size = sum(len(p) for p in pieces)
-        value = b"".join([_INLINE, *pieces]) if size <= _INLINE_LIMIT \
-            else self._write_chunks(pieces)
-        # The size goes in a per-context hash, so listings never read (and so
-        # never touch the LRU clock of) the entry itself.
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(key, value, get=True).hset(self._sizes_key(context), file_name, size)
-        old = pipe.execute()[0]
-        self._retire(old, linger=True)
+        pieces = _pieces(frame_chunks(file, self.compress, self.chunk_size), self.chunk_size)
+        head, size = [], 0
+        for piece in pieces:  # read until the entry is known to be small, or not
+            head.append(piece)
+            size += len(piece)
+            if size > _redis_chunks.INLINE_LIMIT:
+                break
+        generation, chunks = "", list[str]()
+        try:
+            if size <= _redis_chunks.INLINE_LIMIT:
+                value = b"".join([_redis_chunks.INLINE, *head])
+            else:
+                value, generation, size = _redis_chunks.write(
+                    self.client, self._chunk_key, itertools.chain(head, pieces), self.chunk_size,
+                    chunks)
+            # The size goes in a per-context hash, so listings never read (and
+            # so never touch the LRU clock of) the entry itself.
+            self._scripts["publish"](
+                keys=[key, self._sizes_key(context), self._gens_key(context), *chunks],
+                args=[value, file_name, size, generation, self._chunk_prefix(),
+                      _redis_chunks.LINGER_SECONDS])
+        except BaseException:
+            with contextlib.suppress(redis.RedisError):  # else they expire by themselves
+                if chunks:
+                    self.client.delete(*chunks)
+            raise
         return file_name
 
     @_translated
@@ -183,7 +254,7 @@ class RedisStorage(RecordLockingStorage):
 
     def _chunks(self, value: bytes) -> Chunks:
         """The stored bytes behind an entry's value (inline, or its chunks)."""
-        if value[:1] == _INLINE:
+        if value[:1] == _redis_chunks.INLINE:
             return Chunks(self.client, [], memoryview(value)[1:])
         return Chunks(self.client, self._chunk_keys(value))
 
@@ -215,7 +286,8 @@ class RedisStorage(RecordLockingStorage):
             return bytearray(fd.read() if hasattr(fd, "read") else fd)
 
     def _copy_fd(self, copies: LocalCopies, hashcode: str, context: str) -> Any:
-        """A descriptor on the current version's copy, or a small entry's bytes."""
+        """A descriptor on the current version's copy, a small entry's bytes,
+        or (if the copy cannot be written) the entry's stream."""
         key = self._entry_key(hashcode, context)
         found = self._scripts["probe"](keys=[key], args=[_COPY_MIN])
         if found is None:
@@ -260,14 +332,13 @@ class RedisStorage(RecordLockingStorage):
         self._delete(hashcode, context, linger=False)
 
     def _delete(self, hashcode: str, context: str, linger: bool) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.getdel(self._entry_key(hashcode, context)).hdel(self._sizes_key(context), hashcode)
-        old = pipe.execute()[0]
+        keys = [self._entry_key(hashcode, context), self._sizes_key(context),
+                self._gens_key(context)]
+        args = [hashcode, self._chunk_prefix(), _redis_chunks.LINGER_SECONDS if linger else 0]
         if self.local_copy is not None:
             self.local_copy.forget(context, hashcode)
-        if old is None:
+        if not self._scripts["remove"](keys=keys, args=args):
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
-        self._retire(old, linger=linger)
 
     @_translated
     def _evict_entry(self, hashcode: str, context: str) -> None:
@@ -287,7 +358,8 @@ class RedisStorage(RecordLockingStorage):
     def list_contexts(self) -> list[str]:
         """Contexts that hold entries, from one SCAN over entry keys."""
         start = f"{self.prefix}:e:"
-        found = {key.decode()[len(start):].rsplit(":", 1)[0] for key in
+        # The context is quoted (no ':'), the entry name may hold one: cut at the first.
+        found = {key.decode()[len(start):].partition(":")[0] for key in
                  self.client.scan_iter(match=_glob_escape(start) + "*", count=1000)}
         return sorted(unquote(name) for name in found)
 
@@ -324,9 +396,11 @@ class RedisStorage(RecordLockingStorage):
             if not kind:  # deleted meanwhile
                 continue
             size = length - 1
-            if kind == _MANIFEST:  # the value only names the chunks: add them up
-                manifest = json.loads(self.client.get(self._entry_key(name, context))[1:])
-                size = sum(manifest["sizes"])
+            if kind == _redis_chunks.MANIFEST:  # the value only names the chunks: add them up
+                value = self.client.get(self._entry_key(name, context))
+                if value is None:  # deleted since
+                    continue
+                size = sum(json.loads(value[1:])["sizes"])
             sizes[name] = max(size, 0)
         if sizes:
             self.client.hset(self._sizes_key(context), mapping=sizes)
@@ -339,8 +413,11 @@ class RedisStorage(RecordLockingStorage):
         head = self._untouched("getrange", key, 0, HEAD_SPAN)
         if not head:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
-        if head[:1] == _MANIFEST:
-            first_chunk = self._chunk_keys(self._untouched("get", key))[0]
+        if head[:1] == _redis_chunks.MANIFEST:
+            value = self._untouched("get", key)
+            if value is None:  # deleted since the first read
+                raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+            first_chunk = self._chunk_keys(value)[0]
             head = b"_" + self.client.getrange(first_chunk, 0, HEAD_SPAN)
         return entry.read_header(unframe_head(head[1:]))
 
@@ -370,34 +447,32 @@ class RedisStorage(RecordLockingStorage):
     def _sizes_key(self, context: str) -> str:
         return f"{self.prefix}:s:{quote(context, safe='/')}"
 
+    def _chunk_prefix(self) -> str:
+        return f"{self.prefix}:c:"
+
     def _chunk_key(self, generation: str, index: int) -> str:
-        return f"{self.prefix}:c:{generation}:{index}"
+        return f"{self._chunk_prefix()}{generation}:{index}"
 
     def _chunk_keys(self, manifest_value: bytes) -> list[str]:
         """The chunk keys a manifest value names, in order."""
         manifest = json.loads(manifest_value[1:])
         return [self._chunk_key(manifest["gen"], i) for i in range(len(manifest["sizes"]))]
 
-    def _write_chunks(self, pieces: list[memoryview]) -> bytes:
-        generation = secrets.token_hex(8)
-        sizes: list[int] = []
-        pipe = self.client.pipeline(transaction=False)
-        for piece in pieces:
-            if not sizes or sizes[-1] + len(piece) > self.chunk_size:
-                sizes.append(0)
-            pipe.append(self._chunk_key(generation, len(sizes) - 1), piece)
-            sizes[-1] += len(piece)
-        pipe.execute()
-        return _MANIFEST + json.dumps({"gen": generation, "sizes": sizes}).encode()
+    def _gens_key(self, context: str) -> str:
+        """The hash of entry name -> chunk generation for ``context``."""
+        return f"{self.prefix}:g:{quote(context, safe='/')}"
 
-    def _retire(self, old: bytes | None, linger: bool) -> None:
-        """Drop the chunks of a replaced entry (after a grace period for readers)."""
-        if not old or old[:1] != _MANIFEST:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for key in self._chunk_keys(old):
-            pipe.expire(key, _OLD_CHUNKS_LINGER) if linger else pipe.delete(key)
-        pipe.execute()
+    # -- leftovers of killed writers ----------------------------------------------------
+
+    @_translated
+    def find_orphans(self) -> list[Orphan]:
+        """Chunks no entry names: a writer killed before publishing (they
+        also expire by themselves), or an entry evicted or deleted by hand."""
+        return _redis_chunks.find(self)
+
+    @_translated
+    def _remove_orphan(self, orphan: Orphan, older_than: float) -> bool:
+        return _redis_chunks.remove(self, orphan, older_than)
 
     # -- lock primitives ------------------------------------------------------------
 
@@ -414,7 +489,11 @@ class RedisStorage(RecordLockingStorage):
         data, remaining_ms = pipe.execute()
         if data is None:
             return None
-        return RawLock(data, _last_beat(data, remaining_ms), data.decode("latin-1"))
+        record = LockRecord.parse(data)
+        if record is None and not 0 <= remaining_ms <= _UNREADABLE_MS:
+            remaining_ms = self._scripts["cap"](keys=[self._lock_key(name)],
+                                               args=[data, _UNREADABLE_MS])
+        return RawLock(data, _last_beat(record, remaining_ms), data.decode("latin-1"))
 
     @_translated
     def _lock_replace(self, name: str, version: str, data: bytes) -> str | None:
@@ -476,22 +555,23 @@ def _version(value: bytes) -> str:
 
 
 def _expiry_ms(data: bytes) -> int:
-    """How long a lock lives without a beat: 3 heartbeats, or its ttl."""
-    record = LockRecord.parse(data)
+    """How long a lock lives without a beat (see ``_lifetime_ms``)."""
+    return _lifetime_ms(LockRecord.parse(data))
+
+
+def _lifetime_ms(record: LockRecord | None) -> int:
+    """3 heartbeats, or the ttl without heartbeat, or the unreadable bound."""
     if record is None:
-        return 3600_000
-    seconds = 3 * record.heartbeat_interval if record.heartbeat_interval else record.ttl
+        return _UNREADABLE_MS
+    seconds = MISSED_BEATS * record.heartbeat_interval if record.heartbeat_interval \
+        else record.ttl
     return max(int(seconds * 1000), 1)
 
 
-def _last_beat(data: bytes, remaining_ms: int) -> float:
+def _last_beat(record: LockRecord | None, remaining_ms: int) -> float:
     """When the lock was last set or extended, from the server's countdown."""
     now = time.time()
-    record = LockRecord.parse(data)
-    if remaining_ms < 0 or record is None:  # no expiry, or not ours to read
+    if remaining_ms < 0:  # a valid record set by hand without expiry (or changed meanwhile)
         return record.acquired if record else now
-    return now - (_expiry_ms(data) - remaining_ms) / 1000
+    return now - (_lifetime_ms(record) - remaining_ms) / 1000
 
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -20,8 +20,6 @@ import os
 import re
 import threading
 import time
-from datetime import timezone
-from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any
 
@@ -34,12 +32,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .. import entry
 from .._compress import HEAD_SPAN, frame_chunks, open_frame, unframe_head
 from .._redact import redact_url, scrub
+from ..base import Orphan
 from ..errors import StorageError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_context, check_entry_context, check_name
-from . import _s3_copies
+from . import _s3_copies, _s3_orphans
 from ._local_copy import LocalCopies, network_options, remote_digest, split_url_options
-from ._s3_streams import Body, ChunkReader
+from ._s3_streams import Body, ChunkReader, http_date
 
 __all__ = ["S3Storage"]
 
@@ -135,7 +134,7 @@ class S3Storage(RecordLockingStorage):
     ) -> str | None:
         """Store ``file`` (an encoded entry, bytes or a binary file) as one object."""
         key = self._entry_key(file_name, context)
-        stream = ChunkReader(frame_chunks(file, self.compress))
+        stream = ChunkReader(frame_chunks(file, self.compress, self.multipart_chunksize))
         config = TransferConfig(multipart_threshold=self.multipart_threshold,
                                 multipart_chunksize=self.multipart_chunksize,
                                 max_concurrency=4, preferred_transfer_client="classic")
@@ -292,6 +291,14 @@ class S3Storage(RecordLockingStorage):
             check_entry_context(context)
             prefix = self._contexts[context] = f"{self._base}{context}/"
         return prefix
+
+    def find_orphans(self) -> list[Orphan]:
+        """Incomplete multipart uploads under the prefix (a writer killed
+        midway); the age is the time since the last part, by the server's clock."""
+        return _s3_orphans.find(self)
+
+    def _remove_orphan(self, orphan: Orphan, older_than: float) -> bool:
+        return _s3_orphans.remove(self, orphan, older_than)
 
     # -- lock primitives ----------------------------------------------------------------
 
@@ -458,12 +465,6 @@ def _json_object(data: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _http_date(text: str) -> float:
-    """Unix seconds of an HTTP date ("-0000" parses without a zone: it is UTC)."""
-    when = parsedate_to_datetime(text)
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
-
-
 def _beat(response: dict[str, Any]) -> float:
     """When the lock object was last written, as a time on this host's clock.
 
@@ -476,6 +477,6 @@ def _beat(response: dict[str, Any]) -> float:
     age = 0.0
     date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
     with contextlib.suppress(TypeError, ValueError):
-        server_now = _http_date(date) if date else time.time()
+        server_now = http_date(date) if date else time.time()
         age = max(server_now - response["LastModified"].timestamp(), 0.0)
     return time.time() - age
