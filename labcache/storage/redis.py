@@ -112,9 +112,17 @@ class RedisStorage(RecordLockingStorage):
     ``redis://host:6379/0?prefix=team``; it holds only ASCII letters, digits,
     ``_``, ``-`` and ``.``, never ``:``, so no prefix reaches another's keys.
 
+    ``local_copy=PATH`` (``True``: the user cache dir) keeps loaded entries
+    on this machine, checked against the server on each hit;
+    ``local_copy_limit`` bounds that folder (default 10 GB); ``compress``
+    (``"auto"``, True, False) sends entries compressed when it pays.  All
+    three may also be given in the URL (docs/network.md).
+
     Examples:
         >>> RedisStorage("redis://:s3cret@db.example:6379/0", prefix="team")
         RedisStorage('redis://:***@db.example:6379/0', prefix='team')
+        >>> RedisStorage("redis://db.example:6379/0?local_copy=/tmp/lc&compress=0")
+        RedisStorage('redis://db.example:6379/0', prefix='labcache', local_copy='/tmp/lc')
         >>> RedisStorage("redis://db.example:6379/0?prefix=team") is RedisStorage(
         ...     "redis://db.example:6379/0", prefix="team")
         True

@@ -60,6 +60,12 @@ class S3Storage(RecordLockingStorage):
     ``AWS_ENDPOINT_URL``, profiles) or ``client_options`` (``region_name``,
     ``aws_access_key_id``, ``profile_name``, ``config``, ...).  One instance
     per URL, endpoint and options; no network access before the first call.
+    ``local_copy``, ``local_copy_limit`` and ``compress`` work as for
+    :class:`~labcache.storage.redis.RedisStorage` (docs/network.md).
+
+    Examples:
+        >>> S3Storage("s3://lab-results/cache?local_copy=/tmp/lc", endpoint_url="http://s3.lab")
+        S3Storage('s3://lab-results/cache', endpoint_url='http://s3.lab', local_copy='/tmp/lc')
     """
 
     #: Waiters poll: S3 cannot tell anyone that an object was deleted.
