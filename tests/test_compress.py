@@ -129,3 +129,15 @@ def test_a_damaged_frame_reads_as_a_truncated_entry() -> None:
     with pytest.raises(CorruptEntryError):
         entry.decode(open_frame(io.BytesIO(bytes(framed))))
     assert unframe_head(bytes(framed))[:4] == entry.MAGIC
+
+
+def test_compress_true_without_the_codec_is_refused_at_once(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from labcache import RedisStorage, _compress
+
+    monkeypatch.setattr(_compress, "available", lambda: False)
+    with pytest.raises(ValueError, match="needs the zstandard package"):
+        RedisStorage("redis://db.example:6379/0", prefix="nocodec", compress=True)
+    auto = RedisStorage("redis://db.example:6379/0", prefix="nocodec")  # auto: sends raw
+    small = entry.encode(repetitive_frame(50_000), {})
+    assert b"".join(frame_chunks(small, auto.compress)) == bytes(small)

@@ -98,7 +98,7 @@ def network_options(url_options: dict[str, str], local_copy: object, local_copy_
         >>> network_options({"local_copy": "/tmp/c", "compress": "0"}, None, None, "auto")
         ('/tmp/c', 10000000000, False)
     """
-    from .._compress import check_compress
+    from .._compress import available, check_compress
     from ..eviction import parse_size
 
     if local_copy is None and "local_copy" in url_options:
@@ -117,7 +117,11 @@ def network_options(url_options: dict[str, str], local_copy: object, local_copy_
     else:
         raise ValueError(f"local_copy must be a folder path, True or None, not {local_copy!r}")
     limit = parse_size(local_copy_limit)  # type: ignore[arg-type]
-    return folder, limit, check_compress(compress)
+    packing = check_compress(compress)
+    if packing is True and not available():
+        raise ValueError("compress=True needs the zstandard package: pip install zstandard "
+                         "(it comes with labcache[redis] and labcache[s3])")
+    return folder, limit, packing
 
 
 def default_copy_root() -> Path:
