@@ -69,3 +69,17 @@ def stale_caller(url: str, log_dir: str, gate: str, start: str, stale_after: flo
         queue.put(("called", os.getpid(), fn(1, log_dir, gate)))
     except BaseException:
         queue.put(("crash", os.getpid(), traceback.format_exc()))
+
+
+def load_after_start(url: str, log_dir: str, start: str, queue: Any) -> None:
+    """Load the numbered array (through the local copy) once ``start`` appears."""
+    try:
+        fn = numbered_function(url)
+        fn.key(1, log_dir)  # warm: the calls below start together
+        queue.put(("ready", os.getpid(), None))
+        if not wait_for_file(start):
+            raise TimeoutError("no start signal")
+        values = [float(fn(1, log_dir)[0]) for _ in range(3)]
+        queue.put(("loaded", os.getpid(), values))
+    except BaseException:
+        queue.put(("crash", os.getpid(), traceback.format_exc()))

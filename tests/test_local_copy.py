@@ -269,3 +269,23 @@ def test_a_copy_folder_that_cannot_be_written_only_costs_the_copy(
         assert np.array_equal(fn(1, log_dir), first)
     assert "could not keep a local copy" in caplog.text
     assert len(computations(log_dir)) == 1
+
+
+def test_several_processes_fill_and_share_one_copy(copy_url: str, log_dir: str,
+                                                   tmp_path: Path) -> None:
+    fn = _net_workers.numbered_function(copy_url)
+    first = fn(1, log_dir)  # stored; no copy yet
+    assert copy_files(fn.storage) == []
+    queue, start = CTX.Queue(), tmp_path / "start"
+    with reaping() as begin:
+        for _ in range(4):
+            begin(CTX.Process(target=_net_workers.load_after_start,
+                              args=(copy_url, log_dir, str(start), queue)))
+        collect(queue, 4)
+        start.touch()
+        loaded = collect(queue, 4)
+    assert [values for _, _, values in loaded] == [[first[0]] * 3] * 4
+    assert len(copy_files(fn.storage)) == 1  # one copy, whoever wrote it last
+    assert not [p for p in Path(fn.storage.local_copy.root).rglob(".tmp-*")]
+    assert np.array_equal(fn(1, log_dir), first)
+    assert len(computations(log_dir)) == 1
