@@ -36,7 +36,7 @@ from ..base import Orphan
 from ..errors import StorageError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_context, check_entry_context, check_name
-from . import _s3_copies, _s3_orphans
+from . import _s3_copies, _s3_orphans, _s3_ranged
 from ._local_copy import LocalCopies, network_options, remote_digest, split_url_options
 from ._s3_streams import Body, ChunkReader, http_date
 
@@ -161,10 +161,8 @@ class S3Storage(RecordLockingStorage):
         """The entry as a binary stream (read/readinto/close) straight off the
         wire, decompressed if it was sent compressed."""
         key = self._entry_key(hashcode, context)
-        response = self._call("get_object", key, (_MISSING,))
-        if response == _MISSING:
-            raise self._not_found(key)
-        return open_frame(Body(self, key, response))
+        # Big objects come in parallel ranged GETs, as boto3's own downloads do.
+        return open_frame(_s3_ranged.open_object(self, key, self.multipart_chunksize))
 
     def check_if_exists(self, hashcode: str, context: str) -> bool:
         """Whether the entry exists (a HEAD request)."""
