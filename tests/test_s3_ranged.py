@@ -27,7 +27,7 @@ def gets(storage: Any) -> list[str]:
 def test_a_big_object_comes_in_ranged_parts_in_order(s3_storage: Any) -> None:
     data = bytes(range(256)) * (3 * 2**20 // 256) + b"tail"
     s3_storage.upload_file(data, "big", "ctx")
-    s3_storage.multipart_chunksize = 2**20  # after the upload: S3 parts are >= 5 MiB
+    s3_storage.range_part_size = 2**20
     ranges = gets(s3_storage)
     assert s3_storage.download_file("big", "ctx") == data
     assert sorted(ranges) == sorted(f"bytes={start}-{min(start + 2**20, len(data)) - 1}"
@@ -40,7 +40,7 @@ def test_a_big_object_comes_in_ranged_parts_in_order(s3_storage: Any) -> None:
 def test_an_object_replaced_while_read_fails_as_a_storage_error(s3_storage: Any) -> None:
     size = 12 * 2**20
     s3_storage.upload_file(b"a" * size, "big", "ctx")
-    s3_storage.multipart_chunksize = 2**20  # 12 parts: the last ones are asked for later
+    s3_storage.range_part_size = 2**20  # 12 parts: the last ones are asked for later
     stream = s3_storage.get_file_by_hashcode("big", "ctx")
     first = stream.read(2**20)
     raw_client().put_object(Bucket=s3_storage.bucket, Key=f"{s3_storage.prefix}/ctx/big",

@@ -74,6 +74,8 @@ class S3Storage(RecordLockingStorage):
     clock_resolution = 1.0
     #: Entries above this size go up as a multipart upload, in parts this big.
     multipart_threshold = multipart_chunksize = 8 * 2**20
+    #: Objects above this size load in parallel ranged GETs of this size.
+    range_part_size = 16 * 2**20
 
     def __new__(cls, url: str, *, endpoint_url: str | None = None, client: Any = None,
                 local_copy: str | os.PathLike[str] | bool | None = None,
@@ -162,7 +164,7 @@ class S3Storage(RecordLockingStorage):
         wire, decompressed if it was sent compressed."""
         key = self._entry_key(hashcode, context)
         # Big objects come in parallel ranged GETs, as boto3's own downloads do.
-        return open_frame(_s3_ranged.open_object(self, key, self.multipart_chunksize))
+        return open_frame(_s3_ranged.open_object(self, key, self.range_part_size))
 
     def check_if_exists(self, hashcode: str, context: str) -> bool:
         """Whether the entry exists (a HEAD request)."""
