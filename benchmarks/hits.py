@@ -80,6 +80,69 @@ def hit_overhead(report: Report, cases: dict[str, tuple[Any, Any]], root: Path) 
                           times[c.JOBLIB] / base, ">= 5", times[c.JOBLIB] >= 5 * base)
 
 
+# A function with dependencies, as notebook code has them: five helpers and
+# two module globals, all part of its key and checked for rebinding on each hit.
+OFFSET = 1.0
+WEIGHTS = (1.0, 2.0, 3.0)
+
+
+def _h1(x: Any) -> float:
+    return float(x) + OFFSET
+
+
+def _h2(x: Any) -> float:
+    return _h1(x) * WEIGHTS[0]
+
+
+def _h3(x: Any) -> float:
+    return _h2(x) + WEIGHTS[1]
+
+
+def _h4(x: Any) -> float:
+    return _h3(x) - WEIGHTS[2]
+
+
+def _h5(x: Any) -> float:
+    return _h4(x) / 2
+
+
+def with_helpers(x: Any) -> float:
+    """Calls 5 user helpers and reads 2 globals."""
+    return _h1(x) + _h2(x) + _h3(x) + _h4(x) + _h5(x) + OFFSET + WEIGHTS[0]
+
+
+def no_dependencies(x: Any) -> float:
+    return float(2 * x + 1)
+
+
+def dependency_hits(report: Report, root: Path) -> None:
+    """A hit on a function with helpers and globals vs diskcache and a plain hit."""
+    report.section("Hit with dependencies (5 helpers, 2 globals; ratio = time / labcache's)")
+    helpers, clear_helpers = c.wrap(c.LABCACHE, with_helpers, root / "deps")
+    plain, clear_plain = c.wrap(c.LABCACHE, no_dependencies, root / "plain")
+    disk, clear_disk = c.wrap(c.DISKCACHE, with_helpers, root / "deps-diskcache")
+    for fn, body in ((helpers, with_helpers), (plain, no_dependencies), (disk, with_helpers)):
+        for argument in (7, 8, 7, 8):
+            if fn(argument) != body(argument):
+                raise AssertionError(f"{fn} returned a wrong result")
+    calls = {"labcache, 5 helpers + 2 globals": lambda: helpers(7),
+             "labcache, no dependencies": lambda: plain(7),
+             "diskcache.memoize, 5 helpers + 2 globals": lambda: disk(7)}
+    # Many short turns: the three differ by a microsecond, less than a busy spell.
+    times = interleaved_medians(calls, 31, 200)
+    for clear in (clear_helpers, clear_plain, clear_disk):
+        clear()
+    ours = times["labcache, 5 helpers + 2 globals"]
+    for name, seconds in times.items():
+        report.add("hit with dependencies", "small int", name, seconds, "s", seconds / ours)
+    disk_time, plain_time = times["diskcache.memoize, 5 helpers + 2 globals"], \
+        times["labcache, no dependencies"]
+    report.target("hit with 5 helpers + 2 globals: labcache time / diskcache.memoize time",
+                  ours / disk_time, "<= 0.8", ours <= 0.8 * disk_time)
+    report.target("hit with 5 helpers + 2 globals: time / labcache hit with no dependencies",
+                  ours / plain_time, "<= 1.3", ours <= 1.3 * plain_time)
+
+
 def hashing(report: Report, cases: dict[str, tuple[Any, Any]]) -> None:
     import blake3
     import joblib
@@ -147,5 +210,6 @@ def run(report: Report, quick: bool) -> None:
     cases = arguments(quick)
     with tempfile.TemporaryDirectory(prefix="labcache-bench-") as folder:
         hit_overhead(report, cases, Path(folder))
+        dependency_hits(report, Path(folder))
     hashing(report, cases)
     wide_frame(report)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import platform
-import reprlib
 import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -14,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from . import entry, keys
 from .base import BaseStorage
 from .errors import warn
-from .locks import check_lock_times, this_host, this_user
+from .explain import Explanation, entry_metadata, explain_call
+from .locks import check_lock_times
 from .names import context_for
 from .protocol import Call, run_async, run_sync
 from .report import reporter_for
@@ -27,9 +25,8 @@ __all__ = ["CachedFunction", "cached"]
 
 R = TypeVar("R")
 _ON_STORAGE_ERROR = ("compute", "raise")
+_CODE_CHANGES = ("recompute", "keep")
 _OPTIONAL_SECONDS = ("heartbeat_interval", "expires_after", "stale_after")
-_summary = reprlib.Repr()
-_summary.maxstring = _summary.maxother = 60
 
 
 class CachedFunction(Generic[R]):
@@ -65,6 +62,8 @@ class CachedFunction(Generic[R]):
         expires_after: float | None = None,
         mmap_mode: str | None = None,
         max_size: str | int | None = None,
+        packages: Iterable[str] = (),
+        code_changes: str = "recompute",
         stale_after: float | None = None,
     ) -> None:
         _check_callable(func)
@@ -82,12 +81,16 @@ class CachedFunction(Generic[R]):
             storage=storage, ttl=ttl, heartbeat_interval=heartbeat_interval,
             wait_timeout=wait_timeout, ignore=self._ignore, version=version,
             on_storage_error=on_storage_error, expires_after=expires_after,
-            mmap_mode=mmap_mode, max_size=max_size, stale_after=stale_after,
+            mmap_mode=mmap_mode, max_size=max_size, packages=packages,
+            code_changes=code_changes, stale_after=stale_after,
         )
         _check_options(func, self._signature, self._options)
-        self.context = context_for(func.__module__ or "", func.__qualname__)
-        self._name = f"{func.__module__}.{func.__qualname__}"
-        self._identity: bytes | None = None
+        # Spawned workers import a script as __mp_main__: the same module.
+        module = "__main__" if func.__module__ == "__mp_main__" else func.__module__ or ""
+        self.context = context_for(module, func.__qualname__)
+        self._name = f"{module}.{func.__qualname__}"
+        self._identity: keys.Identity | None = None
+        self._changed: list[str] = []  # parts that changed at the last re-identification
         self._opened: BaseStorage | None = None
         self._is_async = inspect.iscoroutinefunction(func)
         if self._is_async:
@@ -102,7 +105,11 @@ class CachedFunction(Generic[R]):
                 return _limited_async(self, call, args, kwargs)  # type: ignore[return-value]
             return run_async(call, self.__wrapped__, args, kwargs)  # type: ignore[return-value]
         arguments = self._bind(args, kwargs)
-        key = keys.call_key(self._identity or self._function_identity(), arguments)
+        identity = self._identity
+        if identity is None or not identity.watch.unchanged():
+            identity = self._function_identity()
+        digests = keys.argument_digests(arguments)
+        key = keys.key_from_digests(identity.digest, digests)
         options = self._options
         stale_after = options["stale_after"]
         on_stale = None if stale_after is None else \
@@ -118,7 +125,8 @@ class CachedFunction(Generic[R]):
         if found is not MISS:
             result: R = found
             return result
-        call = self._prepare(args, kwargs, arguments=arguments, key=key, looked=looked)
+        call = self._prepare(args, kwargs, arguments=arguments, key=key, looked=looked,
+                             digests=digests)
         result = run_sync(call, self.__wrapped__, args, kwargs)
         if call.computed and options["max_size"] is not None:
             _limit_size(self, call.key)
@@ -138,7 +146,27 @@ class CachedFunction(Generic[R]):
 
     def key(self, *args: Any, **kwargs: Any) -> str:
         """The hex key of this call: the same in every process and machine."""
-        return keys.call_key(self._function_identity(), self._bind(args, kwargs))
+        return keys.call_key(self._function_identity().digest, self._bind(args, kwargs))
+
+    def explain(self, *args: Any, **kwargs: Any) -> Explanation:
+        """Why this call hits or misses: ``.hit``, ``.changed`` and a readable ``str()``.
+
+        A miss is compared with the nearest stored entry of this function and
+        the parts of the key that differ are named (``"helper clean"``,
+        ``"global SCALE"``, ``"argument df"``).  Nothing is computed.
+
+        Examples:
+            >>> import tempfile
+            >>> from labcache import LocalStorage
+            >>> @cached(storage=LocalStorage(tempfile.mkdtemp()))
+            ... def double(x):
+            ...     return 2 * x
+            >>> double(3)
+            6
+            >>> double.explain(3).hit, double.explain(4).changed
+            (True, ['argument x'])
+        """
+        return explain_call(self, args, kwargs)
 
     def is_cached(self, *args: Any, **kwargs: Any) -> bool:
         """Whether this call has a stored entry that has not expired."""
@@ -204,10 +232,19 @@ class CachedFunction(Generic[R]):
 
     # -- internals ---------------------------------------------------------------------
 
-    def _function_identity(self) -> bytes:
-        if self._identity is None:
-            self._identity = keys.function_identity(self.__wrapped__, self._options["version"])
-        return self._identity
+    def _function_identity(self) -> keys.Identity:
+        """The deep identity, recomputed only when a binding it read has changed."""
+        known = self._identity
+        if known is not None and known.watch.unchanged():
+            return known
+        options = self._options
+        fresh = keys.code_identity(self.__wrapped__, options["version"], options["packages"],
+                                   keep_across_edits=options["code_changes"] == "keep")
+        if known is not None and fresh.digest != known.digest:
+            self._changed = sorted(name for name in {*known.parts, *fresh.parts}
+                                   if known.parts.get(name) != fresh.parts.get(name))
+        self._identity = fresh
+        return fresh
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         plain = self._plain_parameters
@@ -219,19 +256,26 @@ class CachedFunction(Generic[R]):
 
     def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any], force: bool = False,
                  arguments: dict[str, Any] | None = None, key: str | None = None,
-                 looked: bool = False) -> Call:
-        if arguments is None or key is None:
+                 looked: bool = False, digests: dict[str, str] | None = None) -> Call:
+        identity = self._function_identity()
+        if arguments is None or key is None or digests is None:
             arguments = self._bind(args, kwargs)
-            key = keys.call_key(self._function_identity(), arguments)
+            digests = keys.argument_digests(arguments)
+            key = keys.key_from_digests(identity.digest, digests)
         name, options = self._name, self._options
+        parts = {**identity.parts, **{f"argument {n}": d for n, d in digests.items()}}
+        reporter = reporter_for(name)
+        if self._changed:  # cheap to know: this process saw the code change
+            reporter.reason = f"{', '.join(self._changed)} changed"
+            self._changed = []
         stale_after = options["stale_after"]
         return Call(
             storage=self.storage, context=self.context, key=key, function=name,
             ttl=options["ttl"], heartbeat_interval=options["heartbeat_interval"],
             wait_timeout=options["wait_timeout"], expires_after=options["expires_after"],
             on_storage_error=options["on_storage_error"],
-            metadata=functools.partial(_metadata, name, key, arguments),
-            reporter=reporter_for(name), force=force, looked=looked,
+            metadata=functools.partial(entry_metadata, name, key, arguments, parts),
+            reporter=reporter, force=force, looked=looked,
             mmap_mode=options["mmap_mode"], stale_after=stale_after,
             on_stale=None if stale_after is None else
             functools.partial(self._refresh_stale, args, kwargs, arguments, key),
@@ -276,6 +320,9 @@ class _BoundCached:
     def is_cached(self, *args: Any, **kwargs: Any) -> bool:
         return self._cached.is_cached(self._instance, *args, **kwargs)
 
+    def explain(self, *args: Any, **kwargs: Any) -> Explanation:
+        return self._cached.explain(self._instance, *args, **kwargs)
+
     def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         return self._cached.invalidate(self._instance, *args, **kwargs)
 
@@ -296,7 +343,8 @@ def cached(
     heartbeat_interval: float | None = 30, wait_timeout: float = 7200,
     ignore: Iterable[str] = (), version: object = None, on_storage_error: str = "compute",
     expires_after: float | None = None, mmap_mode: str | None = None,
-    max_size: str | int | None = None, stale_after: float | None = None,
+    max_size: str | int | None = None, packages: Iterable[str] = (),
+    code_changes: str = "recompute", stale_after: float | None = None,
 ) -> Callable[[Callable[..., R]], CachedFunction[R]]: ...
 
 
@@ -333,6 +381,13 @@ def cached(func: Callable[..., R] | None = None, /, **options: Any) -> Any:
         max_size (str | int | None): keep this function's entries under this
             size (``"5GB"``, ``"500 MB"``, ``"1.5GiB"`` or bytes): after a new
             entry is stored, the least recently used ones are evicted.
+        packages (tuple[str, ...]): distributions whose installed versions
+            are part of the key (``("pandas",)``): upgrading one recomputes.
+        code_changes (str): ``"recompute"`` (default): editing the function or
+            anything user-written it uses gives new keys.  ``"keep"``: keys
+            are the function's name, ``version`` and arguments only, so
+            entries survive edits; results of old code come back until you
+            bump ``version`` or ``clear()`` (see docs/keys.md).
 
     Examples:
         >>> import tempfile
@@ -376,6 +431,13 @@ def _check_options(func: Callable[..., Any], signature: inspect.Signature,
             f"ignore={options['ignore']!r} names {unknown!r}, which "
             f"{func.__qualname__} has no parameter of; pass parameter names"
         )
+    if options["code_changes"] not in _CODE_CHANGES:
+        raise ValueError(f"code_changes must be one of {_CODE_CHANGES}, "
+                         f"not {options['code_changes']!r}")
+    if isinstance(options["packages"], str) or not all(
+            isinstance(p, str) for p in options["packages"]):
+        raise TypeError("packages must be a tuple of distribution names, e.g. ('pandas',)")
+    options["packages"] = tuple(options["packages"])
     if options["on_storage_error"] not in _ON_STORAGE_ERROR:
         raise ValueError(f"on_storage_error must be one of {_ON_STORAGE_ERROR}, "
                          f"not {options['on_storage_error']!r}")
@@ -423,31 +485,6 @@ async def _limited_async(function: CachedFunction[Any], call: Call, args: tuple[
     if call.computed:
         await asyncio.to_thread(_limit_size, function, call.key)
     return result
-
-
-def _metadata(function: str, key: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    from . import __version__
-
-    return {
-        "function": function,
-        "key": key,
-        "arguments": {name: _describe(value) for name, value in arguments.items()},
-        "user": this_user(),
-        "host": this_host(),
-        "pid": os.getpid(),
-        "python": platform.python_version(),
-        "labcache": __version__,
-    }
-
-
-def _describe(value: object) -> str:
-    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
-    if shape is not None and dtype is not None:  # arrays: never print the data
-        return f"{type(value).__name__}(shape={tuple(shape)}, dtype={dtype})"
-    try:
-        return _summary.repr(value)
-    except Exception:
-        return f"<{type(value).__name__}>"
 
 
 def _lookup(module: object, qualname: str) -> object:

@@ -1,5 +1,10 @@
 """Cache keys: a function's identity plus its normalized arguments.
 
+The identity (the function's code and everything user-written it reaches)
+is built in ``_code``; this module hands it the value hasher below and
+combines the identity with one digest per argument (``explain`` compares
+those digests with a stored entry's).
+
 A key must be the same in every process, kernel and machine that makes the
 same call, so nothing here depends on ``id()``, ``hash()`` (salted by
 ``PYTHONHASHSEED``), ``repr()`` (numpy abbreviates big arrays) or a file
@@ -11,6 +16,7 @@ pandas are only looked at if the caller already imported them.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import types
 import weakref
@@ -20,16 +26,23 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
+from . import _code
+from ._code import Identity
 from .errors import UnhashableArgumentError
 
 if TYPE_CHECKING:
     import inspect
 
 __all__ = [
+    "Identity",
+    "argument_digests",
     "bind_arguments",
     "call_key",
+    "code_identity",
     "function_identity",
     "hash_value",
+    "key_from_digests",
+    "object_digest",
     "register_hasher",
     "unhashable_advice",
 ]
@@ -38,10 +51,11 @@ _Hasher = Any  # xxhash.xxh3_128 (no public type name)
 
 
 def function_identity(func: Callable[..., Any], version: object = None) -> bytes:
-    """Digest of what makes a function itself: module, qualname, source, version.
+    """Digest of what a function runs: its code and everything user-written it
+    reaches (helpers, classes, globals, closures, defaults), plus ``version``.
 
-    The notebook cell a function was defined in is not part of it, so the
-    same definition run in another cell or kernel gives the same identity.
+    Taken from the live code objects, so the notebook cell or file a function
+    came from is not part of it, and neither are comments or blank lines.
 
     Examples:
         >>> def f(x):
@@ -49,11 +63,47 @@ def function_identity(func: Callable[..., Any], version: object = None) -> bytes
         >>> len(function_identity(f))
         16
     """
-    h = xxhash.xxh3_128()
-    for part in (func.__module__ or "", func.__qualname__, _source_of(func)):
-        _feed_str(h, part)
-    _feed(h, version, set())
-    return h.digest()
+    if version is not None:
+        return code_identity(func, version).digest
+    try:
+        known = _IDENTITIES.get(func)
+    except TypeError:  # unhashable or not weak-referenceable: never remembered
+        known = None
+    if known is None or not known.watch.unchanged():
+        known = code_identity(func)
+        with contextlib.suppress(TypeError):
+            _IDENTITIES[func] = known
+    return known.digest
+
+
+#: Identities of functions passed as arguments, reused while their bindings hold.
+_IDENTITIES: weakref.WeakKeyDictionary[Any, Identity] = weakref.WeakKeyDictionary()
+
+
+def code_identity(func: Callable[..., Any], version: object = None,
+                  packages: Iterable[str] = (), keep_across_edits: bool = False,
+                  ) -> Identity:
+    """The deep identity of ``func`` with its named parts (for ``explain``).
+
+    Examples:
+        >>> def f(x):
+        ...     return x + 1
+        >>> list(code_identity(f).parts)
+        ['code']
+    """
+    return _code.identify(func, _value_digest, version, packages, keep_across_edits)
+
+
+def object_digest(obj: object, attributes: Iterable[str] = ()) -> str:
+    """Hex digest of a value as code reading it sees it: functions, classes and
+    user modules by their deep identity (``attributes``: the module attributes
+    read), other values by value.
+
+    Examples:
+        >>> object_digest(len) == object_digest(len) != object_digest(abs)
+        True
+    """
+    return _code.reference_digest(obj, _value_digest, attributes).hex()
 
 
 def bind_arguments(
@@ -85,14 +135,34 @@ def call_key(identity: bytes, arguments: dict[str, Any]) -> str:
         >>> call_key(b"id", {"x": 1}) == call_key(b"id", {"x": 2})
         False
     """
-    h = xxhash.xxh3_128(identity)
+    return key_from_digests(identity, argument_digests(arguments))
+
+
+def key_from_digests(identity: bytes, digests: dict[str, str]) -> str:
+    """Hex key from an identity and the arguments' digests (``argument_digests``)."""
+    # Names cannot hold NUL and digests are fixed-size hex: the join is unambiguous.
+    text = "".join([f"{name}\0{digest};" for name, digest in digests.items()])
+    return xxhash.xxh3_128_hexdigest(identity + text.encode())
+
+
+def argument_digests(arguments: dict[str, Any]) -> dict[str, str]:
+    """Hex digest of each argument, by name (entries record them for ``explain``).
+
+    Examples:
+        >>> argument_digests({"x": 1}) == argument_digests({"x": 1})
+        True
+        >>> argument_digests({"x": 1})["x"] != argument_digests({"x": 1.0})["x"]
+        True
+    """
+    digests = {}
     for name, value in arguments.items():
-        _feed_str(h, name)
+        h = xxhash.xxh3_128()
         try:
             _feed(h, value, set())
         except (UnhashableArgumentError, TypeError, ValueError, RecursionError) as exc:
             raise UnhashableArgumentError(unhashable_advice(name, exc)) from None
-    return h.hexdigest()
+        digests[name] = h.hexdigest()
+    return digests
 
 
 def hash_value(value: object) -> str:
@@ -107,42 +177,11 @@ def hash_value(value: object) -> str:
     return h.hexdigest()
 
 
-# -- function source -------------------------------------------------------
-
-
-def _source_of(func: Callable[..., Any]) -> str:
-    """The function's source without decorator lines, or a code fingerprint."""
-    import ast  # only when a function is first keyed: keeps `import labcache` light
-    import inspect
-    import textwrap
-
-    func = inspect.unwrap(func)
-    try:
-        source = textwrap.dedent(inspect.getsource(func))
-    except (OSError, TypeError):
-        return _code_fingerprint(getattr(func, "__code__", None))
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:  # a lambda cut out of a longer expression
-        return source
-    node = tree.body[0] if tree.body else None
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        # Decorators (and their options such as ttl=) are not the function.
-        return "\n".join(source.splitlines()[node.lineno - 1 :])
-    return source
-
-
-def _code_fingerprint(code: types.CodeType | None) -> str:
-    if code is None:
-        return ""
-    h = xxhash.xxh3_128(code.co_code)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            _feed_str(h, _code_fingerprint(const))
-        else:
-            _feed_str(h, repr(const))
-    _feed_str(h, " ".join(code.co_names + code.co_varnames))
-    return h.hexdigest()
+def _value_digest(value: object) -> bytes:
+    """The value hasher handed to ``_code`` (which must not import this module)."""
+    h = xxhash.xxh3_128()
+    _feed(h, value, set())
+    return h.digest()
 
 
 # -- the value walker --------------------------------------------------------

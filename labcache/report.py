@@ -36,6 +36,8 @@ class Stats:
     computations: int = 0
     failures: int = 0
     seconds_saved: float = 0.0
+    #: Why this process last recomputed after a code change ("m.f: helper g changed").
+    last_recompute: str = ""
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add_hit(self, seconds_saved: float) -> None:
@@ -85,6 +87,8 @@ class Reporter:
 
     def __init__(self, function: str) -> None:
         self.function = function
+        #: Why this call computes, when known cheaply ("helper scale changed").
+        self.reason: str | None = None
         self._last_wait_line = 0.0
         self._waited = False
 
@@ -99,7 +103,11 @@ class Reporter:
     def computing(self) -> None:
         """This call holds the lock and starts computing."""
         stats.add(misses=1)
-        logger.debug("%s: computing", self.function)
+        if self.reason:
+            stats.last_recompute = f"{self.function}: {self.reason}"
+            logger.info("%s: recomputing: %s", self.function, self.reason)
+        else:
+            logger.debug("%s: computing", self.function)
 
     def computed(self, seconds: float) -> None:
         """The computation finished and its result was stored."""

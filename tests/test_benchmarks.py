@@ -27,7 +27,8 @@ def test_quick_suite_runs_and_writes_json(tmp_path: Path) -> None:
     assert {"labcache", "joblib.Memory", "diskcache.memoize", "diskcache.memoize_stampede",
             "cachier"} <= contenders
     sections = {row["section"] for row in results["rows"]}
-    assert {"hit", "hashing", "store", "load", "memory", "signing"} <= sections
+    assert {"hit", "hit with dependencies", "hashing", "store", "load", "memory",
+            "signing"} <= sections
     signing = {row["contender"] for row in results["rows"] if row["section"] == "signing"}
     assert {"unsigned", "HMAC (LABCACHE_SECRET)", "HMAC + Ed25519"} <= signing
     assert all(row["value"] > 0 for row in results["rows"] if row["section"] != "memory")

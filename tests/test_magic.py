@@ -123,3 +123,36 @@ def test_reads_and_assigns():
                     "def f(a):\n    return a + g\n[i * w for i in range(n)]")
     assert names.reads == {"x", "scale", "g", "w", "n"}
     assert names.assigns == {"np", "x", "y", "f"}
+
+
+def test_underscore_inputs_count_ipython_history_does_not(shell):
+    shell.user_ns["_size"] = 3
+    shell.run_cell("0", store_history=True)  # sets IPython's _
+    run(shell, "%%cache total\nbump()\ntotal = _size * 2 + len(str(_))").raise_error()
+    shell.run_cell("1 + 1", store_history=True)  # changes IPython's _ and _N
+    run(shell, "%%cache total\nbump()\ntotal = _size * 2 + len(str(_))").raise_error()
+    assert runs(shell) == 1
+    shell.user_ns["_size"] = 4
+    run(shell, "%%cache total\nbump()\ntotal = _size * 2 + len(str(_))").raise_error()
+    assert runs(shell) == 2
+
+
+def test_globals_read_by_helpers_the_cell_calls_are_inputs(shell):
+    run(shell, "RATE = 2\ndef price(x):\n    return x * RATE\n").raise_error()
+    cell = "%%cache total\nbump()\ntotal = price(10)"
+    run(shell, cell).raise_error()
+    run(shell, "RATE = 3").raise_error()
+    run(shell, cell).raise_error()
+    assert (shell.user_ns["total"], runs(shell)) == (30, 2)
+    run(shell, "RATE = 2").raise_error()
+    run(shell, cell).raise_error()
+    assert (shell.user_ns["total"], runs(shell)) == (20, 2)  # the first entry is back
+
+
+def test_a_helpers_helper_edited_in_another_cell_recomputes(shell):
+    run(shell, "def inner(x):\n    return x + 1\ndef outer(x):\n    return inner(x)\n")
+    cell = "%%cache total\nbump()\ntotal = outer(1)"
+    run(shell, cell).raise_error()
+    run(shell, "def inner(x):\n    return x + 2\n").raise_error()
+    run(shell, cell).raise_error()
+    assert (shell.user_ns["total"], runs(shell)) == (3, 2)

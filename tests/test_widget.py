@@ -350,3 +350,9 @@ def test_bad_url_is_a_value_error():
     with pytest.raises(ValueError, match="unknown storage scheme"):
         monitor("nope://x")
     gc.collect()  # the half-built panel is closed without complaint
+
+
+def test_kernel_stats_say_why_the_last_recompute_happened(filled, panels, monkeypatch):
+    monkeypatch.setattr(stats, "last_recompute", "__main__.f: helper clean changed")
+    panel = open_panel(panels, filled.storage)
+    assert "last recomputed __main__.f: helper clean changed" in panel.kernel_stats.value

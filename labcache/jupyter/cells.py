@@ -20,10 +20,12 @@ __all__ = ["CellNames", "analyze"]
 
 @dataclass
 class CellNames:
-    """Names a cell reads before assigning them, and names it assigns."""
+    """Names a cell reads before assigning them, names it assigns, and the
+    attribute names it reads (``features.scale`` reads ``scale`` of ``features``)."""
 
     reads: set[str] = field(default_factory=set)
     assigns: set[str] = field(default_factory=set)
+    attributes: set[str] = field(default_factory=set)
 
 
 def analyze(source: str) -> CellNames:
@@ -52,6 +54,10 @@ class _Walker(ast.NodeVisitor):
 
     def _store(self, name: str) -> None:
         self.names.assigns.add(name)
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        self.names.attributes.add(node.attr)
+        self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Load):
@@ -149,3 +155,4 @@ class _Walker(ast.NodeVisitor):
                 inner.visit(node)
         for name in inner.names.reads:
             self._load(name)
+        self.names.attributes |= inner.names.attributes

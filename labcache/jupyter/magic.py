@@ -9,14 +9,16 @@
 The first run executes the cell and stores ``features`` and ``labels`` with
 the cell's printed output; later runs, in any kernel sharing the storage,
 restore them and replay the output without executing.  The key is the
-cell's code plus the values of the names it reads from the namespace (here
-``build_features`` by its source and ``raw`` by its data), so changing an
+cell's code plus what it reads from the namespace: values by their data
+(``raw``), functions, classes and user modules by their deep identity
+(``build_features`` with the helpers and globals it uses), so changing an
 input recomputes.  Two kernels running the cell at once compute it once.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -26,8 +28,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from .._code import is_code
 from ..errors import UnhashableArgumentError, UnpicklableResultError
-from ..keys import hash_value
+from ..keys import hash_value, object_digest
 from ..locks import this_host, this_user
 from ..protocol import Call, run_sync
 from ..report import reporter_for
@@ -37,8 +40,11 @@ __all__ = ["CELLS_CONTEXT", "CacheMagics", "load_ipython_extension"]
 
 #: Where cached cells live in a storage.
 CELLS_CONTEXT = "labcache.cells"
-#: Names IPython puts in every namespace; they are not inputs of a cell.
-_SHELL_NAMES = {"In", "Out", "get_ipython", "exit", "quit"}
+#: Names IPython puts in every namespace (its output and input history, the
+#: shell); they are not inputs of a cell.  Other names starting with ``_`` are.
+_SHELL_NAMES = frozenset({"_", "__", "___", "_i", "_ii", "_iii", "_oh", "_ih", "_dh", "In",
+                          "Out", "get_ipython", "exit", "quit"})
+_NUMBERED_HISTORY = re.compile(r"_i?\d+")
 
 
 @magics_class
@@ -96,7 +102,8 @@ class CellPlan:
             raise UsageError(
                 f"%%cache: the cell never assigns {', '.join(map(repr, missing))}; name only "
                 "variables the cell itself sets (e.g. `%%cache result` for `result = ...`)")
-        key = _cell_key(code, variables, _inputs(shell.user_ns, names.reads))
+        key = _cell_key(code, variables, _inputs(shell.user_ns, names.reads),
+                        names.attributes)
         call = Call(
             storage=_storage(options.storage), context=CELLS_CONTEXT, key=key,
             function=f"%%cache {' '.join(variables)}".strip(), ttl=options.ttl,
@@ -149,15 +156,30 @@ class CellPlan:
 def _inputs(namespace: dict[str, Any], reads: set[str]) -> dict[str, Any]:
     """The namespace values the cell reads (builtins and IPython's own left out)."""
     return {name: namespace[name] for name in sorted(reads)
-            if name in namespace and name not in _SHELL_NAMES and not name.startswith("_")}
+            if name in namespace and not is_shell_name(name)}
 
 
-def _cell_key(code: str, variables: list[str], inputs: dict[str, Any]) -> str:
-    h = xxhash.xxh3_128(b"%%cache 1\0" + code.strip().encode() + b"\0")
+def is_shell_name(name: str) -> bool:
+    """Whether ``name`` is IPython's own (``_``, ``_i3``, ``Out``...), not a cell input.
+
+    Examples:
+        >>> [n for n in ["_", "_5", "_i5", "_ih", "_scale", "__x", "Out", "x"]
+        ...  if not is_shell_name(n)]
+        ['_scale', '__x', 'x']
+    """
+    return name in _SHELL_NAMES or _NUMBERED_HISTORY.fullmatch(name) is not None
+
+
+def _cell_key(code: str, variables: list[str], inputs: dict[str, Any],
+              attributes: set[str]) -> str:
+    h = xxhash.xxh3_128(b"%%cache 2\0" + code.strip().encode() + b"\0")
     h.update(" ".join(variables).encode() + b"\0")
     for name, value in inputs.items():
         try:
-            digest = hash_value(value)
+            # Code by its deep identity (the helpers and globals it reaches),
+            # values by their data, hashed again on every run of the cell.
+            digest = (object_digest(value, attributes) if is_code(value)
+                      else hash_value(value))
         except (UnhashableArgumentError, TypeError, ValueError, RecursionError) as exc:
             raise UnhashableArgumentError(
                 f"%%cache: cannot hash {name!r}, which the cell reads ({exc}); give the "

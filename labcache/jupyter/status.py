@@ -68,6 +68,8 @@ class CellReporter(Reporter):
     def computing(self) -> None:
         super().computing()
         self._began = time.monotonic()
+        if self.reason:  # set only on the first call after a change: one line, not a flood
+            self._put(f"recomputing: {self.reason}")
         # The first line comes from the ticker, after a second: a quick miss
         # in a loop must not add a line per call.
         self._ticker = threading.Thread(target=self._tick, daemon=True,
@@ -78,7 +80,8 @@ class CellReporter(Reporter):
         super().computed(seconds)
         self._stop_ticker()
         if self._handle is not None or self._always or seconds >= WORTH_SHOWING:
-            self._put(f"computed in {format_seconds(seconds)}, stored for next time")
+            why = f" ({self.reason})" if self.reason else ""
+            self._put(f"computed in {format_seconds(seconds)}{why}, stored for next time")
 
     def waiting(self, holder: LockInfo | None, waited: float) -> None:
         super().waiting(holder, waited)
@@ -122,7 +125,8 @@ class CellReporter(Reporter):
 
     def _tick(self) -> None:
         while not self._stop.wait(UPDATE_EVERY):
-            self._put(f"computing, {format_seconds(time.monotonic() - self._began)}")
+            doing = f"recomputing: {self.reason}" if self.reason else "computing"
+            self._put(f"{doing}, {format_seconds(time.monotonic() - self._began)}")
 
     def _stop_ticker(self) -> None:
         self._stop.set()

@@ -366,6 +366,7 @@ def _stats_text() -> str:
         return int(getattr(stats, name, 0))
 
     saved = format_age(float(getattr(stats, "seconds_saved", 0.0)))
+    why = getattr(stats, "last_recompute", "")
     return (f"hits {count('hits')} · misses {count('misses')} · waits {count('waits')} · "
             f"computed {count('computations')} · failed {count('failures')} · "
-            f"time saved {saved}")
+            f"time saved {saved}" + (f" · last recomputed {why}" if why else ""))
