@@ -20,11 +20,11 @@ import sys
 import time
 from importlib import metadata
 
-from . import hits, processes, results, scale, signing
+from . import hits, network, processes, results, scale, signing
 from ._common import Report
 
 SECTIONS = {"hits": hits.run, "results": results.run, "processes": processes.run,
-            "scale": scale.run, "signing": signing.run}
+            "scale": scale.run, "signing": signing.run, "network": network.run}
 
 
 def _environment() -> dict[str, object]:

@@ -27,7 +27,7 @@ __all__ = ["CachedFunction", "cached"]
 R = TypeVar("R")
 _ON_STORAGE_ERROR = ("compute", "raise")
 _CODE_CHANGES = ("recompute", "keep")
-_OPTIONAL_SECONDS = ("heartbeat_interval", "expires_after")
+_OPTIONAL_SECONDS = ("heartbeat_interval", "expires_after", "stale_after")
 
 
 class CachedFunction(Generic[R]):
@@ -65,6 +65,7 @@ class CachedFunction(Generic[R]):
         max_size: str | int | None = None,
         packages: Iterable[str] = (),
         code_changes: str = "recompute",
+        stale_after: float | None = None,
     ) -> None:
         _check_callable(func)
         functools.update_wrapper(self, func)
@@ -82,7 +83,7 @@ class CachedFunction(Generic[R]):
             wait_timeout=wait_timeout, ignore=self._ignore, version=version,
             on_storage_error=on_storage_error, expires_after=expires_after,
             mmap_mode=mmap_mode, max_size=max_size, packages=packages,
-            code_changes=code_changes,
+            code_changes=code_changes, stale_after=stale_after,
         )
         _check_options(func, self._signature, self._options)
         # Spawned workers import a script as __mp_main__: the same module.
@@ -111,9 +112,13 @@ class CachedFunction(Generic[R]):
         digests = keys.argument_digests(arguments)
         key = keys.key_from_digests(identity.digest, digests)
         options = self._options
+        stale_after = options["stale_after"]
+        on_stale = None if stale_after is None else \
+            functools.partial(self._refresh_stale, args, kwargs, arguments, key)
         try:  # a hit goes no further: no protocol, no lock, no Call object
             found = load_entry(self.storage, key, self.context, self._name,
-                               options["expires_after"], None, options["mmap_mode"])
+                               options["expires_after"], None, options["mmap_mode"],
+                               stale_after, on_stale)
         except Exception:  # a storage problem: the protocol reports or works around it
             found, looked = MISS, False
         else:
@@ -274,6 +279,7 @@ class CachedFunction(Generic[R]):
         if self._changed:  # cheap to know: this process saw the code change
             reporter.reason = f"{', '.join(self._changed)} changed"
             self._changed = []
+        stale_after = options["stale_after"]
         return Call(
             storage=self.storage, context=self.context, key=key, function=name,
             ttl=options["ttl"], heartbeat_interval=options["heartbeat_interval"],
@@ -281,8 +287,19 @@ class CachedFunction(Generic[R]):
             on_storage_error=options["on_storage_error"],
             metadata=functools.partial(entry_metadata, name, key, arguments, parts),
             reporter=reporter, force=force, looked=looked,
-            mmap_mode=options["mmap_mode"],
+            mmap_mode=options["mmap_mode"], stale_after=stale_after,
+            on_stale=None if stale_after is None else
+            functools.partial(self._refresh_stale, args, kwargs, arguments, key),
         )
+
+    def _refresh_stale(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                       arguments: dict[str, Any], key: str) -> None:
+        """A hit found an entry older than ``stale_after``: refresh it in the
+        background if this caller wins the lock (see ``labcache._stale``)."""
+        from ._stale import refresh_if_won
+
+        call = self._prepare(args, kwargs, arguments=arguments, key=key)
+        refresh_if_won(call, self.__wrapped__, args, kwargs, self._is_async)
 
     def _expired(self, storage: BaseStorage, key: str, expires_after: float) -> bool:
         import time
@@ -341,7 +358,7 @@ def cached(
     ignore: Iterable[str] = (), version: object = None, on_storage_error: str = "compute",
     expires_after: float | None = None, mmap_mode: str | None = None,
     max_size: str | int | None = None, packages: Iterable[str] = (),
-    code_changes: str = "recompute",
+    code_changes: str = "recompute", stale_after: float | None = None,
 ) -> Callable[[Callable[..., R]], CachedFunction[R]]: ...
 
 
@@ -366,6 +383,11 @@ def cached(func: Callable[..., R] | None = None, /, **options: Any) -> Any:
             uncached) or ``"raise"``.
         expires_after (float | None): entries older than this many seconds
             count as misses.
+        stale_after (float | None): entries older than this many seconds are
+            still returned at once, while the one caller that wins the lock
+            recomputes and replaces them in a background thread (the others
+            never wait); a failed refresh keeps the old entry and warns.  A
+            process finishes its refreshes before it exits.
         mmap_mode (str | None): ``"r"`` (read-only) or ``"c"`` (copy on
             write) to memory-map array data of hits from a ``LocalStorage``
             instead of reading it, like ``joblib.Memory(mmap_mode=)``; other
@@ -433,7 +455,7 @@ def _check_options(func: Callable[..., Any], signature: inspect.Signature,
     if options["on_storage_error"] not in _ON_STORAGE_ERROR:
         raise ValueError(f"on_storage_error must be one of {_ON_STORAGE_ERROR}, "
                          f"not {options['on_storage_error']!r}")
-    for name in ("ttl", "wait_timeout", "heartbeat_interval", "expires_after"):
+    for name in ("ttl", "wait_timeout", "heartbeat_interval", "expires_after", "stale_after"):
         _check_seconds(name, options[name], optional=name in _OPTIONAL_SECONDS)
     check_lock_times(options["ttl"], options["heartbeat_interval"])  # what a lock may carry
     if options["max_size"] is not None:  # bytes from now on: "5GB" is parsed once

@@ -207,6 +207,11 @@ class RecordLockingStorage(BaseLockingStorage):
         may return small entries as bytes, which decode with fewer calls."""
         return self.get_file_by_hashcode(hashcode, context)
 
+    def _forget_copy(self, hashcode: str, context: str) -> bool:
+        """Drop this machine's local copy of an entry that failed to load;
+        True if there was one (the entry is then fetched again, not removed)."""
+        return False
+
     #: Seconds of uncertainty in a ``beat`` reading (S3 times are whole seconds).
     clock_resolution = 0.0
 

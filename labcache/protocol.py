@@ -40,8 +40,8 @@ from .transfer import (
     store,
 )
 
-__all__ = ["FAILURES_CONTEXT", "MISS", "Call", "lock_name_for", "run_async",
-           "run_sync", "store"]
+__all__ = ["FAILURES_CONTEXT", "MISS", "Call", "lock_name_for", "refresh_holding",
+           "run_async", "run_sync", "store"]
 
 logger = logging.getLogger("labcache")
 
@@ -65,6 +65,8 @@ class Call:
     force: bool = False
     looked: bool = False  # the caller already found no entry
     mmap_mode: str | None = None
+    stale_after: float | None = None
+    on_stale: Callable[[], object] | None = None  # a hit older than stale_after calls it
     computed: bool = False
     value: Any = None
     started: float = field(default_factory=time.time)
@@ -113,7 +115,22 @@ Protocol = Generator[Any, Any, Any]
 def run_sync(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> Any:
     """Drive the protocol in this thread."""
-    steps = acquire_or_wait(call)
+    return _drive(acquire_or_wait(call), func, args, kwargs)
+
+
+def refresh_holding(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+    """Recompute and store a call whose lock this process already holds (a
+    background refresh of a stale entry), releasing the lock at the end."""
+    call.force = True
+    storage = call.storage
+    steps = _compute_holding(call, storage) if isinstance(storage, BaseLockingStorage) \
+        else _compute_and_store(call)
+    return _drive(steps, func, args, kwargs)
+
+
+def _drive(steps: Protocol, func: Callable[..., Any], args: tuple[Any, ...],
+           kwargs: dict[str, Any]) -> Any:
     sent: Any = None
     thrown: BaseException | None = None
     try:

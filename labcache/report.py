@@ -131,6 +131,11 @@ class Reporter:
         logger.info("%s: waiting for %s, %s, last beat %s ago", self.function,
                     holder.holder, format_seconds(waited), beat)
 
+    def refreshing(self, who: str) -> None:
+        """A stale entry was returned; ``who`` (``user@host``) recomputes it
+        in the background (``@cached(stale_after=...)``)."""
+        logger.info("%s: returned a stale entry; refreshing on %s", self.function, who)
+
     def failed(self, error: BaseException) -> None:
         """The computation (ours or the holder's) raised."""
         stats.add(failures=1)

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import entry, signing
@@ -49,14 +49,21 @@ def load(call: Call) -> Any:
     if signing.signing_key_set():
         signing.current_signer()  # one stat while the file is unchanged
     return load_entry(call.storage, call.key, call.context, call.function,
-                      call.expires_after, call.reporter, call.mmap_mode)
+                      call.expires_after, call.reporter, call.mmap_mode,
+                      call.stale_after, call.on_stale)
 
 
 def load_entry(storage: BaseStorage, key: str, context: str, function: str,
                expires_after: float | None = None, reporter: Reporter | None = None,
-               mmap_mode: str | None = None) -> Any:
+               mmap_mode: str | None = None, stale_after: float | None = None,
+               on_stale: Callable[[], object] | None = None, retry: bool = True) -> Any:
     """The stored value of ``key``, or MISS; a bad entry is removed with a
-    ``CacheWarning``.  This is the whole of a cache hit, so it stays lean."""
+    ``CacheWarning``.  This is the whole of a cache hit, so it stays lean.
+
+    A bad *local copy* of a network entry is only dropped, and the entry
+    fetched again once.  An entry older than ``stale_after`` is returned
+    after ``on_stale()`` was called (it starts a background refresh).
+    """
     began = time.monotonic()
     try:
         if mmap_mode is not None and hasattr(storage, "open_mapped"):
@@ -78,12 +85,24 @@ def load_entry(storage: BaseStorage, key: str, context: str, function: str,
             # would hand back a genuine result of a different call.
             raise CorruptEntryError(f"it holds the result of key {header.key}")
     except CorruptEntryError as exc:
+        if retry and isinstance(storage, RecordLockingStorage) and \
+                storage._forget_copy(key, context):
+            logger.info("%s: local copy of %s was unusable (%s); fetching it again",
+                        function, key, exc)
+            return load_entry(storage, key, context, function, expires_after, reporter,
+                              mmap_mode, stale_after, on_stale, retry=False)
         warn(f"{function}: cached entry {key} is unusable ({exc}); recomputing it")
         with contextlib.suppress(OSError):
             storage.delete_file(key, context)
         return MISS
     if expires_after is not None and time.time() - header.created > expires_after:
         return MISS
+    if stale_after is not None and on_stale is not None and \
+            time.time() - header.created > stale_after:
+        try:
+            on_stale()
+        except Exception as exc:  # the stored value is still right to return
+            logger.warning("%s: could not start refreshing a stale entry: %s", function, exc)
     (reporter or reporter_for(function)).loaded(time.monotonic() - began,
                                                 header.compute_seconds)
     return value

@@ -142,7 +142,8 @@ def test_large_entry_goes_up_in_parts_never_joined(
     monkeypatch.undo()
     head = raw_client().head_object(Bucket=s3_storage.bucket, Key=f"{s3_storage.prefix}/arrays/big")
     assert head["ETag"].strip('"').endswith("-3")  # three 8 MiB parts
-    assert head["ContentLength"] == encoded.size
+    # random bytes do not compress: sent raw, inside a frame of a few block headers
+    assert encoded.size <= head["ContentLength"] < encoded.size + 1024
     with contextlib.closing(s3_storage.get_file_by_hashcode("big", "arrays")) as source:
         value, header = entry.decode(source)
     assert header["meta"]["function"] == "big"

@@ -123,11 +123,18 @@ class LockView:
     beat_age: float
     stale: bool
     problem: str | None = None
+    refreshing: bool = False  # the key has an entry: its holder replaces it (stale_after)
 
     @property
     def state(self) -> str:
-        """``fresh``, ``stale``, or ``unreadable`` (a bad record, not stale yet)."""
-        return "stale" if self.stale else "unreadable" if self.problem else "fresh"
+        """``fresh``, ``stale``, ``unreadable`` (a bad record, not stale yet), or
+        ``refreshing`` (a live holder recomputing an entry that is still
+        served, ``@cached(stale_after=...)``)."""
+        if self.stale:
+            return "stale"
+        if self.problem:
+            return "unreadable"
+        return "refreshing" if self.refreshing else "fresh"
 
 
 def format_size(size: int | None) -> str:
@@ -313,8 +320,17 @@ def lock_rows(storage: BaseStorage, contexts: Iterable[str] = ()) -> list[LockVi
         context, _, key = info.name.rpartition(".")
         rows.append(LockView(info.name, full.get(context, context), key, info.holder,
                              now_wall - info.acquired, now_storage - info.heartbeat,
-                             info.stale, info.problem))
+                             info.stale, info.problem,
+                             _has_entry(storage, full.get(context, context), key)))
     return rows
+
+
+def _has_entry(storage: BaseStorage, context: str, key: str) -> bool:
+    """Whether a locked key already has an entry (then its holder refreshes it)."""
+    try:
+        return bool(key) and storage.check_if_exists(key, context)
+    except Exception:  # a name that is no entry's, or an outage: plain "fresh"
+        return False
 
 
 def can_list_locks(storage: BaseStorage) -> bool:

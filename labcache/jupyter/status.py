@@ -104,6 +104,10 @@ class CellReporter(Reporter):
         self._put(f"loaded from cache in {format_seconds(load_seconds)}, "
                   f"saved {format_seconds(saved)}")
 
+    def refreshing(self, who: str) -> None:
+        super().refreshing(who)
+        self._put(f"returned a stale entry; refreshing on {who}")
+
     def failed(self, error: BaseException) -> None:
         super().failed(error)
         self._stop_ticker()

@@ -20,14 +20,17 @@ import contextlib
 import functools
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 import redis
+import xxhash
 
 from .. import entry
+from .._compress import HEAD_SPAN, frame_chunks, open_frame, unframe_head
 from .._redact import redact_url as _redact
 from .._redact import scrub
 from ..base import Orphan
@@ -43,6 +46,8 @@ from ..locks import (
 from ..names import check_entry_context, check_name
 from . import _redis_chunks
 from . import _redis_client as _client
+from ._local_copy import LocalCopies, copy_stream, network_options, remote_digest
+from ._local_copy import split_url_options as _split_url_options
 from ._redis_client import Chunks, check_url, client_from_url, password_of, url_of
 from ._redis_client import glob_escape as _glob_escape
 
@@ -73,6 +78,15 @@ _IDLE = "local out = {} for i, key in ipairs(KEYS) do " \
         "local ok, idle = pcall(redis.call, 'OBJECT', 'IDLETIME', key) " \
         "if ok then out[i] = idle or -1 else out[i] = -2 end end return out"
 _IDLE_BATCH = 5000
+# A hit with a local copy: a small inline value whole (a copy would not save a
+# round trip), else only the first bytes, which tell the version (see _version).
+_PROBE = "local head = redis.call('GETRANGE', KEYS[1], 0, 127) " \
+         "if head == '' then return false end " \
+         "if string.sub(head, 1, 1) == 'I' and " \
+         "redis.call('STRLEN', KEYS[1]) <= tonumber(ARGV[1]) then " \
+         "return {0, redis.call('GET', KEYS[1])} end return {1, head}"
+#: Values up to this size are fetched whole on a hit, never copied locally.
+_COPY_MIN = 32 * 1024
 
 
 def _translated(method: Callable[..., T]) -> Callable[..., T]:
@@ -98,9 +112,17 @@ class RedisStorage(RecordLockingStorage):
     ``redis://host:6379/0?prefix=team``; it holds only ASCII letters, digits,
     ``_``, ``-`` and ``.``, never ``:``, so no prefix reaches another's keys.
 
+    ``local_copy=PATH`` (``True``: the user cache dir) keeps loaded entries
+    on this machine, checked against the server on each hit;
+    ``local_copy_limit`` bounds that folder (default 10 GB); ``compress``
+    (``"auto"``, True, False) sends entries compressed when it pays.  All
+    three may also be given in the URL (docs/network.md).
+
     Examples:
         >>> RedisStorage("redis://:s3cret@db.example:6379/0", prefix="team")
         RedisStorage('redis://:***@db.example:6379/0', prefix='team')
+        >>> RedisStorage("redis://db.example:6379/0?local_copy=/tmp/lc&compress=0")
+        RedisStorage('redis://db.example:6379/0', prefix='labcache', local_copy='/tmp/lc')
         >>> RedisStorage("redis://db.example:6379/0?prefix=team") is RedisStorage(
         ...     "redis://db.example:6379/0", prefix="team")
         True
@@ -113,20 +135,33 @@ class RedisStorage(RecordLockingStorage):
     wake_poll_interval = 1.0
 
     def __new__(cls, url: str | redis.Redis = "redis://localhost:6379/0",
-                prefix: str | None = None, *, chunk_size: int = _CHUNK) -> RedisStorage:
+                prefix: str | None = None, *, chunk_size: int = _CHUNK,
+                local_copy: str | os.PathLike[str] | bool | None = None,
+                local_copy_limit: str | int | None = None,
+                compress: bool | str = "auto") -> RedisStorage:
         # One instance per configuration however it is spelled: the prefix as
-        # an argument or as ?prefix= in the URL, or the default one.
+        # an argument or as ?prefix= in the URL, or the default one; the same
+        # for the local copy and compression.
+        url, options = _split_url_options(url) if isinstance(url, str) else (url, {})
+        folder, limit, packing = network_options(options, local_copy, local_copy_limit, compress)
         if isinstance(url, str):
             url, prefix = _client.configured(url, prefix)
         elif prefix is None:
             prefix = _client.DEFAULT_PREFIX
-        instance: RedisStorage = super().__new__(cls, url, prefix, chunk_size=chunk_size)
+        instance: RedisStorage = super().__new__(cls, url, prefix, chunk_size=chunk_size,
+                                                 local_copy=(folder, limit), compress=packing)
         return instance
 
     def __init__(self, url: str | redis.Redis = "redis://localhost:6379/0",
-                 prefix: str | None = None, *, chunk_size: int = _CHUNK) -> None:
+                 prefix: str | None = None, *, chunk_size: int = _CHUNK,
+                 local_copy: str | os.PathLike[str] | bool | None = None,
+                 local_copy_limit: str | int | None = None,
+                 compress: bool | str = "auto") -> None:
         if self.__dict__.get("_ready"):
             return
+        url, options = _split_url_options(url) if isinstance(url, str) else (url, {})
+        folder, limit, self.compress = network_options(options, local_copy, local_copy_limit,
+                                                       compress)
         # redis-py's responses are typed bytes | str; ours are always bytes.
         self.client: Any
         if isinstance(url, str):
@@ -141,15 +176,24 @@ class RedisStorage(RecordLockingStorage):
         self._scripts = {name: self.client.register_script(source) for name, source in
                          (("replace", _REPLACE), ("delete", _DELETE), ("extend", _EXTEND),
                           ("idle", _IDLE), ("cap", _CAP), ("publish", _redis_chunks.PUBLISH),
-                          ("remove", _redis_chunks.DELETE), ("orphans", _redis_chunks.REMOVE))}
+                          ("remove", _redis_chunks.DELETE), ("orphans", _redis_chunks.REMOVE),
+                          ("probe", _PROBE))}
+        #: Where loaded entries are kept on this machine (None: nowhere).
+        self.local_copy = None if folder is None else LocalCopies(
+            folder, remote_digest("redis", _redact(self.url), self.prefix), limit)
         self._init_locks()
         self._ready = True
 
     def __repr__(self) -> str:
-        return f"RedisStorage({_redact(self.url)!r}, prefix={self.prefix!r})"
+        copy = f", local_copy={str(self.local_copy.root)!r}" if self.local_copy else ""
+        return f"RedisStorage({_redact(self.url)!r}, prefix={self.prefix!r}{copy})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.url, self.prefix), None)
+        copy = self.local_copy
+        return (functools.partial(
+            type(self), self.url, self.prefix, chunk_size=self.chunk_size,
+            local_copy=None if copy is None else str(copy.root),
+            local_copy_limit=None if copy is None else copy.limit, compress=self.compress), ())
 
     def get_root_path(self) -> str:
         """The server and key prefix, without any password."""
@@ -173,7 +217,7 @@ class RedisStorage(RecordLockingStorage):
                     direct_stream: bool = False) -> str | None:
         """Store an entry; big ones in chunks, made visible all at once."""
         key = self._entry_key(file_name, context)
-        pieces = _pieces(file, self.chunk_size)
+        pieces = _pieces(frame_chunks(file, self.compress, self.chunk_size), self.chunk_size)
         head, size = [], 0
         for piece in pieces:  # read until the entry is known to be small, or not
             head.append(piece)
@@ -209,13 +253,81 @@ class RedisStorage(RecordLockingStorage):
 
     @_translated
     def get_file_by_hashcode(self, hashcode: str, context: str) -> Any:
-        """The entry as a file object that fetches chunks as they are read."""
+        """The entry as a file object that fetches chunks as they are read
+        (and decompresses what was sent compressed)."""
         value = self.client.get(self._entry_key(hashcode, context))
         if value is None:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+        return open_frame(self._chunks(value))
+
+    def _chunks(self, value: bytes) -> Chunks:
+        """The stored bytes behind an entry's value (inline, or its chunks)."""
         if value[:1] == _redis_chunks.INLINE:
             return Chunks(self.client, [], memoryview(value)[1:])
         return Chunks(self.client, self._chunk_keys(value))
+
+    # -- local copies (see _local_copy.py) ----------------------------------------
+
+    @_translated
+    def _open_for_load(self, hashcode: str, context: str) -> Any:
+        """A hit: with a local copy, one small read tells whether the copy
+        is still the stored version; only a new version is fetched."""
+        copies = self.local_copy
+        if copies is None:
+            return self.get_file_by_hashcode(hashcode, context)
+        fd = self._copy_fd(copies, hashcode, context)
+        return fd if not isinstance(fd, int) else copies.as_source(fd)
+
+    @_translated
+    def open_mapped(self, hashcode: str, context: str, mode: str = "r") -> Any:
+        """The entry's local copy memory-mapped (``mmap_mode``), or None if
+        there is no entry.  Without a local copy: the entry read into memory."""
+        copies = self.local_copy
+        try:
+            fd = self._copy_fd(copies, hashcode, context) if copies else \
+                self.get_file_by_hashcode(hashcode, context)
+        except FileNotFoundError:
+            return None
+        if isinstance(fd, int):
+            return LocalCopies.as_mapping(fd, mode)
+        with contextlib.closing(fd) if hasattr(fd, "close") else contextlib.nullcontext():
+            return bytearray(fd.read() if hasattr(fd, "read") else fd)
+
+    def _copy_fd(self, copies: LocalCopies, hashcode: str, context: str) -> Any:
+        """A descriptor on the current version's copy, a small entry's bytes,
+        or (if the copy cannot be written) the entry's stream."""
+        key = self._entry_key(hashcode, context)
+        found = self._scripts["probe"](keys=[key], args=[_COPY_MIN])
+        if found is None:
+            copies.forget(context, hashcode)
+            raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+        whole, data = found[0] == 0, found[1]
+        if whole:
+            with open_frame(self._chunks(data)) as stream:
+                return stream.read()
+        fd = copies.open(context, hashcode, _version(data))
+        if fd is not None:
+            return fd
+        value = self.client.get(key)
+        if value is None:
+            raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+
+        def fill(target: Any) -> None:
+            with open_frame(self._chunks(value)) as stream:
+                copy_stream(stream, target)
+
+        fd = copies.keep_or_none(context, hashcode, _version(value), fill)
+        return open_frame(self._chunks(value)) if fd is None else fd
+
+    def _forget_copy(self, hashcode: str, context: str) -> bool:
+        """Drop this machine's copy of an entry that failed to load; True
+        when this storage keeps copies: the failure may be the copy's alone
+        (damaged, or older than the stored entry), so the entry is fetched
+        again before anything remote is judged bad."""
+        if self.local_copy is None:
+            return False
+        self.local_copy.forget(context, hashcode)
+        return True
 
     @_translated
     def check_if_exists(self, hashcode: str, context: str) -> bool:
@@ -231,6 +343,8 @@ class RedisStorage(RecordLockingStorage):
         keys = [self._entry_key(hashcode, context), self._sizes_key(context),
                 self._gens_key(context)]
         args = [hashcode, self._chunk_prefix(), _redis_chunks.LINGER_SECONDS if linger else 0]
+        if self.local_copy is not None:
+            self.local_copy.forget(context, hashcode)
         if not self._scripts["remove"](keys=keys, args=args):
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
 
@@ -304,7 +418,7 @@ class RedisStorage(RecordLockingStorage):
     def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
         """The header from the first bytes of the entry (never the whole value)."""
         key = self._entry_key(hashcode, context)
-        head = self._untouched("getrange", key, 0, 65535)
+        head = self._untouched("getrange", key, 0, HEAD_SPAN)
         if not head:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
         if head[:1] == _redis_chunks.MANIFEST:
@@ -312,8 +426,8 @@ class RedisStorage(RecordLockingStorage):
             if value is None:  # deleted since the first read
                 raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
             first_chunk = self._chunk_keys(value)[0]
-            head = b"_" + self.client.getrange(first_chunk, 0, 65535)
-        return entry.read_header(head[1:])
+            head = b"_" + self.client.getrange(first_chunk, 0, HEAD_SPAN)
+        return entry.read_header(unframe_head(head[1:]))
 
     def _untouched(self, command: str, *args: Any) -> Any:
         """One read that, on Redis 7.2+ (``CLIENT NO-TOUCH``), leaves the key's
@@ -434,11 +548,18 @@ class RedisStorage(RecordLockingStorage):
         return f"{self.prefix}:released:{name}"
 
 
-def _pieces(file: object, limit: int) -> Iterator[memoryview]:
+def _pieces(views: Iterator[memoryview], limit: int) -> Iterator[memoryview]:
     """The upload as memoryviews of at most ``limit`` bytes, without joining."""
-    for view in entry.upload_chunks(file, limit):
+    for view in views:
         for start in range(0, len(view), limit):
             yield view[start:start + limit]
+
+
+def _version(value: bytes) -> str:
+    """Which version of an entry a stored value is, from its first 128 bytes:
+    an inline value's entry prefix holds the checksum of the whole entry, a
+    chunked one's manifest a random generation id, new at every write."""
+    return xxhash.xxh3_128_hexdigest(value[:128])
 
 
 def _expiry_ms(data: bytes) -> int:

@@ -30,12 +30,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import entry
+from .._compress import HEAD_SPAN, frame_chunks, open_frame, unframe_head
 from .._redact import redact_url, scrub
 from ..base import Orphan
 from ..errors import StorageError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_context, check_entry_context, check_name
-from . import _s3_orphans
+from . import _s3_copies, _s3_orphans, _s3_ranged
+from ._local_copy import LocalCopies, network_options, remote_digest, split_url_options
 from ._s3_streams import Body, ChunkReader, http_date
 
 __all__ = ["S3Storage"]
@@ -58,6 +60,12 @@ class S3Storage(RecordLockingStorage):
     ``AWS_ENDPOINT_URL``, profiles) or ``client_options`` (``region_name``,
     ``aws_access_key_id``, ``profile_name``, ``config``, ...).  One instance
     per URL, endpoint and options; no network access before the first call.
+    ``local_copy``, ``local_copy_limit`` and ``compress`` work as for
+    :class:`~labcache.storage.redis.RedisStorage` (docs/network.md).
+
+    Examples:
+        >>> S3Storage("s3://lab-results/cache?local_copy=/tmp/lc", endpoint_url="http://s3.lab")
+        S3Storage('s3://lab-results/cache', endpoint_url='http://s3.lab', local_copy='/tmp/lc')
     """
 
     #: Waiters poll: S3 cannot tell anyone that an object was deleted.
@@ -66,23 +74,36 @@ class S3Storage(RecordLockingStorage):
     clock_resolution = 1.0
     #: Entries above this size go up as a multipart upload, in parts this big.
     multipart_threshold = multipart_chunksize = 8 * 2**20
+    #: Objects above this size load in parallel ranged GETs of this size.
+    range_part_size = 16 * 2**20
 
     def __new__(cls, url: str, *, endpoint_url: str | None = None, client: Any = None,
+                local_copy: str | os.PathLike[str] | bool | None = None,
+                local_copy_limit: str | int | None = None, compress: bool | str = "auto",
                 **client_options: Any) -> S3Storage:
         unknown = sorted(set(client_options) - _OPTIONS)
         if unknown:
             raise TypeError(f"S3Storage got unknown options {unknown}; known: {sorted(_OPTIONS)}")
-        # The endpoint taken from the environment is part of the configuration.
+        plain, url_options = _split(url)
+        folder, limit, packing = network_options(url_options, local_copy, local_copy_limit,
+                                                 compress)
+        # The endpoint taken from the environment is part of the configuration,
+        # and so are the local copy and compression.
         instance: S3Storage = super().__new__(
-            cls, _parse_url(url)[2], endpoint=endpoint_url or _env_endpoint(), client=client,
-            **client_options)
+            cls, _parse_url(plain)[2], endpoint=endpoint_url or _env_endpoint(), client=client,
+            local_copy=(folder, limit), compress=packing, **client_options)
         return instance
 
     def __init__(self, url: str, *, endpoint_url: str | None = None, client: Any = None,
+                 local_copy: str | os.PathLike[str] | bool | None = None,
+                 local_copy_limit: str | int | None = None, compress: bool | str = "auto",
                  **client_options: Any) -> None:
         if self.__dict__.get("_ready"):  # the same configured instance again
             return
-        self.bucket, self.prefix, self.url = _parse_url(url)
+        plain, url_options = _split(url)
+        folder, limit, self.compress = network_options(url_options, local_copy,
+                                                       local_copy_limit, compress)
+        self.bucket, self.prefix, self.url = _parse_url(plain)
         if client is not None and endpoint_url is None:  # shown, and used by a pickled copy
             endpoint_url = getattr(getattr(client, "meta", None), "endpoint_url", None)
         self.endpoint_url: str | None = endpoint_url or _env_endpoint()
@@ -90,16 +111,25 @@ class S3Storage(RecordLockingStorage):
         self._client_pid, self._client_guard = os.getpid(), threading.Lock()
         self._base = f"{self.prefix}/" if self.prefix else ""
         self._contexts: dict[str, str] = {}  # context -> validated key prefix
+        #: Where loaded entries are kept on this machine (None: nowhere).
+        self.local_copy = None if folder is None else LocalCopies(folder, remote_digest(
+            "s3", redact_url(self.endpoint_url or ""), self.bucket, self.prefix), limit)
         self._init_locks()
         self._ready = True
 
     def __repr__(self) -> str:
         shown = f", endpoint_url={redact_url(self.endpoint_url)!r}" if self.endpoint_url else ""
+        if self.local_copy is not None:
+            shown += f", local_copy={str(self.local_copy.root)!r}"
         return f"S3Storage({self.url!r}{shown})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt from its configuration; a client (sockets, threads) never travels.
-        return (partial(type(self), self.url, endpoint_url=self.endpoint_url, **self._options), ())
+        copy = self.local_copy
+        return (partial(type(self), self.url, endpoint_url=self.endpoint_url,
+                        local_copy=None if copy is None else str(copy.root),
+                        local_copy_limit=None if copy is None else copy.limit,
+                        compress=self.compress, **self._options), ())
 
     # -- entries (the seed's BaseStorage) -------------------------------------------
 
@@ -112,7 +142,7 @@ class S3Storage(RecordLockingStorage):
     ) -> str | None:
         """Store ``file`` (an encoded entry, bytes or a binary file) as one object."""
         key = self._entry_key(file_name, context)
-        stream = ChunkReader(entry.upload_chunks(file, self.multipart_chunksize))
+        stream = ChunkReader(frame_chunks(file, self.compress, self.multipart_chunksize))
         config = TransferConfig(multipart_threshold=self.multipart_threshold,
                                 multipart_chunksize=self.multipart_chunksize,
                                 max_concurrency=4, preferred_transfer_client="classic")
@@ -126,15 +156,15 @@ class S3Storage(RecordLockingStorage):
     def download_file(self, hashcode: str, context: str) -> bytes:
         """The stored bytes; ``FileNotFoundError`` if there is no such entry."""
         with self.get_file_by_hashcode(hashcode, context) as body:
-            return body.read()
+            data: bytes = body.read()
+            return data
 
-    def get_file_by_hashcode(self, hashcode: str, context: str) -> Body:
-        """The entry as a binary stream (read/readinto/close) straight off the wire."""
+    def get_file_by_hashcode(self, hashcode: str, context: str) -> Any:
+        """The entry as a binary stream (read/readinto/close) straight off the
+        wire, decompressed if it was sent compressed."""
         key = self._entry_key(hashcode, context)
-        response = self._call("get_object", key, (_MISSING,))
-        if response == _MISSING:
-            raise self._not_found(key)
-        return Body(self, key, response)
+        # Big objects come in parallel ranged GETs, as boto3's own downloads do.
+        return open_frame(_s3_ranged.open_object(self, key, self.range_part_size))
 
     def check_if_exists(self, hashcode: str, context: str) -> bool:
         """Whether the entry exists (a HEAD request)."""
@@ -145,6 +175,8 @@ class S3Storage(RecordLockingStorage):
         """Remove the entry; ``FileNotFoundError`` if it is not there."""
         key = self._entry_key(hashcode, context)
         # S3 deletes a missing key without complaint; LocalStorage raises.
+        if self.local_copy is not None:
+            self.local_copy.forget(context, hashcode)
         if self._call("head_object", key, (_MISSING,)) == _MISSING:
             raise self._not_found(key)
         self._call("delete_object", key)
@@ -195,7 +227,11 @@ class S3Storage(RecordLockingStorage):
         (by the server's clock).  At most one small PUT per entry and process
         every 10 minutes; a refused PUT (read-only credentials) is ignored.
         """
-        body = self.get_file_by_hashcode(hashcode, context)
+        body = self._copy_or_stream(hashcode, context)
+        self._mark_used(hashcode, context)
+        return body
+
+    def _mark_used(self, hashcode: str, context: str) -> None:
         marked: dict[tuple[str, str], float] = self.__dict__.setdefault("_marked", {})
         now = time.monotonic()
         if now - marked.get((context, hashcode), -math.inf) >= _MARK_USED_EVERY:
@@ -205,7 +241,39 @@ class S3Storage(RecordLockingStorage):
             with contextlib.suppress(ClientError, BotoCoreError):
                 self._s3().put_object(Bucket=self.bucket, Body=b"",
                                       Key=self._marker_key(hashcode, context))
-        return body
+
+    # -- local copies (see _local_copy.py and _s3_copies.py) ----------------------
+
+    def _copy_or_stream(self, hashcode: str, context: str) -> Any:
+        if self.local_copy is None:
+            return self.get_file_by_hashcode(hashcode, context)
+        return _s3_copies.open_for_load(self, self.local_copy, hashcode, context)
+
+    def open_mapped(self, hashcode: str, context: str, mode: str = "r") -> Any:
+        """The entry's local copy memory-mapped (``mmap_mode``), or None if
+        there is no entry.  Without a local copy: the entry read into memory."""
+        try:
+            if self.local_copy is None:
+                with self.get_file_by_hashcode(hashcode, context) as stream:
+                    return bytearray(stream.read())
+            fd = _s3_copies.current_copy(self, self.local_copy, hashcode, context)
+        except FileNotFoundError:
+            return None
+        self._mark_used(hashcode, context)
+        if not isinstance(fd, int):  # the copy could not be kept: read it whole
+            with fd:
+                return bytearray(fd.read())
+        return LocalCopies.as_mapping(fd, mode)
+
+    def _forget_copy(self, hashcode: str, context: str) -> bool:
+        """Drop this machine's copy of an entry that failed to load; True
+        when this storage keeps copies: the failure may be the copy's alone
+        (damaged, or older than the stored entry), so the entry is fetched
+        again before anything remote is judged bad."""
+        if self.local_copy is None:
+            return False
+        self.local_copy.forget(context, hashcode)
+        return True
 
     def _marker_key(self, hashcode: str, context: str) -> str:
         self._context_prefix(context)  # validates the context
@@ -214,11 +282,11 @@ class S3Storage(RecordLockingStorage):
     def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
         """The header from a ranged GET of the entry's first 64 KiB."""
         key = self._entry_key(hashcode, context)
-        response = self._call("get_object", key, (_MISSING,), Range="bytes=0-65535")
+        response = self._call("get_object", key, (_MISSING,), Range=f"bytes=0-{HEAD_SPAN}")
         if response == _MISSING:
             raise self._not_found(key)
         with Body(self, key, response) as body:
-            return entry.read_header(body.read())
+            return entry.read_header(unframe_head(body.read()))
 
     def _entry_key(self, hashcode: str, context: str) -> str:
         return self._context_prefix(context) + check_name(hashcode, "file name")
@@ -367,6 +435,17 @@ def _parse_url(url: object) -> tuple[str, str, str]:
     if prefix:
         check_context(prefix)  # no '.', '..' or over-long parts
     return bucket, prefix, f"s3://{bucket}/{prefix}".rstrip("/")
+
+
+def _split(url: object) -> tuple[object, dict[str, str]]:
+    """The URL without labcache's options (``?local_copy=...``), and those."""
+    if not isinstance(url, str):
+        return url, {}
+    plain, options = split_url_options(url)
+    if "?" in plain:
+        raise ValueError(f"S3 URL {redact_url(url)!r} has unknown options; the only ones are "
+                         "local_copy, local_copy_limit and compress")
+    return plain, options
 
 
 def _env_endpoint() -> str | None:
