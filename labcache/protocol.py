@@ -280,6 +280,20 @@ def _compute_if_won(call: Call, storage: BaseLockingStorage) -> Protocol:
         attempt.settle()
 
 
+def _compute_holding(call: Call, storage: BaseLockingStorage) -> Protocol:
+    """Compute under a lock this process already took (a background refresh),
+    releasing it at the end whatever happens."""
+    try:
+        with _holding(storage, call.lock_name):
+            if not call.force:  # someone may have stored it just before we won
+                found = yield _Op(load, (call,))
+                if found is not MISS:
+                    return found
+            return (yield from _compute_and_store(call, storage))
+    finally:
+        _release(storage, call.lock_name)
+
+
 def _compute_and_store(call: Call, storage: BaseLockingStorage | None = None) -> Protocol:
     call.reporter.computing()
     began = time.monotonic()
