@@ -41,3 +41,7 @@ def any_storage(request: pytest.FixtureRequest, tmp_path: Path) -> object:
     if request.param == "local":
         return LocalStorage(tmp_path / "store")
     return request.getfixturevalue(f"{request.param}_storage")
+
+# A user's script that the tests copy and run as __main__; importing it here
+# (doctest collection) would run it without its environment.
+collect_ignore = ["_scale_script.py"]

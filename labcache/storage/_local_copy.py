@@ -86,7 +86,11 @@ def split_url_options(url: str) -> tuple[str, dict[str, str]]:
             ours[name] = value
         else:
             rest.append((name, value))
-    return (f"{base}?{urlencode(rest)}" if rest else base), ours
+    try:
+        return (f"{base}?{urlencode(rest)}" if rest else base), ours
+    except UnicodeEncodeError:  # a lone surrogate cannot be put back into a URL
+        raise ValueError("the storage URL's options hold a character that is not valid "
+                         "text; write the URL with plain characters") from None
 
 
 def network_options(url_options: dict[str, str], local_copy: object, local_copy_limit: object,
