@@ -43,8 +43,9 @@ import xxhash
 
 from ..errors import CorruptEntryError, StorageError
 
-__all__ = ["DEFAULT_LIMIT", "URL_OPTIONS", "CheckedCopy", "LocalCopies", "copy_stream",
-           "default_copy_root", "network_options", "remote_digest", "split_url_options"]
+__all__ = ["DEFAULT_LIMIT", "URL_OPTIONS", "CheckedCopy", "KeepsLocalCopies", "LocalCopies",
+           "copy_stream", "default_copy_root", "network_options", "remote_digest",
+           "split_url_options"]
 
 logger = logging.getLogger("labcache")
 
@@ -148,6 +149,22 @@ def remote_digest(*parts: str) -> str:
         16
     """
     return xxhash.xxh3_64_hexdigest("\0".join(parts).encode())
+
+
+class KeepsLocalCopies:
+    """What a network storage with an optional local copy shares."""
+
+    local_copy: LocalCopies | None
+
+    def _forget_copy(self, hashcode: str, context: str) -> bool:
+        """Drop this machine's copy of an entry that failed to load; True
+        when this storage keeps copies: the failure may be the copy's alone
+        (damaged, or older than the stored entry), so the entry is fetched
+        again before anything remote is judged bad."""
+        if self.local_copy is None:
+            return False
+        self.local_copy.forget(context, hashcode)
+        return True
 
 
 class LocalCopies:

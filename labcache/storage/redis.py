@@ -46,7 +46,7 @@ from ..locks import (
 from ..names import check_entry_context, check_name
 from . import _redis_chunks
 from . import _redis_client as _client
-from ._local_copy import LocalCopies, copy_stream, network_options, remote_digest
+from ._local_copy import KeepsLocalCopies, LocalCopies, copy_stream, network_options, remote_digest
 from ._local_copy import split_url_options as _split_url_options
 from ._redis_client import Chunks, check_url, client_from_url, password_of, url_of
 from ._redis_client import glob_escape as _glob_escape
@@ -105,7 +105,7 @@ def _translated(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-class RedisStorage(RecordLockingStorage):
+class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
     """Entries and locks in Redis, under keys that start with ``prefix:``.
 
     The prefix (default ``labcache``) is given as an argument or in the URL,
@@ -318,16 +318,6 @@ class RedisStorage(RecordLockingStorage):
 
         fd = copies.keep_or_none(context, hashcode, _version(value), fill)
         return open_frame(self._chunks(value)) if fd is None else fd
-
-    def _forget_copy(self, hashcode: str, context: str) -> bool:
-        """Drop this machine's copy of an entry that failed to load; True
-        when this storage keeps copies: the failure may be the copy's alone
-        (damaged, or older than the stored entry), so the entry is fetched
-        again before anything remote is judged bad."""
-        if self.local_copy is None:
-            return False
-        self.local_copy.forget(context, hashcode)
-        return True
 
     @_translated
     def check_if_exists(self, hashcode: str, context: str) -> bool:

@@ -37,7 +37,13 @@ from ..errors import StorageError
 from ..locks import EntryStat, RawLock, RecordLockingStorage
 from ..names import check_context, check_entry_context, check_name
 from . import _s3_copies, _s3_orphans, _s3_ranged
-from ._local_copy import LocalCopies, network_options, remote_digest, split_url_options
+from ._local_copy import (
+    KeepsLocalCopies,
+    LocalCopies,
+    network_options,
+    remote_digest,
+    split_url_options,
+)
 from ._s3_streams import Body, ChunkReader, http_date
 
 __all__ = ["S3Storage"]
@@ -53,7 +59,7 @@ _MARK_USED_EVERY = 600.0
 _SECRETS = ("aws_secret_access_key", "aws_session_token", "aws_access_key_id")
 
 
-class S3Storage(RecordLockingStorage):
+class S3Storage(KeepsLocalCopies, RecordLockingStorage):
     """Entries and locks under ``s3://bucket/prefix``.
 
     Endpoint and credentials come from the usual boto3 sources (``AWS_*``,
@@ -264,16 +270,6 @@ class S3Storage(RecordLockingStorage):
             with fd:
                 return bytearray(fd.read())
         return LocalCopies.as_mapping(fd, mode)
-
-    def _forget_copy(self, hashcode: str, context: str) -> bool:
-        """Drop this machine's copy of an entry that failed to load; True
-        when this storage keeps copies: the failure may be the copy's alone
-        (damaged, or older than the stored entry), so the entry is fetched
-        again before anything remote is judged bad."""
-        if self.local_copy is None:
-            return False
-        self.local_copy.forget(context, hashcode)
-        return True
 
     def _marker_key(self, hashcode: str, context: str) -> str:
         self._context_prefix(context)  # validates the context
