@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import BaseStorage
-from .locks import EntryStat
+from .base import BaseStorage, EntryStat
 
 __all__ = ["CliError", "contexts", "find_function", "find_key", "find_lock", "listing_module"]
 

@@ -32,10 +32,9 @@ from typing import Any
 
 from .base import BaseLockingStorage
 from .errors import CacheWarning
-from .locks import RecordLockingStorage, this_host, this_user
+from .lock_record import this_host, this_user
 from .protocol import Call, refresh_holding
 from .report import Reporter
-from .transfer import open_entry
 
 __all__ = ["refresh_if_won", "running_refreshes", "wait_for_refreshes"]
 
@@ -119,16 +118,8 @@ def _still_stale(call: Call) -> bool:
 
 
 def _created(call: Call) -> float | None:
-    from . import entry
-
     try:
-        if isinstance(call.storage, RecordLockingStorage):
-            header = call.storage.read_entry_header(call.key, call.context)
-        else:
-            with open_entry(call.storage, call.key, call.context) as source:
-                if source is None:
-                    return None
-                header = entry.read_header(source)
+        header = call.storage.read_entry_header(call.key, call.context)
     except (OSError, ValueError):
         return None
     created = (header.get("meta") or {}).get("created")

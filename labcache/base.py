@@ -23,12 +23,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from abc import ABC, abstractmethod
+from abc import ABC, ABCMeta, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-__all__ = ["ORPHAN_AGE", "BaseLockingStorage", "BaseSingleton", "BaseStorage", "LockInfo",
-           "Orphan"]
+from . import entry
+
+__all__ = ["ORPHAN_AGE", "BaseLockingStorage", "BaseSingleton", "BaseStorage", "EntryStat",
+           "LockInfo", "Orphan", "ReusedInstances"]
 
 logger = logging.getLogger("labcache")
 
@@ -37,8 +39,40 @@ logger = logging.getLogger("labcache")
 ORPHAN_AGE = 3600.0
 
 
-class BaseSingleton:
-    """One shared instance per class and constructor arguments.
+class ReusedInstances(ABCMeta):
+    """Metaclass that decides instance reuse once for every storage class.
+
+    Calling a class looks up ``(class, cls._instance_key(*args, **kwargs))``
+    first: the same configuration gives back the instance already built, and
+    its ``__init__`` does not run again.  A class whose configuration can be
+    spelled several ways (a relative and an absolute path, a URL option or a
+    keyword) overrides ``_instance_key`` to normalize it.  A configuration
+    that cannot be hashed (an existing client object) always builds anew.
+    """
+
+    _instances: ClassVar[dict[Any, Any]] = {}
+    _guard: ClassVar[threading.Lock] = threading.Lock()
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            config: Any = (cls, cls._instance_key(*args, **kwargs))  # type: ignore[attr-defined]
+            hash(config)
+        except TypeError:
+            # Unhashable (a client object: nothing to share it by) or arguments
+            # the class does not take: __init__ builds anew, or says what is wrong.
+            return super().__call__(*args, **kwargs)
+        found = ReusedInstances._instances.get(config)
+        if found is not None:
+            return found
+        # Built outside the guard (building may be slow); of two threads that
+        # build the same configuration at once, the first one stored wins.
+        built = super().__call__(*args, **kwargs)
+        with ReusedInstances._guard:
+            return ReusedInstances._instances.setdefault(config, built)
+
+
+class BaseSingleton(metaclass=ReusedInstances):
+    """One shared instance per class and configuration.
 
     Building a storage twice with the same configuration returns the same
     object (so its held locks and connections are shared); a different
@@ -53,22 +87,35 @@ class BaseSingleton:
         (True, False)
     """
 
-    _instances: ClassVar[dict[Any, Any]] = {}
-    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
     _verbose: bool = True
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        try:
-            config: Any = (cls, args, tuple(sorted(kwargs.items())))
-            hash(config)
-        except TypeError:
-            return super().__new__(cls)
-        with BaseSingleton._instances_lock:
-            instance = BaseSingleton._instances.get(config)
-            if instance is None:
-                instance = super().__new__(cls)
-                BaseSingleton._instances[config] = instance
-            return instance
+    @classmethod
+    def _instance_key(cls, *args: Any, **kwargs: Any) -> Any:
+        """What identifies a configuration: by default the arguments as given."""
+        return args, tuple(sorted(kwargs.items()))
+
+
+@dataclass(frozen=True, order=True)
+class EntryStat:
+    """One entry as a listing sees it: name, size in bytes, modification time
+    and last access time (Unix seconds), None where the backend cannot tell
+    cheaply.  ``accessed`` drives least-recently-used eviction.
+
+    Examples:
+        >>> EntryStat("k", 10, modified=100.0, accessed=250.0).last_used
+        250.0
+    """
+
+    name: str
+    size: int | None
+    modified: float | None
+    accessed: float | None = None
+
+    @property
+    def last_used(self) -> float:
+        """The later of last access and modification (0 if neither is known):
+        what least-recently-used eviction sorts by."""
+        return max(self.accessed or 0.0, self.modified or 0.0)
 
 
 class BaseStorage(BaseSingleton, ABC):
@@ -120,7 +167,84 @@ class BaseStorage(BaseSingleton, ABC):
     def delete_file(self, hashcode: str, context: str) -> None:
         """Remove ``hashcode`` from ``context``."""
 
-    # -- leftovers of interrupted stores: defaults a seed-style class inherits
+    # -- the rest of the contract, with defaults a seed-style class inherits ------
+    # Everything @cached, eviction, the CLI and the widget use is here: they
+    # never probe a storage for methods, and labcache's backends do better.
+
+    def open_entry(self, hashcode: str, context: str) -> Any:
+        """The entry for a cache hit: bytes or an open binary file (the
+        caller closes it), or None if there is no such entry.
+
+        Examples:
+            >>> from labcache import LocalStorage
+            >>> import tempfile
+            >>> LocalStorage(tempfile.mkdtemp()).open_entry("nothing", "demo") is None
+            True
+        """
+        # A seed-style storage may raise anything for a missing entry: ask first.
+        if not self.check_if_exists(hashcode, context):
+            return None
+        try:
+            found = self.get_file_by_hashcode(hashcode, context)
+        except (FileNotFoundError, KeyError):
+            return None
+        if found is None or isinstance(found, (bytes, bytearray, memoryview)) or \
+                hasattr(found, "read"):
+            return found
+        return self.download_file(hashcode, context)  # an object of its own kind
+
+    def open_mapped(self, hashcode: str, context: str, mode: str = "r") -> Any:
+        """The entry for a hit with ``mmap_mode``: memory-mapped where the
+        backend keeps a file (``"r"`` read-only, ``"c"`` copy on write), else
+        read into memory; None if there is no such entry."""
+        found = self.open_entry(hashcode, context)
+        if found is None or not hasattr(found, "read"):
+            return found
+        try:
+            return bytearray(found.read())
+        finally:
+            if hasattr(found, "close"):
+                found.close()
+
+    def evict_entry(self, hashcode: str, context: str) -> None:
+        """Remove an entry to make room (``max_size``, ``labcache gc``).
+
+        Unlike ``delete_file`` a backend may let a reader that is streaming
+        the entry right now finish it.
+        """
+        self.delete_file(hashcode, context)
+
+    def forget_local_copy(self, hashcode: str, context: str) -> bool:
+        """Drop this machine's copy of an entry that failed to load; True if
+        there was one (the entry is then fetched again, not removed)."""
+        return False
+
+    #: Whether ``list_contexts`` can list this storage's contexts; if not,
+    #: listings fall back to the cached functions this process knows.
+    lists_contexts: bool = False
+
+    def list_contexts(self) -> list[str]:
+        """Contexts (one per cached function) that hold entries, sorted; the
+        default cannot list them (``lists_contexts`` is False) and returns none."""
+        return []
+
+    def describe_entries(self, context: str) -> list[EntryStat]:
+        """Every entry of ``context`` with its size and times where cheaply known."""
+        return [EntryStat(name, None, None) for name in self.list_stored_files(context)]
+
+    def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
+        """An entry's header (metadata, sizes, signer) without its payload;
+        ``FileNotFoundError`` if there is no such entry."""
+        found = self.open_entry(hashcode, context)
+        if found is None:
+            raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+        try:
+            return entry.read_header(found)
+        finally:
+            if hasattr(found, "close"):
+                found.close()
+
+    # -- leftovers of interrupted stores: the defaults know of none
 
     def find_orphans(self) -> list[Orphan]:
         """What interrupted stores left behind (temp files, incomplete
@@ -241,6 +365,14 @@ class BaseLockingStorage(BaseStorage):
 
     #: How often ``@cached`` waiters look at a held lock, in seconds.
     wake_poll_interval: float = 0.05
+    #: Whether ``lock_info`` names holders; without it waiters only ask
+    #: ``_is_locked`` (the seed's locks know no holders).
+    names_holders: bool = False
+    #: Whether ``wait_for_release`` returns as soon as a lock is released
+    #: (Redis pub/sub); if not, an async waiter sleeps on its event loop instead.
+    wakes_waiters: bool = False
+    #: Seconds of uncertainty in the storage's clock (S3 times are whole seconds).
+    clock_resolution: float = 0.0
 
     @abstractmethod
     def try_acquire_lock(
@@ -331,7 +463,18 @@ class BaseLockingStorage(BaseStorage):
         """Ways this storage may lose a held lock, in words (none known: ``[]``)."""
         return []
 
-    def _wait_for_change(self, lock_name: str, seconds: float) -> None:
-        """Pause a waiter for up to ``seconds``; backends that can be told of
-        a release (Redis pub/sub) return as soon as it happens."""
+    def wait_for_release(self, lock_name: str, seconds: float) -> None:
+        """Pause a waiter for up to ``seconds``; a backend that is told of
+        releases (``wakes_waiters``) returns as soon as ``lock_name`` is released."""
         time.sleep(seconds)
+
+    def storage_time(self) -> float:
+        """The clock lock beats are compared with: this machine's by default,
+        the server's or the file system's where a backend has one, so hosts
+        with skewed clocks still agree on when a lock went stale."""
+        return time.time()
+
+    def held_token(self, lock_name: str) -> str | None:
+        """The token of this process's hold on ``lock_name`` (None if it holds
+        none, or the backend keeps no tokens)."""
+        return None

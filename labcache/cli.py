@@ -36,6 +36,7 @@ from ._redact import redact_url, scrub
 from .base import BaseLockingStorage, BaseStorage, Orphan
 from .errors import LabcacheError
 from .locks import UNREADABLE_LOCK_TTL
+from .names import lock_name_for
 
 __all__ = ["main"]
 
@@ -395,8 +396,6 @@ def _lock_safety(storage: BaseStorage) -> tuple[dict[str, str | None], list[str]
 def _lock_of(storage: BaseStorage, context: str, key: str) -> dict[str, Any] | None:
     if not isinstance(storage, BaseLockingStorage):
         return None
-    from .protocol import lock_name_for
-
     info = storage.lock_info(lock_name_for(context, key))
     return None if info is None else {"holder": info.holder, "stale": info.stale}
 

@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
-from .base import BaseLockingStorage, BaseStorage
-from .locks import EntryStat
+from .base import BaseLockingStorage, BaseStorage, EntryStat
+from .names import lock_name_for
 
 __all__ = ["Eviction", "evict", "parse_age", "parse_size"]
 
@@ -186,15 +186,12 @@ def _locked(storage: BaseStorage, context: str, name: str) -> bool:
     """Whether the key's lock is held and fresh (its entry is being written)."""
     if not isinstance(storage, BaseLockingStorage):
         return False
-    from .protocol import lock_name_for
-
     return storage._is_locked(lock_name_for(context, name))
 
 
 def _delete(storage: BaseStorage, context: str, name: str) -> bool:
     """Remove one entry; False if someone else removed it first."""
-    remover = getattr(storage, "_evict_entry", None) or storage.delete_file
     with contextlib.suppress(FileNotFoundError):
-        remover(name, context)
+        storage.evict_entry(name, context)
         return True
     return False

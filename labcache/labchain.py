@@ -72,14 +72,12 @@ class LabChainStorage(BaseLockingStorage):
         [1, 2]
     """
 
-    def __new__(cls, storage: BaseStorage | str, namespace: str = "labchain") -> LabChainStorage:
+    @classmethod
+    def _instance_key(cls, storage: BaseStorage | str, namespace: str = "labchain") -> Any:
         # One instance per (storage, namespace) however they are passed.
-        instance: LabChainStorage = super().__new__(cls, storage, namespace)
-        return instance
+        return storage, namespace
 
     def __init__(self, storage: BaseStorage | str, namespace: str = "labchain") -> None:
-        if self.__dict__.get("_ready"):  # the same configured instance again
-            return
         if isinstance(storage, str):
             from .storage import open_storage
 
@@ -88,7 +86,6 @@ class LabChainStorage(BaseLockingStorage):
             raise TypeError(f"LabChainStorage needs a labcache storage with locks, not "
                             f"{type(storage).__name__}")
         self.storage, self.namespace = storage, check_name(namespace, "namespace")
-        self._ready = True
 
     def __repr__(self) -> str:
         return f"LabChainStorage({self.storage!r}, namespace={self.namespace!r})"
@@ -174,12 +171,32 @@ class LabChainStorage(BaseLockingStorage):
     def break_lock(self, lock_name: str) -> bool:
         return self.storage.break_lock(lock_name)
 
-    def _wait_for_change(self, lock_name: str, seconds: float) -> None:
-        self.storage._wait_for_change(lock_name, seconds)
+    def wait_for_release(self, lock_name: str, seconds: float) -> None:
+        self.storage.wait_for_release(lock_name, seconds)
+
+    def held_token(self, lock_name: str) -> str | None:
+        return self.storage.held_token(lock_name)
+
+    def storage_time(self) -> float:
+        return self.storage.storage_time()
+
+    # The wrapped storage's capabilities are this adapter's.
 
     @property
     def wake_poll_interval(self) -> float:  # type: ignore[override]
         return self.storage.wake_poll_interval
+
+    @property
+    def names_holders(self) -> bool:  # type: ignore[override]
+        return self.storage.names_holders
+
+    @property
+    def wakes_waiters(self) -> bool:  # type: ignore[override]
+        return self.storage.wakes_waiters
+
+    @property
+    def clock_resolution(self) -> float:  # type: ignore[override]
+        return self.storage.clock_resolution
 
     def update_heartbeat(self, lock_name: str) -> bool:
         """LabChain's filters call this while they train; labcache's locks

@@ -31,12 +31,11 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from . import entry
 from .base import BaseLockingStorage, LockInfo
 from .lock_record import BOOT_ID, LockRecord, check_lock_times, this_host, this_user
 from .names import check_name
 
-__all__ = ["EntryStat", "LockRecord", "RawLock", "RecordLockingStorage", "check_lock_times",
+__all__ = ["LockRecord", "RawLock", "RecordLockingStorage", "check_lock_times",
            "this_host", "this_user"]
 
 logger = logging.getLogger("labcache")
@@ -49,24 +48,6 @@ UNREADABLE_LOCK_TTL = 3600.0
 _VANISHED = ("deleted by hand, e.g. with labcache unlock, or evicted by the storage, e.g. "
              "by a Redis maxmemory-policy other than noeviction; another process may "
              "compute the same key meanwhile")
-
-
-@dataclass(frozen=True, order=True)
-class EntryStat:
-    """One entry as a listing sees it: name, size in bytes, modification time
-    and last access time (Unix seconds), None where the backend cannot tell
-    cheaply.  ``accessed`` drives least-recently-used eviction."""
-
-    name: str
-    size: int | None
-    modified: float | None
-    accessed: float | None = None
-
-    @property
-    def last_used(self) -> float:
-        """The later of last access and modification (0 if neither is known):
-        what least-recently-used eviction sorts by."""
-        return max(self.accessed or 0.0, self.modified or 0.0)
 
 
 @dataclass(frozen=True)
@@ -152,10 +133,18 @@ class RecordLockingStorage(BaseLockingStorage):
         >>> store.release_lock("job")
     """
 
-    def _init_locks(self) -> None:
-        self._held: dict[str, _Held] = {}
-        self._held_guard = threading.Lock()
-        self._lock_warnings_given = False
+    names_holders = True
+
+    _held: dict[str, _Held]
+    _held_guard: threading.Lock
+    _lock_warnings_given: bool
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # The holds are set up here, not in __init__, so a backend whose
+        # __init__ does not call super().__init__() still has them.
+        self = super().__new__(cls)
+        self._held, self._held_guard, self._lock_warnings_given = {}, threading.Lock(), False
+        return self
 
     # -- primitives each backend provides ---------------------------------
 
@@ -182,42 +171,6 @@ class RecordLockingStorage(BaseLockingStorage):
     @abstractmethod
     def _lock_names(self) -> list[str]:
         """Names of all lock records present."""
-
-    # -- listings for people (widget, CLI); cheap defaults, backends do better --
-
-    def list_contexts(self) -> list[str]:
-        """Contexts (one per cached function) that hold entries, sorted."""
-        return []
-
-    def describe_entries(self, context: str) -> list[EntryStat]:
-        """Every entry of ``context`` with its size and time where cheaply known."""
-        return [EntryStat(name, None, None) for name in self.list_stored_files(context)]
-
-    def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
-        """An entry's header (metadata, sizes) without loading its payload."""
-        from .transfer import open_entry
-
-        with open_entry(self, hashcode, context) as source:
-            if source is None:
-                raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
-            return entry.read_header(source)
-
-    def _open_for_load(self, hashcode: str, context: str) -> Any:
-        """The entry for a cache hit: bytes or an open binary file.  Backends
-        may return small entries as bytes, which decode with fewer calls."""
-        return self.get_file_by_hashcode(hashcode, context)
-
-    def _forget_copy(self, hashcode: str, context: str) -> bool:
-        """Drop this machine's local copy of an entry that failed to load;
-        True if there was one (the entry is then fetched again, not removed)."""
-        return False
-
-    #: Seconds of uncertainty in a ``beat`` reading (S3 times are whole seconds).
-    clock_resolution = 0.0
-
-    def _now(self) -> float:
-        """The clock ``beat`` is compared with (a backend may use its server's)."""
-        return time.time()
 
     # -- the seed's lock methods ---------------------------------------------
 
@@ -294,7 +247,7 @@ class RecordLockingStorage(BaseLockingStorage):
             if raw is not None:
                 # One reading of the storage's clock for the whole listing
                 # (on Local each reading creates a file).
-                now = now or self._now()
+                now = now or self.storage_time()
                 found.append(self._describe(name, raw, now))
         return found
 
@@ -327,22 +280,22 @@ class RecordLockingStorage(BaseLockingStorage):
                  now: float | None = None) -> bool:
         """Whether a lock with this record, last beating at ``beat``, is dead.
 
-        A beating lock is judged by ``beat`` against ``_now()``, two readings
+        A beating lock is judged by ``beat`` against ``storage_time()``, two readings
         of the *storage's* clock (file times, the server's), never by times
         the holder wrote: a holder whose clock is off still beats on time.
         ``clock_resolution`` pads the limit by how coarse that clock is.
-        ``now``, a reading of ``_now()`` already taken, saves taking another.
+        ``now``, a reading of ``storage_time()`` already taken, saves taking another.
         """
         if record is None:  # unreadable: only its age can retire it
-            return (now or self._now()) - beat > UNREADABLE_LOCK_TTL
+            return (now or self.storage_time()) - beat > UNREADABLE_LOCK_TTL
         if record.host == this_host() and record.boot == BOOT_ID and not _pid_alive(record.pid):
             return True
         if record.heartbeat_interval:
             limit = MISSED_BEATS * record.heartbeat_interval + self.clock_resolution
-            return (now or self._now()) - beat > limit
+            return (now or self.storage_time()) - beat > limit
         # Without beats only the holder's own acquisition time says how old
         # the lock is: here a clock skew between hosts shifts the ttl.
-        return (now or self._now()) - record.acquired > record.ttl
+        return (now or self.storage_time()) - record.acquired > record.ttl
 
     # -- internals ---------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from typing import Any
 from .base import BaseLockingStorage, BaseStorage, LockInfo
 from .errors import LabcacheError, LockTimeout, ReentrantCallError, StorageError, warn
 from .locks import MISSED_BEATS, this_host
+from .names import lock_name_for
 from .reentry import current_owner, holder_of
 from .reentry import holding as _holding
 from .report import Reporter
@@ -40,7 +41,7 @@ from .transfer import (
     store,
 )
 
-__all__ = ["FAILURES_CONTEXT", "MISS", "Call", "lock_name_for", "refresh_holding",
+__all__ = ["FAILURES_CONTEXT", "MISS", "Call", "refresh_holding",
            "run_async", "run_sync", "store"]
 
 logger = logging.getLogger("labcache")
@@ -74,12 +75,6 @@ class Call:
     @property
     def lock_name(self) -> str:
         return lock_name_for(self.context, self.key)
-
-
-def lock_name_for(context: str, key: str) -> str:
-    """The lock that guards one key: readable in listings, short enough for
-    any file system (the context is cut, the key never)."""
-    return f"{context[:140]}.{key}"
 
 
 # -- steps the protocol yields --------------------------------------------------
@@ -144,7 +139,7 @@ def _drive(steps: Protocol, func: Callable[..., Any], args: tuple[Any, ...],
                 if step is _COMPUTE:
                     sent = func(*args, **kwargs)
                 elif isinstance(step, _Pause):
-                    step.storage._wait_for_change(step.lock_name, step.seconds)
+                    step.storage.wait_for_release(step.lock_name, step.seconds)
                 elif step.attempt is None:
                     sent = _storage_op(step)
                 else:  # out of reach of a signal handler's KeyboardInterrupt
@@ -190,10 +185,10 @@ async def run_async(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
 async def _pause_async(step: _Pause) -> None:
     import asyncio
 
-    if type(step.storage)._wait_for_change is BaseLockingStorage._wait_for_change:
+    if step.storage.wakes_waiters:  # woken by a release (pub/sub): block a worker thread
+        await asyncio.to_thread(step.storage.wait_for_release, step.lock_name, step.seconds)
+    else:
         await asyncio.sleep(step.seconds)
-    else:  # the backend can be woken (pub/sub): let it block a worker thread
-        await asyncio.to_thread(step.storage._wait_for_change, step.lock_name, step.seconds)
 
 
 def _storage_op(op: _Op) -> Any:
@@ -334,7 +329,7 @@ def _wait_while_held(call: Call, storage: BaseLockingStorage) -> Protocol:
     """Pause while the lock is held by the same fresh holder; return that holder."""
     began = time.monotonic()
     held, first = yield _Op(observe_lock, (storage, call.lock_name))
-    poll, now = getattr(storage, "wake_poll_interval", 0.05), first
+    poll, now = storage.wake_poll_interval, first
     while held:
         waited = time.monotonic() - began
         if waited >= call.wait_timeout:
@@ -372,7 +367,7 @@ def _until_stale(info: LockInfo | None, poll: float) -> float:
 
 def observe_lock(storage: BaseLockingStorage, name: str) -> tuple[bool, LockInfo | None]:
     """(held and fresh, holder info if the backend can tell)."""
-    if type(storage).lock_info is BaseLockingStorage.lock_info:
+    if not storage.names_holders:
         return storage._is_locked(name), None
     info = storage.lock_info(name)
     return (info is not None and not info.stale), info

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from . import entry, signing
 from .base import BaseLockingStorage, BaseStorage, LockInfo
 from .errors import CorruptEntryError, LabcacheError, warn
-from .locks import RecordLockingStorage
 from .report import Reporter, reporter_for
 
 if TYPE_CHECKING:
@@ -66,13 +65,13 @@ def load_entry(storage: BaseStorage, key: str, context: str, function: str,
     """
     began = time.monotonic()
     try:
-        if mmap_mode is not None and hasattr(storage, "open_mapped"):
+        if mmap_mode is not None:
             source = storage.open_mapped(key, context, mmap_mode)
             if source is None:
                 return MISS
             value, header = entry.load(source, copy_buffers=False)
         else:
-            source = _find_entry(storage, key, context)
+            source = storage.open_entry(key, context)
             if source is None:
                 return MISS
             try:
@@ -85,8 +84,7 @@ def load_entry(storage: BaseStorage, key: str, context: str, function: str,
             # would hand back a genuine result of a different call.
             raise CorruptEntryError(f"it holds the result of key {header.key}")
     except CorruptEntryError as exc:
-        if retry and isinstance(storage, RecordLockingStorage) and \
-                storage._forget_copy(key, context):
+        if retry and storage.forget_local_copy(key, context):
             logger.info("%s: local copy of %s was unusable (%s); fetching it again",
                         function, key, exc)
             return load_entry(storage, key, context, function, expires_after, reporter,
@@ -112,28 +110,12 @@ def load_entry(storage: BaseStorage, key: str, context: str, function: str,
 def open_entry(storage: BaseStorage, key: str, context: str) -> Iterator[Any]:
     """The stored entry as bytes or an open binary file (closed on exit),
     or None if there is none."""
-    found = _find_entry(storage, key, context)
+    found = storage.open_entry(key, context)
     try:
         yield found
     finally:
         if hasattr(found, "close"):
             found.close()
-
-
-def _find_entry(storage: BaseStorage, key: str, context: str) -> Any:
-    ours = isinstance(storage, RecordLockingStorage)
-    if not ours and not storage.check_if_exists(key, context):
-        return None  # a seed-style storage may raise anything for a missing entry
-    try:
-        if ours:
-            found = storage._open_for_load(key, context)  # type: ignore[attr-defined]
-        else:
-            found = storage.get_file_by_hashcode(key, context)
-    except (FileNotFoundError, KeyError):
-        return None
-    if found is None or isinstance(found, (bytes, bytearray, memoryview)) or hasattr(found, "read"):
-        return found
-    return storage.download_file(key, context)
 
 
 def store(call: Call, value: Any, seconds: float) -> None:
@@ -154,9 +136,7 @@ def record_failure(call: Call, storage: BaseLockingStorage, error: BaseException
     """
     try:
         info = storage.lock_info(call.lock_name)
-        own = None
-        if isinstance(storage, RecordLockingStorage):
-            own = storage.held_token(call.lock_name)
+        own = storage.held_token(call.lock_name)
         if own is not None and (info is None or info.token != own):
             return  # our lock was taken over: its waiters wait on someone else now
         meta = {"token": info.token if info else "", "failed_at": time.time(),

@@ -40,7 +40,7 @@ PATIENCE = 45.0
 NOTEBOOK_CELLS = [
     """import labcache
 from labcache import LocalStorage, cached
-from labcache.protocol import lock_name_for
+from labcache.names import lock_name_for
 
 storage = LocalStorage(STORE)
 

@@ -19,7 +19,7 @@ from labcache import (
     open_storage,
     stats,
 )
-from labcache.protocol import lock_name_for
+from labcache.names import lock_name_for
 
 
 class Counter:

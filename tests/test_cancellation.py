@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from labcache import LabcacheError, LocalStorage, ReentrantCallError, cached
-from labcache.protocol import lock_name_for
+from labcache.names import lock_name_for
 from tests import _workers
 
 KEYS = range(4)

@@ -15,7 +15,7 @@ import pytest
 
 from labcache import LocalStorage, cached
 from labcache.locks import LockRecord, this_host, this_user
-from labcache.protocol import lock_name_for
+from labcache.names import lock_name_for
 
 from . import _cli_workers
 from ._procs import CTX, PATIENCE, collect, dead_pid, reaping

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from labcache import CacheWarning, InvalidNameError, LockTimeout, cached, entry
-from labcache.protocol import lock_name_for
+from labcache.names import lock_name_for
 
 
 def test_entries_round_trip(any_storage: Any) -> None:

@@ -28,7 +28,7 @@ distributed = pytest.importorskip("distributed")
 def cluster() -> Iterator[Any]:
     """Two worker processes, one thread each, for every test of this module."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, host="127.0.0.1") as running:
+                                  dashboard_address=":0", host="127.0.0.1") as running:
         yield running
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from labcache import LocalStorage, cached, entry
 from labcache.eviction import evict, parse_age, parse_size
-from labcache.protocol import lock_name_for
+from labcache.names import lock_name_for
 
 CONTEXT = "tests.eviction"
 PAYLOAD = b"x" * 1000
@@ -69,7 +69,7 @@ def make_used_order(store: Any, names: tuple[str, ...], reread: str) -> None:
         time.sleep(2.1)  # OBJECT IDLETIME counts whole seconds
     else:
         time.sleep(1.1)  # S3 times (LastModified of entries and use markers) are whole seconds
-    found = store._open_for_load(reread, CONTEXT)  # a hit's read path
+    found = store.open_entry(reread, CONTEXT)  # a hit's read path
     if hasattr(found, "close"):
         found.close()
 
@@ -141,7 +141,7 @@ def test_whole_storage_limit_spans_functions(storage: LocalStorage) -> None:
 def test_local_reader_with_the_file_open_still_gets_its_value(storage: LocalStorage) -> None:
     big = os.urandom(3 << 20)  # past the one-read size: a hit keeps the file open
     storage.upload_file(entry.encode(big, {"function": "f"}), "big", CONTEXT)
-    reading = storage._open_for_load("big", CONTEXT)
+    reading = storage.open_entry("big", CONTEXT)
     assert hasattr(reading, "read")
     evict(storage, CONTEXT, max_size=0)
     assert storage.list_stored_files(CONTEXT) == []
@@ -214,7 +214,7 @@ def test_max_size_refuses_nonsense_at_decoration(tmp_path: Path) -> None:
 
 def test_s3_use_markers_are_hidden_throttled_and_removed_with_their_entry(s3_storage: Any) -> None:
     s3_storage.upload_file(PAYLOAD, "a", CONTEXT)
-    s3_storage._open_for_load("a", CONTEXT).close()
+    s3_storage.open_entry("a", CONTEXT).close()
     marker = s3_storage._marker_key("a", CONTEXT)
     s3_storage._s3().head_object(Bucket=s3_storage.bucket, Key=marker)  # left by the hit
     assert s3_storage.list_contexts() == [CONTEXT]
@@ -222,11 +222,11 @@ def test_s3_use_markers_are_hidden_throttled_and_removed_with_their_entry(s3_sto
     (stat,) = s3_storage.describe_entries(CONTEXT)
     assert stat.accessed is not None and stat.accessed >= stat.modified
     s3_storage._s3().delete_object(Bucket=s3_storage.bucket, Key=marker)
-    s3_storage._open_for_load("a", CONTEXT).close()  # a second hit soon after: no new PUT
+    s3_storage.open_entry("a", CONTEXT).close()  # a second hit soon after: no new PUT
     assert s3_storage.describe_entries(CONTEXT)[0].accessed is None
-    s3_storage._open_for_load("a", CONTEXT).close()
+    s3_storage.open_entry("a", CONTEXT).close()
     s3_storage.__dict__["_marked"].clear()  # as if 10 minutes had passed
-    s3_storage._open_for_load("a", CONTEXT).close()
+    s3_storage.open_entry("a", CONTEXT).close()
     s3_storage.delete_file("a", CONTEXT)
     listed = s3_storage._s3().list_objects_v2(Bucket=s3_storage.bucket).get("Contents", ())
     assert [item["Key"] for item in listed] == []

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from labcache import LocalStorage, LockTimeout, cached
 from labcache.jupyter.listing import lock_rows
 from labcache.locks import UNREADABLE_LOCK_TTL, LockRecord, this_user
-from labcache.protocol import lock_name_for
+from labcache.names import lock_name_for
 
 from .test_cli import one_error_line, run, run_json, target
 
@@ -86,7 +86,7 @@ def plant(storage: Any, name: str, data: bytes) -> None:
 def later(storage: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Move the storage's clock past the unreadable bound (and a margin for S3's
     whole seconds): what an hour of waiting would do."""
-    monkeypatch.setattr(storage, "_now", lambda: time.time() + UNREADABLE_LOCK_TTL + 60)
+    monkeypatch.setattr(storage, "storage_time", lambda: time.time() + UNREADABLE_LOCK_TTL + 60)
 
 
 def _double(x: int) -> int:

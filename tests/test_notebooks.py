@@ -281,7 +281,7 @@ def test_status_line_names_the_holder_while_waiting(kernels: Any, tmp_path: Path
         kernel.run(SLOW_FUNCTION.replace("STORE", store))
     # The holder kernel holds the very lock slow_double(21) needs, beating twice a second.
     holder_pid = int(holder.printed(
-        "from labcache.protocol import lock_name_for\n"
+        "from labcache.names import lock_name_for\n"
         "lock = lock_name_for(slow_double.context, slow_double.key(21))\n"
         "assert storage.try_acquire_lock(lock, ttl=60, heartbeat_interval=0.5)\n"
         "print(os.getpid())"))

@@ -84,7 +84,7 @@ def test_release_is_published_to_waiters(redis_storage):
     assert redis_storage.try_acquire_lock("wake")
     woke = []
     waiter = threading.Thread(
-        target=lambda: (redis_storage._wait_for_change("wake", 30), woke.append(True)))
+        target=lambda: (redis_storage.wait_for_release("wake", 30), woke.append(True)))
     waiter.start()
     time.sleep(0.3)
     assert not woke

@@ -201,7 +201,7 @@ def test_contexts_never_collide_with_use_markers(s3_storage: S3Storage) -> None:
     part of one) starting with '.' is refused, so no entry can land there
     and no marker can be listed, loaded or deleted as an entry."""
     s3_storage.upload_file(b"real", "k", "x")
-    s3_storage._open_for_load("k", "x").close()  # a hit leaves the marker .used/x/k
+    s3_storage.open_entry("k", "x").close()  # a hit leaves the marker .used/x/k
     before = sorted(item["Key"] for item in raw_client().list_objects_v2(
         Bucket=s3_storage.bucket)["Contents"])
     assert f"{s3_storage.prefix}/.used/x/k" in before

@@ -155,7 +155,7 @@ def test_seed_style_storage_recovers_from_an_expired_lock(request):
     def work(x):
         return x
 
-    from labcache.protocol import lock_name_for
+    from labcache.names import lock_name_for
 
     store.try_acquire_lock(lock_name_for(work.context, work.key(1)), ttl=0.3)  # a dead holder
     assert work(1) == 1

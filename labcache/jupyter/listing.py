@@ -33,11 +33,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import entry
-from ..base import BaseLockingStorage, BaseStorage
-from ..locks import EntryStat
-from ..protocol import FAILURES_CONTEXT, lock_name_for
+from ..base import BaseLockingStorage, BaseStorage, EntryStat
+from ..names import lock_name_for
 from ..report import format_seconds
+from ..transfer import FAILURES_CONTEXT
 
 __all__ = ["ENTRY_COLUMNS", "FUNCTION_COLUMNS", "LOCK_COLUMNS", "EntryView",
            "FunctionSummary", "LockView", "arguments_text", "can_list_locks", "describe",
@@ -236,12 +235,12 @@ def arguments_text(view: EntryView) -> str:
 def list_contexts(storage: BaseStorage) -> list[str]:
     """The contexts holding entries, bookkeeping left out.
 
-    A storage without ``list_contexts`` cannot be asked: the contexts of the
-    cached functions this process knows (module globals) that use it are
-    returned instead.
+    A storage that cannot list its contexts (``lists_contexts`` is False)
+    is not asked: the contexts of the cached functions this process knows
+    (module globals) that use it are returned instead.
     """
-    lister = getattr(storage, "list_contexts", None)
-    found: Iterable[str] = lister() if lister is not None else _contexts_in_process(storage)
+    found: Iterable[str] = storage.list_contexts() if storage.lists_contexts else \
+        _contexts_in_process(storage)
     return sorted(c for c in found if c not in HIDDEN_CONTEXTS)
 
 
@@ -309,14 +308,13 @@ def lock_rows(storage: BaseStorage, contexts: Iterable[str] = ()) -> list[LockVi
     characters: a cut context is restored from ``contexts`` when one matches.
     Storages that cannot list locks give an empty list.
     """
-    lister = getattr(storage, "list_locks", None)
-    if lister is None:
+    if not isinstance(storage, BaseLockingStorage):
         return []
     now_wall = time.time()
-    now_storage = getattr(storage, "_now", time.time)()
+    now_storage = storage.storage_time()
     full = {lock_name_for(c, "k").rpartition(".")[0]: c for c in contexts}
     rows = []
-    for info in lister():
+    for info in storage.list_locks():
         context, _, key = info.name.rpartition(".")
         rows.append(LockView(info.name, full.get(context, context), key, info.holder,
                              now_wall - info.acquired, now_storage - info.heartbeat,
@@ -334,17 +332,13 @@ def _has_entry(storage: BaseStorage, context: str, key: str) -> bool:
 
 
 def can_list_locks(storage: BaseStorage) -> bool:
-    """Whether the storage overrides the empty default ``list_locks``."""
-    method = getattr(type(storage), "list_locks", None)
-    return method is not None and method is not BaseLockingStorage.list_locks
+    """Whether the storage can name its locks' holders (``names_holders``)."""
+    return isinstance(storage, BaseLockingStorage) and storage.names_holders
 
 
 def describe(storage: BaseStorage, context: str) -> list[EntryStat]:
-    """``describe_entries`` where the storage has it, names only otherwise."""
-    describer = getattr(storage, "describe_entries", None)
-    if describer is not None:
-        return list(describer(context))
-    return [EntryStat(str(name), None, None) for name in storage.list_stored_files(context)]
+    """The storage's ``describe_entries`` (names only for a seed-style storage)."""
+    return list(storage.describe_entries(context))
 
 
 def read_view(storage: BaseStorage, context: str, stat: EntryStat) -> EntryView:
@@ -375,16 +369,7 @@ def _age_order(stat: EntryStat) -> tuple[float, str]:
 
 
 def _read_header(storage: BaseStorage, name: str, context: str) -> dict[str, Any]:
-    reader = getattr(storage, "read_entry_header", None)
-    if reader is not None:
-        header: dict[str, Any] = reader(name, context)
-        return header
-    from ..transfer import open_entry
-
-    with open_entry(storage, name, context) as source:
-        if source is None:
-            raise FileNotFoundError(f"no entry {name!r} in context {context!r}")
-        return entry.read_header(source)
+    return storage.read_entry_header(name, context)
 
 
 def _refusal(header: dict[str, Any]) -> str | None:

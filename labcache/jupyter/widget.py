@@ -30,8 +30,7 @@ from typing import Any
 
 import ipywidgets as widgets  # type: ignore[import-untyped]
 
-from ..base import BaseStorage
-from ..locks import EntryStat
+from ..base import BaseLockingStorage, BaseStorage, EntryStat, LockInfo
 from ..report import stats
 from . import listing
 from .listing import ENTRY_COLUMNS, FUNCTION_COLUMNS, LOCK_COLUMNS, EntryView, format_age
@@ -231,9 +230,14 @@ class Monitor(widgets.VBox):
         self._ask(_Question("clear", context, "", time.monotonic()),
                   f"delete all {count} entries of {context}? Click Confirm")
 
+    def _lock_info(self, name: str) -> LockInfo | None:
+        if not isinstance(self.storage, BaseLockingStorage):
+            return None  # a storage without locks
+        return self.storage.lock_info(name)
+
     def _ask_break(self) -> None:
         name = self.lock_choice.value
-        info = None if name is None else getattr(self.storage, "lock_info", _nothing)(name)
+        info = None if name is None else self._lock_info(name)
         if name is None or info is None:
             self.refresh()
             return self._say("that lock is gone (or none is selected)", "info")
@@ -261,14 +265,15 @@ class Monitor(widgets.VBox):
                     pass
             self._say(f"cleared {question.target}: deleted {removed} entries", "ok")
         else:
-            info = getattr(self.storage, "lock_info", _nothing)(question.target)
+            info = self._lock_info(question.target)
             if info is None:
                 self._say(f"lock {question.target} was already gone", "info")
             elif info.token != question.token or not (info.stale or question.forced):
                 self._say(f"lock {question.target} changed since you asked (now held by "
                           f"{info.holder}, {'stale' if info.stale else 'fresh'}); nothing "
                           "broken, look again", "error")
-            elif getattr(self.storage, "break_lock", _nothing)(question.target):
+            elif isinstance(self.storage, BaseLockingStorage) and \
+                    self.storage.break_lock(question.target):
                 self._say(f"broke lock {question.target} of {info.holder}", "ok")
             else:
                 self._say(f"lock {question.target} changed meanwhile; nothing broken", "error")
@@ -338,10 +343,6 @@ def _open(storage: BaseStorage | str | None) -> BaseStorage:
     if storage is None:
         return default_storage()
     return open_storage(storage) if isinstance(storage, str) else storage
-
-
-def _nothing(name: str) -> None:  # lock_info / break_lock of a storage without locks
-    return None
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], classes: Sequence[str],

@@ -156,7 +156,7 @@ class KeepsLocalCopies:
 
     local_copy: LocalCopies | None
 
-    def _forget_copy(self, hashcode: str, context: str) -> bool:
+    def forget_local_copy(self, hashcode: str, context: str) -> bool:
         """Drop this machine's copy of an entry that failed to load; True
         when this storage keeps copies: the failure may be the copy's alone
         (damaged, or older than the stored entry), so the entry is fetched

@@ -27,11 +27,11 @@ from typing import Any
 
 import xxhash
 
-from ..base import ORPHAN_AGE, Orphan
+from ..base import ORPHAN_AGE, EntryStat, Orphan
 from ..entry import Encoded, read_header, upload_chunks
 from ..entry import verifying as entry_verifying
 from ..errors import CorruptEntryError
-from ..locks import EntryStat, RawLock, RecordLockingStorage
+from ..locks import RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
 from . import _local_orphans
 from ._fs import Tree, open_for_hit
@@ -91,25 +91,21 @@ class LocalStorage(RecordLockingStorage):
         (['answer'], True)
     """
 
-    def __new__(cls, path: str | os.PathLike[str] | None = None,
-                shared: bool = False) -> LocalStorage:
+    @classmethod
+    def _instance_key(cls, path: str | os.PathLike[str] | None = None,
+                      shared: bool = False) -> Any:
         # One instance per *resolved* folder and sharing mode: LocalStorage(),
         # LocalStorage(p), LocalStorage(str(p)) and a pickled copy share state.
-        instance: LocalStorage = super().__new__(cls, str(_resolve(path)), bool(shared))
-        return instance
+        return str(_resolve(path)), bool(shared)
 
     def __init__(self, path: str | os.PathLike[str] | None = None,
                  shared: bool = False) -> None:
-        if self.__dict__.get("_ready"):  # the same configured instance again
-            return
         self.root = _resolve(path)
         self.shared = bool(shared)
         self._tree = Tree(str(self.root), self.shared)
         self._parts: dict[str, tuple[str, ...]] = {}  # context -> validated folder parts
         self._paths: dict[tuple[str, str], str] = {}  # (context, name) -> entry path
         self._tidied: set[tuple[str, ...]] = set()  # folders swept by this process
-        self._init_locks()
-        self._ready = True
 
     def __repr__(self) -> str:
         shared = ", shared=True" if self.shared else ""
@@ -143,10 +139,15 @@ class LocalStorage(RecordLockingStorage):
         """The entry opened for binary reading (the caller closes it)."""
         return os.fdopen(self._tree.open_read(*self._where(hashcode, context)), "rb")
 
-    def _open_for_load(self, hashcode: str, context: str) -> Any:
+    def open_entry(self, hashcode: str, context: str) -> Any:
+        """The entry for a hit: its bytes if small, else the open file; None
+        if there is none."""
         # A hit on a small entry is open + fstat + one read: no buffered file
         # object, no separate reads for header and payload.
-        fd = self._open_hit(hashcode, context, entry_verifying())
+        try:
+            fd = self._open_hit(hashcode, context, entry_verifying())
+        except FileNotFoundError:
+            return None
         size = _note_use(fd).st_size
         if size > _SMALL_ENTRY:
             return os.fdopen(fd, "rb")
@@ -198,6 +199,8 @@ class LocalStorage(RecordLockingStorage):
         """Names of the entries in ``context``, sorted; temp files left out."""
         return sorted(name for name, st in self._tree.scan(self._context_parts(context))
                       if not name.startswith(".") and stat_module.S_ISREG(st.st_mode))
+
+    lists_contexts = True
 
     def list_contexts(self) -> list[str]:
         """Folders under the root that hold entries (``locks`` left out)."""
@@ -329,7 +332,7 @@ class LocalStorage(RecordLockingStorage):
         return [found[: -len(".lock")] for found, _ in self._tree.scan(_LOCKS)
                 if found.endswith(".lock") and not found.startswith(".")]
 
-    def _now(self) -> float:
+    def storage_time(self) -> float:
         """The file system's clock: the mtime of a file created here just now.
 
         Beats are lock-file mtimes, which the file system stamps (on NFS its

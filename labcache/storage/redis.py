@@ -33,12 +33,11 @@ from .. import entry
 from .._compress import HEAD_SPAN, frame_chunks, open_frame, unframe_head
 from .._redact import redact_url as _redact
 from .._redact import scrub
-from ..base import Orphan
+from ..base import EntryStat, Orphan
 from ..errors import StorageError
 from ..locks import (
     MISSED_BEATS,
     UNREADABLE_LOCK_TTL,
-    EntryStat,
     LockRecord,
     RawLock,
     RecordLockingStorage,
@@ -134,11 +133,15 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
     #: Waiters are woken by pub/sub; this is only how often they re-check.
     wake_poll_interval = 1.0
 
-    def __new__(cls, url: str | redis.Redis = "redis://localhost:6379/0",
-                prefix: str | None = None, *, chunk_size: int = _CHUNK,
-                local_copy: str | os.PathLike[str] | bool | None = None,
-                local_copy_limit: str | int | None = None,
-                compress: bool | str = "auto") -> RedisStorage:
+    #: Waiters are woken by pub/sub as soon as a lock is released.
+    wakes_waiters = True
+
+    @classmethod
+    def _instance_key(cls, url: str | redis.Redis = "redis://localhost:6379/0",
+                      prefix: str | None = None, *, chunk_size: int = _CHUNK,
+                      local_copy: str | os.PathLike[str] | bool | None = None,
+                      local_copy_limit: str | int | None = None,
+                      compress: bool | str = "auto") -> Any:
         # One instance per configuration however it is spelled: the prefix as
         # an argument or as ?prefix= in the URL, or the default one; the same
         # for the local copy and compression.
@@ -148,17 +151,13 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
             url, prefix = _client.configured(url, prefix)
         elif prefix is None:
             prefix = _client.DEFAULT_PREFIX
-        instance: RedisStorage = super().__new__(cls, url, prefix, chunk_size=chunk_size,
-                                                 local_copy=(folder, limit), compress=packing)
-        return instance
+        return url, prefix, chunk_size, (folder, limit), packing
 
     def __init__(self, url: str | redis.Redis = "redis://localhost:6379/0",
                  prefix: str | None = None, *, chunk_size: int = _CHUNK,
                  local_copy: str | os.PathLike[str] | bool | None = None,
                  local_copy_limit: str | int | None = None,
                  compress: bool | str = "auto") -> None:
-        if self.__dict__.get("_ready"):
-            return
         url, options = _split_url_options(url) if isinstance(url, str) else (url, {})
         folder, limit, self.compress = network_options(options, local_copy, local_copy_limit,
                                                        compress)
@@ -181,8 +180,6 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
         #: Where loaded entries are kept on this machine (None: nowhere).
         self.local_copy = None if folder is None else LocalCopies(
             folder, remote_digest("redis", _redact(self.url), self.prefix), limit)
-        self._init_locks()
-        self._ready = True
 
     def __repr__(self) -> str:
         copy = f", local_copy={str(self.local_copy.root)!r}" if self.local_copy else ""
@@ -269,13 +266,16 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
     # -- local copies (see _local_copy.py) ----------------------------------------
 
     @_translated
-    def _open_for_load(self, hashcode: str, context: str) -> Any:
+    def open_entry(self, hashcode: str, context: str) -> Any:
         """A hit: with a local copy, one small read tells whether the copy
         is still the stored version; only a new version is fetched."""
         copies = self.local_copy
-        if copies is None:
-            return self.get_file_by_hashcode(hashcode, context)
-        fd = self._copy_fd(copies, hashcode, context)
+        try:
+            if copies is None:
+                return self.get_file_by_hashcode(hashcode, context)
+            fd = self._copy_fd(copies, hashcode, context)
+        except FileNotFoundError:
+            return None
         return fd if not isinstance(fd, int) else copies.as_source(fd)
 
     @_translated
@@ -339,7 +339,7 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
 
     @_translated
-    def _evict_entry(self, hashcode: str, context: str) -> None:
+    def evict_entry(self, hashcode: str, context: str) -> None:
         """Delete for eviction: a chunked entry's chunks linger a minute, so a
         reader already streaming them still gets the whole value."""
         self._delete(hashcode, context, linger=True)
@@ -351,6 +351,8 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
         pattern = _glob_escape(start) + "*"
         return sorted(key[len(start):].decode() for key in
                       self.client.scan_iter(match=pattern, count=1000))
+
+    lists_contexts = True
 
     @_translated
     def list_contexts(self) -> list[str]:
@@ -517,7 +519,7 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
         return [key.decode()[len(start):-len(".lock")] for key in keys]
 
     @_translated
-    def _wait_for_change(self, lock_name: str, seconds: float) -> None:
+    def wait_for_release(self, lock_name: str, seconds: float) -> None:
         """Sleep until the lock's release is published, or ``seconds`` pass."""
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:

@@ -32,9 +32,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .. import entry
 from .._compress import HEAD_SPAN, frame_chunks, open_frame, unframe_head
 from .._redact import redact_url, scrub
-from ..base import Orphan
+from ..base import EntryStat, Orphan
 from ..errors import StorageError
-from ..locks import EntryStat, RawLock, RecordLockingStorage
+from ..locks import RawLock, RecordLockingStorage
 from ..names import check_context, check_entry_context, check_name
 from . import _s3_copies, _s3_orphans, _s3_ranged
 from ._local_copy import (
@@ -83,29 +83,26 @@ class S3Storage(KeepsLocalCopies, RecordLockingStorage):
     #: Objects above this size load in parallel ranged GETs of this size.
     range_part_size = 16 * 2**20
 
-    def __new__(cls, url: str, *, endpoint_url: str | None = None, client: Any = None,
-                local_copy: str | os.PathLike[str] | bool | None = None,
-                local_copy_limit: str | int | None = None, compress: bool | str = "auto",
-                **client_options: Any) -> S3Storage:
-        unknown = sorted(set(client_options) - _OPTIONS)
-        if unknown:
-            raise TypeError(f"S3Storage got unknown options {unknown}; known: {sorted(_OPTIONS)}")
+    @classmethod
+    def _instance_key(cls, url: str, *, endpoint_url: str | None = None, client: Any = None,
+                      local_copy: str | os.PathLike[str] | bool | None = None,
+                      local_copy_limit: str | int | None = None, compress: bool | str = "auto",
+                      **client_options: Any) -> Any:
         plain, url_options = _split(url)
         folder, limit, packing = network_options(url_options, local_copy, local_copy_limit,
                                                  compress)
         # The endpoint taken from the environment is part of the configuration,
         # and so are the local copy and compression.
-        instance: S3Storage = super().__new__(
-            cls, _parse_url(plain)[2], endpoint=endpoint_url or _env_endpoint(), client=client,
-            local_copy=(folder, limit), compress=packing, **client_options)
-        return instance
+        return (_parse_url(plain)[2], endpoint_url or _env_endpoint(), client, (folder, limit),
+                packing, tuple(sorted(client_options.items())))
 
     def __init__(self, url: str, *, endpoint_url: str | None = None, client: Any = None,
                  local_copy: str | os.PathLike[str] | bool | None = None,
                  local_copy_limit: str | int | None = None, compress: bool | str = "auto",
                  **client_options: Any) -> None:
-        if self.__dict__.get("_ready"):  # the same configured instance again
-            return
+        unknown = sorted(set(client_options) - _OPTIONS)
+        if unknown:
+            raise TypeError(f"S3Storage got unknown options {unknown}; known: {sorted(_OPTIONS)}")
         plain, url_options = _split(url)
         folder, limit, self.compress = network_options(url_options, local_copy,
                                                        local_copy_limit, compress)
@@ -120,8 +117,6 @@ class S3Storage(KeepsLocalCopies, RecordLockingStorage):
         #: Where loaded entries are kept on this machine (None: nowhere).
         self.local_copy = None if folder is None else LocalCopies(folder, remote_digest(
             "s3", redact_url(self.endpoint_url or ""), self.bucket, self.prefix), limit)
-        self._init_locks()
-        self._ready = True
 
     def __repr__(self) -> str:
         shown = f", endpoint_url={redact_url(self.endpoint_url)!r}" if self.endpoint_url else ""
@@ -193,6 +188,8 @@ class S3Storage(KeepsLocalCopies, RecordLockingStorage):
         prefix = self._context_prefix(context)
         return sorted(name for name in self._list(prefix) if not name.startswith("."))
 
+    lists_contexts = True
+
     def list_contexts(self) -> list[str]:
         """Top-level "folders" under the prefix (``locks`` left out)."""
         try:
@@ -206,7 +203,7 @@ class S3Storage(KeepsLocalCopies, RecordLockingStorage):
 
     def describe_entries(self, context: str) -> list[EntryStat]:
         """Names, sizes and times from the object listing; last use from the
-        listing of the use markers (see ``_open_for_load``)."""
+        listing of the use markers (see ``open_entry``)."""
         prefix, marks = self._context_prefix(context), self._marker_key("", context)
         used = {item["Key"][len(marks):]: item["LastModified"].timestamp()
                 for item in self._objects(marks)}
@@ -224,7 +221,7 @@ class S3Storage(KeepsLocalCopies, RecordLockingStorage):
         except (ClientError, BotoCoreError) as exc:
             raise self._error("list_objects_v2", prefix, exc) from None
 
-    def _open_for_load(self, hashcode: str, context: str) -> Any:
+    def open_entry(self, hashcode: str, context: str) -> Any:
         """A hit: the entry's stream, and a use marker when this process has
         not left one for this entry in the last ``_MARK_USED_EVERY`` seconds.
 
@@ -233,7 +230,10 @@ class S3Storage(KeepsLocalCopies, RecordLockingStorage):
         (by the server's clock).  At most one small PUT per entry and process
         every 10 minutes; a refused PUT (read-only credentials) is ignored.
         """
-        body = self._copy_or_stream(hashcode, context)
+        try:
+            body = self._copy_or_stream(hashcode, context)
+        except FileNotFoundError:
+            return None
         self._mark_used(hashcode, context)
         return body
 
