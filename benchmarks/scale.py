@@ -46,7 +46,7 @@ def import_time(report: Report) -> None:
 def fill(storage: Any, count: int) -> None:
     """``count`` small entries of one function, with real-looking metadata."""
     from labcache import entry
-    from labcache.locks import this_host, this_user
+    from labcache.lock_record import this_host, this_user
 
     now = time.time()
     for i in range(count):

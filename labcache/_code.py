@@ -27,6 +27,7 @@ Nothing here imports ``labcache.keys``: the value hasher is passed in.
 from __future__ import annotations
 
 import builtins
+import dis
 import functools
 import logging
 import sys
@@ -430,8 +431,6 @@ _ATTRIBUTE_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_AT
 @functools.lru_cache(maxsize=4096)
 def _names_used(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
     """(global names read, attribute names read) by ``code`` and its nested code."""
-    import dis  # when a function is first identified: keeps `import labcache` light
-
     reads: set[str] = set()
     writes: set[str] = set()
     attributes: set[str] = set()

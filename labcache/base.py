@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import entry
+from .names import check_name
 
 __all__ = ["ORPHAN_AGE", "BaseLockingStorage", "BaseSingleton", "BaseStorage", "EntryStat",
            "LockInfo", "Orphan", "ReusedInstances"]
@@ -407,8 +408,6 @@ class BaseLockingStorage(BaseStorage):
             >>> LocalStorage(tempfile.mkdtemp()).wait_for_unlock("free", timeout=1)
             True
         """
-        from .names import check_name  # even with timeout=0, a bad name is an error
-
         check_name(lock_name, "lock name")
         started = time.monotonic()
         pause = initial_poll_interval

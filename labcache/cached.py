@@ -13,7 +13,7 @@ from . import entry, keys
 from .base import BaseStorage
 from .errors import warn
 from .explain import Explanation, entry_metadata, explain_call
-from .locks import check_lock_times
+from .lock_record import check_lock_times
 from .names import context_for
 from .protocol import Call, run_async, run_sync
 from .report import reporter_for

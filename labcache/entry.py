@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 import struct
 from collections.abc import Iterator
@@ -43,7 +42,7 @@ from typing import Any, NamedTuple
 
 import xxhash
 
-from . import _seal
+from . import _seal, signing
 from ._reader import Reader, allocate
 from .errors import CorruptEntryError, UnpicklableResultError
 
@@ -64,11 +63,7 @@ _MAX_SEAL = 1024
 
 def secret() -> bytes | None:
     """The signing secret from ``LABCACHE_SECRET``, if any."""
-    try:  # the environment's own mapping: a fifth of os.environ.get's cost, on every hit
-        raw = _ENVIRON_DATA.get(_SECRET_NAME)
-        value = os.environ.decodevalue(raw) if raw else None
-    except AttributeError:  # an os.environ without the CPython internals
-        value = os.environ.get("LABCACHE_SECRET")
+    value = signing.env("LABCACHE_SECRET")
     return value.encode() if value else None
 
 
@@ -80,15 +75,7 @@ def verifying() -> bool:
         >>> isinstance(verifying(), bool)
         True
     """
-    try:
-        return bool(_ENVIRON_DATA.get(_SECRET_NAME) or _ENVIRON_DATA.get(_TRUST_NAME))
-    except AttributeError:
-        return bool(os.environ.get("LABCACHE_SECRET") or os.environ.get("LABCACHE_TRUSTED_KEYS"))
-
-
-_ENVIRON_DATA: Any = getattr(os.environ, "_data", None)
-_SECRET_NAME: Any = getattr(os.environ, "encodekey", str)("LABCACHE_SECRET")
-_TRUST_NAME: Any = getattr(os.environ, "encodekey", str)("LABCACHE_TRUSTED_KEYS")
+    return bool(signing.env("LABCACHE_SECRET") or signing.env(signing.TRUSTED_KEYS_VARIABLE))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import keys
-from .locks import this_host, this_user
+from .lock_record import this_host, this_user
 
 if TYPE_CHECKING:
     from .cached import CachedFunction

@@ -32,11 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import BaseLockingStorage, LockInfo
-from .lock_record import BOOT_ID, LockRecord, check_lock_times, this_host, this_user
+from .lock_record import BOOT_ID, LockRecord, this_host
 from .names import check_name
 
-__all__ = ["LockRecord", "RawLock", "RecordLockingStorage", "check_lock_times",
-           "this_host", "this_user"]
+__all__ = ["MISSED_BEATS", "UNREADABLE_LOCK_TTL", "RawLock", "RecordLockingStorage"]
 
 logger = logging.getLogger("labcache")
 

@@ -26,7 +26,8 @@ from typing import Any
 
 from .base import BaseLockingStorage, BaseStorage, LockInfo
 from .errors import LabcacheError, LockTimeout, ReentrantCallError, StorageError, warn
-from .locks import MISSED_BEATS, this_host
+from .lock_record import this_host
+from .locks import MISSED_BEATS
 from .names import lock_name_for
 from .reentry import current_owner, holder_of
 from .reentry import holding as _holding

@@ -59,17 +59,14 @@ _INSTALL = "install it with: pip install 'labcache[sign]'"
 
 
 def env(name: str) -> str | None:
-    """An environment variable, read the cheap way (this runs on every hit).
+    """An environment variable, None when unset or empty (read on every hit,
+    so a variable set or unset while the kernel runs takes effect at once).
 
     Examples:
         >>> env("LABCACHE_SURELY_UNSET_VARIABLE") is None
         True
     """
-    try:  # the environment's own mapping: a fifth of os.environ.get's cost
-        raw = _ENVIRON_DATA.get(_ENCODE_KEY(name))
-        return os.environ.decodevalue(raw) if raw else None
-    except AttributeError:  # an os.environ without the CPython internals
-        return os.environ.get(name) or None
+    return os.environ.get(name) or None
 
 
 def signing_key_set() -> bool:
@@ -79,15 +76,7 @@ def signing_key_set() -> bool:
         >>> isinstance(signing_key_set(), bool)
         True
     """
-    try:
-        return bool(_ENVIRON_DATA.get(_SIGNING_NAME))
-    except AttributeError:
-        return bool(os.environ.get(SIGNING_KEY_VARIABLE))
-
-
-_ENVIRON_DATA: Any = getattr(os.environ, "_data", None)
-_ENCODE_KEY: Callable[[str], Any] = getattr(os.environ, "encodekey", str)
-_SIGNING_NAME: Any = _ENCODE_KEY(SIGNING_KEY_VARIABLE)
+    return env(SIGNING_KEY_VARIABLE) is not None
 
 
 def check_name(name: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from labcache import LocalStorage, cached
-from labcache.locks import LockRecord, this_host, this_user
+from labcache.lock_record import LockRecord, this_host, this_user
 from labcache.names import lock_name_for
 
 from . import _cli_workers

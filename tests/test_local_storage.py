@@ -20,7 +20,8 @@ import labcache
 from labcache import LocalStorage, open_storage
 from labcache.base import BaseSingleton
 from labcache.entry import decode, encode
-from labcache.locks import UNREADABLE_LOCK_TTL, LockRecord, this_host, this_user
+from labcache.lock_record import LockRecord, this_host, this_user
+from labcache.locks import UNREADABLE_LOCK_TTL
 from labcache.storage import default_storage, known_schemes
 from labcache.storage.local import CLAIM_STALE_SECONDS
 

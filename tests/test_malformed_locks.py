@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from labcache import LocalStorage, LockTimeout, cached
 from labcache.jupyter.listing import lock_rows
-from labcache.locks import UNREADABLE_LOCK_TTL, LockRecord, this_user
+from labcache.lock_record import LockRecord, this_user
+from labcache.locks import UNREADABLE_LOCK_TTL
 from labcache.names import lock_name_for
 
 from .test_cli import one_error_line, run, run_json, target

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from labcache import CacheWarning, InvalidNameError, StorageError, cached, entry, open_storage
-from labcache.locks import LockRecord
+from labcache.lock_record import LockRecord
 from tests import _workers
 from tests._procs import CTX, PATIENCE, collect, dead_pid, reaping
 from tests.services_s3 import CREDENTIALS, moto_endpoint, raw_client, require_s3

@@ -19,7 +19,7 @@ from labcache import LocalStorage, cached
 from labcache._stale import running_refreshes, wait_for_refreshes
 from labcache.errors import CacheWarning
 from labcache.jupyter.listing import lock_rows
-from labcache.locks import this_host, this_user
+from labcache.lock_record import this_host, this_user
 
 from . import _net_workers
 from ._procs import CTX, PATIENCE, collect, reaping

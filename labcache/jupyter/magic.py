@@ -31,7 +31,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from .._code import is_code
 from ..errors import UnhashableArgumentError, UnpicklableResultError
 from ..keys import hash_value, object_digest
-from ..locks import this_host, this_user
+from ..lock_record import this_host, this_user
 from ..protocol import Call, run_sync
 from ..report import reporter_for
 from .cells import analyze

@@ -35,13 +35,8 @@ from .._redact import redact_url as _redact
 from .._redact import scrub
 from ..base import EntryStat, Orphan
 from ..errors import StorageError
-from ..locks import (
-    MISSED_BEATS,
-    UNREADABLE_LOCK_TTL,
-    LockRecord,
-    RawLock,
-    RecordLockingStorage,
-)
+from ..lock_record import LockRecord
+from ..locks import MISSED_BEATS, UNREADABLE_LOCK_TTL, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
 from . import _redis_chunks
 from . import _redis_client as _client
