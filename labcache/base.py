@@ -49,6 +49,16 @@ class ReusedInstances(ABCMeta):
     spelled several ways (a relative and an absolute path, a URL option or a
     keyword) overrides ``_instance_key`` to normalize it.  A configuration
     that cannot be hashed (an existing client object) always builds anew.
+
+    Examples:
+        >>> class Folder(BaseSingleton):
+        ...     @classmethod
+        ...     def _instance_key(cls, path: str) -> str:
+        ...         return path.rstrip("/")
+        ...     def __init__(self, path: str) -> None:
+        ...         self.path = path
+        >>> Folder("/data/") is Folder("/data")
+        True
     """
 
     _instances: ClassVar[dict[Any, Any]] = {}
