@@ -24,12 +24,12 @@ speed; on random float64 neither saves anything worth the time.
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 from collections.abc import Iterator
 from typing import Any
 
+from ._reader import ForwardStream
 from .entry import upload_chunks
 from .errors import StorageError
 
@@ -90,6 +90,7 @@ def frame_chunks(file: object, compress: bool | str,
     ``zstandard``; ``False`` never compresses.
 
     Examples:
+        >>> import io
         >>> data = b"abc" * 700_000
         >>> framed = b"".join(frame_chunks(data, True))
         >>> len(framed) < len(data) // 10, bytes(open_frame(io.BytesIO(framed)).read()) == data
@@ -199,7 +200,7 @@ def _read_fully(stream: Any, size: int) -> bytes:
     return b"".join(pieces)
 
 
-class _Rewound(io.RawIOBase):
+class _Rewound(ForwardStream):
     """``stream`` with the bytes already read from it put back in front."""
 
     def __init__(self, stream: Any, first: bytes) -> None:
@@ -208,10 +209,6 @@ class _Rewound(io.RawIOBase):
         self._size = _remaining(stream)
         if self._size is not None:
             self._size += len(first)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer: Any) -> int:
         target = memoryview(buffer).cast("B")
@@ -232,19 +229,6 @@ class _Rewound(io.RawIOBase):
             return head + rest
         return super().read(size) or b""
 
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        """Reports positions only (the entry reader asks for the size)."""
-        if whence == io.SEEK_END and self._size is not None:
-            return self._size + offset
-        if whence == io.SEEK_SET and offset == self._pos:
-            return self._pos
-        if whence == io.SEEK_CUR and offset == 0:
-            return self._pos
-        raise io.UnsupportedOperation("a stored entry is read front to back only")
-
     def close(self) -> None:
         if not self.closed:
             self._stream.close()
@@ -261,18 +245,15 @@ def _remaining(stream: Any) -> int | None:
         return None
 
 
-class Unframed(io.RawIOBase):
+class Unframed(ForwardStream):
     """The entry inside a frame, block by block: raw blocks are read straight
     into the caller's buffer, compressed ones decompressed first."""
 
     def __init__(self, stream: Any, size: int) -> None:
         super().__init__()
-        self._stream, self._size, self._pos = stream, size, 0
+        self._stream, self._size = stream, size
         self._current, self._raw_left = memoryview(b""), 0
         self._decompressor: Any = None
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer: Any) -> int:
         target = memoryview(buffer).cast("B")
@@ -295,12 +276,6 @@ class Unframed(io.RawIOBase):
             done += taken
         self._pos += done
         return done
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            size = max(self._size - self._pos, 0)
-        buffer = bytearray(size)
-        return bytes(buffer[: self.readinto(buffer)])
 
     def _next_block(self) -> bool:
         head = _read_fully(self._stream, _BLOCK.size)
@@ -327,18 +302,6 @@ class Unframed(io.RawIOBase):
         except Exception:  # a damaged block: stop here, the reader sees a truncation
             return False
         return bool(len(self._current) == length)
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        """Reports positions only (the entry reader asks for the size)."""
-        if whence == io.SEEK_END:
-            return self._size + offset
-        if (whence == io.SEEK_SET and offset == self._pos) or \
-                (whence == io.SEEK_CUR and offset == 0):
-            return self._pos
-        raise io.UnsupportedOperation("a stored entry is read front to back only")
 
     def close(self) -> None:
         if not self.closed:

@@ -6,6 +6,7 @@ never allocates more than its source can still hold.
 
 from __future__ import annotations
 
+import io
 import mmap
 import os
 from collections.abc import Callable
@@ -13,11 +14,60 @@ from typing import Any
 
 from .errors import CorruptEntryError
 
-__all__ = ["Reader", "allocate"]
+__all__ = ["ForwardStream", "Reader", "allocate"]
 
 _HUGE_BUFFER = 4 * 2**20
 #: Read size for big buffers: small enough to hash while still in cache.
 _CHUNK = 256 * 2**10
+
+
+class ForwardStream(io.RawIOBase):
+    """A binary stream that is read front to back, once.
+
+    ``tell`` and ``seek`` only report positions: the entry reader asks for
+    the size that way, and nothing rewinds an entry.  A subclass implements
+    ``readinto`` (adding what it read to ``_pos``) and sets ``_size``, the
+    whole length, or None when it is unknown.
+
+    Examples:
+        >>> class Letters(ForwardStream):
+        ...     def __init__(self) -> None:
+        ...         super().__init__()
+        ...         self._size = 3
+        ...     def readinto(self, buffer):
+        ...         taken = min(len(buffer), self._size - self._pos)
+        ...         buffer[:taken] = b"abc"[self._pos:self._pos + taken]
+        ...         self._pos += taken
+        ...         return taken
+        >>> stream = Letters()
+        >>> stream.seek(0, io.SEEK_END), stream.read(), stream.tell()
+        (3, b'abc', 3)
+    """
+
+    _pos = 0
+    _size: int | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END and self._size is not None:
+            return self._size + offset
+        if (whence == io.SEEK_SET and offset == self._pos) or \
+                (whence == io.SEEK_CUR and offset == 0):
+            return self._pos
+        raise io.UnsupportedOperation("a stored entry is read front to back only")
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            if self._size is None:
+                return self.readall()
+            size = max(self._size - self._pos, 0)
+        buffer = bytearray(size)
+        return bytes(buffer[: self.readinto(buffer)])
 
 
 class Reader:

@@ -12,13 +12,13 @@ instead of mixing two versions.  Small objects cost one request, as before.
 from __future__ import annotations
 
 import collections
-import io
 import os
 import re
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .._reader import ForwardStream
 from ..errors import StorageError
 from ._s3_streams import Body
 
@@ -59,7 +59,7 @@ def _whole(storage: Any, key: str) -> Body:
     return Body(storage, key, response)
 
 
-class RangedBody(io.RawIOBase):
+class RangedBody(ForwardStream):
     """An object of ``total`` bytes read part by part, later parts fetched
     in parallel while earlier ones are consumed.  ``seek`` only reports
     positions (the entry reader asks for the size)."""
@@ -68,15 +68,13 @@ class RangedBody(io.RawIOBase):
                  part: int) -> None:
         super().__init__()
         self._storage, self._key, self._total, self._part = storage, key, total, part
+        self._size = total
         self._etag = str(first["ETag"])
         self._stream: Body | None = Body(storage, key, first)
         self._current = memoryview(b"")
         self._pending: collections.deque[Any] = collections.deque()
-        self._next, self._pos = int(first.get("ContentLength", part)), 0
+        self._next = int(first.get("ContentLength", part))
         self._schedule()
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer: Any) -> int:
         target = memoryview(buffer).cast("B")
@@ -101,23 +99,6 @@ class RangedBody(io.RawIOBase):
             done += taken
         self._pos += done
         return done
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            size = max(self._total - self._pos, 0)
-        buffer = bytearray(size)
-        return bytes(buffer[: self.readinto(buffer)])
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_END:
-            return self._total + offset
-        if (whence == io.SEEK_SET and offset == self._pos) or \
-                (whence == io.SEEK_CUR and offset == 0):
-            return self._pos
-        raise io.UnsupportedOperation("an S3 object is read front to back only")
 
     def close(self) -> None:
         if not self.closed:
