@@ -13,11 +13,12 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from . import entry, keys
 from .base import BaseStorage
+from .call import Call
 from .errors import warn
 from .explain import Explanation, entry_metadata, explain_call
 from .names import context_for
 from .options import CacheOptions
-from .protocol import Call, run_async, run_sync
+from .protocol import run_async, run_sync
 from .report import reporter_for
 from .transfer import MISS, load_entry, open_entry
 
@@ -256,12 +257,8 @@ class CachedFunction(Generic[R]):
         stale_after = options.stale_after
         return Call(
             storage=self.storage, context=self.context, key=key, function=name,
-            ttl=options.ttl, heartbeat_interval=options.heartbeat_interval,
-            wait_timeout=options.wait_timeout, expires_after=options.expires_after,
-            on_storage_error=options.on_storage_error,
+            options=options, reporter=reporter, force=force, looked=looked,
             metadata=functools.partial(entry_metadata, name, key, arguments, parts),
-            reporter=reporter, force=force, looked=looked,
-            mmap_mode=options.mmap_mode, stale_after=stale_after,
             on_stale=None if stale_after is None else
             functools.partial(self._refresh_stale, args, kwargs, arguments, key),
         )

@@ -15,7 +15,7 @@ import unicodedata
 from .errors import InvalidNameError
 
 __all__ = ["MAX_NAME_BYTES", "check_context", "check_entry_context", "check_name",
-           "context_for"]
+           "context_for", "lock_name_for"]
 
 #: The first part of a context that storages keep for their locks.
 LOCKS_FOLDER = "locks"
@@ -165,3 +165,14 @@ def _fail(name: str, what: str, why: str) -> None:
     raise InvalidNameError(
         f"invalid {what} {shown!r}: {why}; use letters, digits, '.', '_' or '-'"
     )
+
+
+def lock_name_for(context: str, key: str) -> str:
+    """The lock that guards one key: readable in listings, short enough for
+    any file system (the context is cut, the key never).
+
+    Examples:
+        >>> lock_name_for("team.train", "3fa2c1")
+        'team.train.3fa2c1'
+    """
+    return f"{context[:140]}.{key}"

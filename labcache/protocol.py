@@ -21,15 +21,16 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .base import BaseLockingStorage, BaseStorage, LockInfo
+from .base import BaseLockingStorage, LockInfo
+from .call import Call
 from .errors import LabcacheError, LockTimeout, ReentrantCallError, StorageError, warn
 from .locks import MISSED_BEATS, this_host
+from .names import lock_name_for
 from .reentry import current_owner, holder_of
 from .reentry import holding as _holding
-from .report import Reporter
 from .shield import Attempt, shielded
 from .transfer import (
     FAILURES_CONTEXT,
@@ -40,46 +41,13 @@ from .transfer import (
     store,
 )
 
-__all__ = ["FAILURES_CONTEXT", "MISS", "Call", "lock_name_for", "refresh_holding",
-           "run_async", "run_sync", "store"]
+__all__ = ["FAILURES_CONTEXT", "MISS", "lock_name_for", "refresh_holding", "run_async",
+           "run_sync", "store"]
 
 logger = logging.getLogger("labcache")
 
 #: Longest pause between two looks at a lock whose holder is on this host.
 _SAME_HOST_POLL = 0.1
-@dataclass
-class Call:
-    """Everything the protocol needs to know about one call."""
-
-    storage: BaseStorage
-    context: str
-    key: str
-    function: str
-    ttl: float
-    heartbeat_interval: float | None
-    wait_timeout: float
-    expires_after: float | None
-    on_storage_error: str
-    metadata: Callable[[], dict[str, Any]]  # built only when an entry is stored
-    reporter: Reporter
-    force: bool = False
-    looked: bool = False  # the caller already found no entry
-    mmap_mode: str | None = None
-    stale_after: float | None = None
-    on_stale: Callable[[], object] | None = None  # a hit older than stale_after calls it
-    computed: bool = False
-    value: Any = None
-    started: float = field(default_factory=time.time)
-
-    @property
-    def lock_name(self) -> str:
-        return lock_name_for(self.context, self.key)
-
-
-def lock_name_for(context: str, key: str) -> str:
-    """The lock that guards one key: readable in listings, short enough for
-    any file system (the context is cut, the key never)."""
-    return f"{context[:140]}.{key}"
 
 
 # -- steps the protocol yields --------------------------------------------------
@@ -220,7 +188,7 @@ def acquire_or_wait(call: Call) -> Protocol:
 
 def _outage(call: Call, exc: StorageError) -> Protocol:
     """The storage failed: raise, or warn and return an uncached result."""
-    if call.on_storage_error == "raise":
+    if call.options.on_storage_error == "raise":
         raise exc
     warn(f"{call.function}: the cache storage failed ({exc}); returning an "
          "uncached result. Pass on_storage_error='raise' to fail instead")
@@ -266,8 +234,8 @@ def _compute_if_won(call: Call, storage: BaseLockingStorage) -> Protocol:
     name = call.lock_name
     attempt = Attempt(functools.partial(_undo_acquire, storage, name))
     try:
-        won = yield _Op(storage.try_acquire_lock, (name, call.ttl, call.heartbeat_interval),
-                        attempt)
+        won = yield _Op(storage.try_acquire_lock,
+                        (name, call.options.ttl, call.options.heartbeat_interval), attempt)
         if not won:
             return False, None
         with _holding(storage, name):
@@ -337,7 +305,7 @@ def _wait_while_held(call: Call, storage: BaseLockingStorage) -> Protocol:
     poll, now = getattr(storage, "wake_poll_interval", 0.05), first
     while held:
         waited = time.monotonic() - began
-        if waited >= call.wait_timeout:
+        if waited >= call.options.wait_timeout:
             who = first.holder if first is not None else "another process"
             raise LockTimeout(
                 f"{call.function}: waited {waited:.0f} s (wait_timeout) for {who} "
@@ -346,7 +314,7 @@ def _wait_while_held(call: Call, storage: BaseLockingStorage) -> Protocol:
                 "storage.break_lock(name)"
             )
         call.reporter.waiting(first, waited)
-        pause = min(_until_stale(now, poll), call.wait_timeout - waited)
+        pause = min(_until_stale(now, poll), call.options.wait_timeout - waited)
         yield _Pause(storage, call.lock_name, pause)
         held, now = yield _Op(observe_lock, (storage, call.lock_name))
         if first is not None and now is not None and now.token != first.token:

@@ -89,13 +89,11 @@ def test_a_cell_gets_the_options_and_defaults_of_cached(shell, tmp_path):
     from labcache.jupyter.magic import CacheMagics, CellPlan
     from labcache.options import CacheOptions
 
-    line = f"total label --storage {(tmp_path / 'cells').as_uri()} --expires 60"
+    url = (tmp_path / "cells").as_uri()
     plan = CellPlan.prepare(shell, CELL.split("\n", 1)[1],
-                            parse_argstring(CacheMagics.cache, line))
-    defaults = CacheOptions()
-    assert plan.call.expires_after == 60
-    assert (plan.call.ttl, plan.call.heartbeat_interval, plan.call.wait_timeout) == \
-        (defaults.ttl, defaults.heartbeat_interval, defaults.wait_timeout)
+                            parse_argstring(CacheMagics.cache, f"total --storage {url} "
+                                                               "--expires 60"))
+    assert plan.call.options == CacheOptions(storage=url, expires_after=60)
 
 
 def test_storage_option(shell, tmp_path):

@@ -29,11 +29,12 @@ from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .._code import is_code
+from ..call import Call
 from ..errors import UnhashableArgumentError, UnpicklableResultError
 from ..keys import hash_value, object_digest
 from ..locks import this_host, this_user
 from ..options import CacheOptions
-from ..protocol import Call, run_sync
+from ..protocol import run_sync
 from ..report import reporter_for
 from .cells import analyze
 
@@ -108,10 +109,7 @@ class CellPlan:
                         names.attributes)
         call = Call(
             storage=_storage(settings), context=CELLS_CONTEXT, key=key,
-            function=f"%%cache {' '.join(variables)}".strip(), ttl=settings.ttl,
-            heartbeat_interval=settings.heartbeat_interval,
-            wait_timeout=settings.wait_timeout, expires_after=settings.expires_after,
-            on_storage_error=settings.on_storage_error,
+            function=f"%%cache {' '.join(variables)}".strip(), options=settings,
             metadata=lambda: _metadata(key, variables, code),
             reporter=reporter_for("%%cache", always_summarize=True),
         )
