@@ -14,7 +14,6 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 from . import entry, keys
 from .base import BaseStorage
 from .call import Call
-from .errors import warn
 from .explain import Explanation, entry_metadata, explain_call
 from .names import context_for
 from .options import CacheOptions
@@ -74,8 +73,6 @@ class CachedFunction(Generic[R]):
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         if self._is_async:
             call = self._prepare(args, kwargs)
-            if self._options.max_size is not None:
-                return _limited_async(self, call, args, kwargs)  # type: ignore[return-value]
             return run_async(call, self.__wrapped__, args, kwargs)  # type: ignore[return-value]
         arguments = self._bind(args, kwargs)
         identity = self._identity
@@ -100,10 +97,8 @@ class CachedFunction(Generic[R]):
             return result
         call = self._prepare(args, kwargs, arguments=arguments, key=key, looked=looked,
                              digests=digests)
-        result = run_sync(call, self.__wrapped__, args, kwargs)
-        if call.computed and options.max_size is not None:
-            _limit_size(self, call.key)
-        return result
+        computed: R = run_sync(call, self.__wrapped__, args, kwargs)
+        return computed
 
     def refresh(self, *args: Any, **kwargs: Any) -> R:
         """Recompute this call now and overwrite its entry (under the lock)."""
@@ -111,8 +106,6 @@ class CachedFunction(Generic[R]):
         if self._is_async:
             return run_async(call, self.__wrapped__, args, kwargs)  # type: ignore[return-value]
         result: R = run_sync(call, self.__wrapped__, args, kwargs)
-        if call.computed and self._options.max_size is not None:
-            _limit_size(self, call.key)
         return result
 
     # -- helpers -------------------------------------------------------------------
@@ -391,28 +384,6 @@ def _check_callable(func: object) -> None:
             "itself and pass the fixed arguments when you call it (they are part of the key)")
     if not callable(func) or not hasattr(func, "__qualname__"):
         raise TypeError(f"cached() needs a function, not {type(func).__name__}")
-
-
-def _limit_size(function: CachedFunction[Any], key: str) -> None:
-    """After a store: evict the function's least recently used entries past
-    ``max_size`` (never the one just stored); a failure here only warns."""
-    from .eviction import evict
-
-    try:
-        evict(function.storage, function.context, max_size=function._options.max_size,
-              keep=(key,))
-    except Exception as exc:
-        warn(f"{function._name}: could not keep the cache under max_size: {exc}")
-
-
-async def _limited_async(function: CachedFunction[Any], call: Call, args: tuple[Any, ...],
-                         kwargs: dict[str, Any]) -> Any:
-    import asyncio
-
-    result = await run_async(call, function.__wrapped__, args, kwargs)
-    if call.computed:
-        await asyncio.to_thread(_limit_size, function, call.key)
-    return result
 
 
 def _lookup(module: object, qualname: str) -> object:

@@ -47,6 +47,7 @@ class Call:
     looked: bool = False  # the caller already found no entry
     on_stale: Callable[[], object] | None = None  # a hit older than stale_after calls it
     computed: bool = False
+    stored: bool = False  # this call stored a new entry (see protocol._finished)
     value: Any = None
     started: float = field(default_factory=time.time)
 

@@ -13,6 +13,10 @@ waiting coroutine never blocks its event loop.  One call goes:
 4. if the holder failed, the waiters raise its recorded exception; if it
    died (stale lock) or left nothing, one of them takes the lock over;
 5. after ``wait_timeout`` a waiter raises ``LockTimeout`` naming the holder.
+
+Every call driven here (``run_sync``, ``run_async``, ``refresh_holding``)
+ends in ``_finished``: a call that stored an entry then runs
+``_after_store`` (eviction past ``max_size``), once its lock is given back.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ Protocol = Generator[Any, Any, Any]
 def run_sync(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> Any:
     """Drive the protocol in this thread."""
-    return _drive(acquire_or_wait(call), func, args, kwargs)
+    return _drive(_finished(call, acquire_or_wait(call)), func, args, kwargs)
 
 
 def refresh_holding(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
@@ -94,7 +98,7 @@ def refresh_holding(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
     storage = call.storage
     steps = _compute_holding(call, storage) if isinstance(storage, BaseLockingStorage) \
         else _compute_and_store(call)
-    return _drive(steps, func, args, kwargs)
+    return _drive(_finished(call, steps), func, args, kwargs)
 
 
 def _drive(steps: Protocol, func: Callable[..., Any], args: tuple[Any, ...],
@@ -130,7 +134,7 @@ async def run_async(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
     """Drive the protocol from a coroutine without blocking the event loop."""
     import asyncio  # only async callers pay for importing asyncio
 
-    steps = acquire_or_wait(call)
+    steps = _finished(call, acquire_or_wait(call))
     sent: Any = None
     thrown: BaseException | None = None
     try:
@@ -174,6 +178,30 @@ def _storage_op(op: _Op) -> Any:
 
 
 # -- the protocol ---------------------------------------------------------------------
+
+
+def _finished(call: Call, steps: Protocol) -> Protocol:
+    """``steps``, then what follows a stored entry; the one way every
+    driven call ends, whoever computed it (a call, a refresh, a background
+    refresh of a stale entry, a ``%%cache`` cell)."""
+    value = yield from steps
+    if call.stored:  # after the lock is released: waiters need not wait for this
+        yield _Op(_after_store, (call,))
+    return value
+
+
+def _after_store(call: Call) -> None:
+    """Keep the function's entries under ``max_size``: the least recently
+    used go, never the one just stored.  A failure here only warns."""
+    max_size = call.options.max_size
+    if max_size is None:
+        return
+    from .eviction import evict
+
+    try:
+        evict(call.storage, call.context, max_size=max_size, keep=(call.key,))
+    except Exception as exc:
+        warn(f"{call.function}: could not keep the cache under max_size: {exc}")
 
 
 def acquire_or_wait(call: Call) -> Protocol:
@@ -283,6 +311,7 @@ def _compute_and_store(call: Call, storage: BaseLockingStorage | None = None) ->
         if storage is not None:
             yield _Op(record_failure, (call, storage, exc))
         raise
+    call.stored = True
     call.reporter.computed(seconds)
     return value
 
