@@ -36,17 +36,9 @@ from .names import lock_name_for
 from .reentry import current_owner, holder_of
 from .reentry import holding as _holding
 from .shield import Attempt, shielded
-from .transfer import (
-    FAILURES_CONTEXT,
-    MISS,
-    load,
-    read_failure,
-    record_failure,
-    store,
-)
+from .transfer import MISS, load, read_failure, record_failure, store
 
-__all__ = ["FAILURES_CONTEXT", "MISS", "lock_name_for", "refresh_holding", "run_async",
-           "run_sync", "store"]
+__all__ = ["lock_name_for", "refresh_holding", "run_async", "run_sync"]
 
 logger = logging.getLogger("labcache")
 

@@ -17,8 +17,9 @@ from labcache import LocalStorage, cached
 from labcache.jupyter import listing
 from labcache.jupyter.widget import Monitor, monitor
 from labcache.locks import EntryStat, this_host, this_user
-from labcache.protocol import FAILURES_CONTEXT, lock_name_for
+from labcache.protocol import lock_name_for
 from labcache.report import stats
+from labcache.transfer import FAILURES_CONTEXT
 from tests._workers import FOREIGN_HOST, plant_stale_lock
 
 FRESH_KEY = "f" * 32

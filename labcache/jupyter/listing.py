@@ -36,8 +36,9 @@ from typing import Any
 from .. import entry
 from ..base import BaseLockingStorage, BaseStorage
 from ..locks import EntryStat
-from ..protocol import FAILURES_CONTEXT, lock_name_for
+from ..protocol import lock_name_for
 from ..report import format_seconds
+from ..transfer import FAILURES_CONTEXT
 
 __all__ = ["ENTRY_COLUMNS", "FUNCTION_COLUMNS", "LOCK_COLUMNS", "EntryView",
            "FunctionSummary", "LockView", "arguments_text", "can_list_locks", "describe",
