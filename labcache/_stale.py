@@ -31,9 +31,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import BaseLockingStorage
+from .call import Call
 from .errors import CacheWarning
 from .lock_record import this_host, this_user
-from .protocol import Call, refresh_holding
+from .protocol import refresh_holding
 from .report import Reporter
 
 __all__ = ["refresh_if_won", "running_refreshes", "wait_for_refreshes"]
@@ -54,7 +55,7 @@ def refresh_if_won(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
         if slot in _running:  # this process refreshes it already
             return False
     if isinstance(storage, BaseLockingStorage) and not storage.try_acquire_lock(
-            name, call.ttl, call.heartbeat_interval):  # type: ignore[arg-type]
+            name, call.options.ttl, call.options.heartbeat_interval):  # type: ignore[arg-type]
         _report_elsewhere(call, storage)
         return False
     target = _as_sync(func) if is_async else func
@@ -114,7 +115,7 @@ def _refresh(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
 def _still_stale(call: Call) -> bool:
     """Whether the entry is still older than ``stale_after`` (or gone)."""
     created = _created(call)
-    return created is None or time.time() - created > (call.stale_after or 0.0)
+    return created is None or time.time() - created > (call.options.stale_after or 0.0)
 
 
 def _created(call: Call) -> float | None:

@@ -3,31 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import inspect
 import sys
 import threading
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from collections.abc import Callable
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from . import entry, keys
 from .base import BaseStorage
-from .errors import warn
+from .call import Call
 from .explain import Explanation, entry_metadata, explain_call
-from .lock_record import check_lock_times
 from .names import context_for
-from .protocol import Call, run_async, run_sync
+from .options import CacheOptions
+from .protocol import run_async, run_sync
 from .report import reporter_for
 from .transfer import MISS, load_entry, open_entry
-
-if TYPE_CHECKING:
-    import inspect
 
 __all__ = ["CachedFunction", "cached"]
 
 R = TypeVar("R")
-_ON_STORAGE_ERROR = ("compute", "raise")
-_CODE_CHANGES = ("recompute", "keep")
-_OPTIONAL_SECONDS = ("heartbeat_interval", "expires_after", "stale_after")
+P = ParamSpec("P")
 
 
 class CachedFunction(Generic[R]):
@@ -35,7 +32,8 @@ class CachedFunction(Generic[R]):
 
     Calling it returns the cached result or computes it under the
     acquire-or-wait protocol.  Its helper methods take the same arguments as
-    the function itself.
+    the function itself; ``options`` are the validated
+    [CacheOptions][labcache.options.CacheOptions] it was made with.
 
     Examples:
         >>> import tempfile
@@ -49,43 +47,16 @@ class CachedFunction(Generic[R]):
         (True, False)
     """
 
-    def __init__(
-        self,
-        func: Callable[..., R],
-        *,
-        storage: BaseStorage | str | None = None,
-        ttl: float = 3600,
-        heartbeat_interval: float | None = 30,
-        wait_timeout: float = 7200,
-        ignore: Iterable[str] = (),
-        version: object = None,
-        on_storage_error: str = "compute",
-        expires_after: float | None = None,
-        mmap_mode: str | None = None,
-        max_size: str | int | None = None,
-        packages: Iterable[str] = (),
-        code_changes: str = "recompute",
-        stale_after: float | None = None,
-    ) -> None:
+    def __init__(self, func: Callable[..., R], options: CacheOptions | None = None) -> None:
         _check_callable(func)
         functools.update_wrapper(self, func)
         self.__wrapped__ = func
-        import inspect  # at decoration, not at `import labcache`
-
         self._signature = inspect.signature(func)
-        # One parameter name alone is a name, not a sequence of letters.
-        self._ignore = (ignore,) if isinstance(ignore, str) else tuple(ignore)
+        self._options = options = options or CacheOptions()
+        options.check_parameters(self._signature, func.__qualname__)
         parameters = self._signature.parameters.values()
-        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters) and not self._ignore
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters) and not options.ignore
         self._plain_parameters = tuple(self._signature.parameters) if plain else None
-        self._options: dict[str, Any] = dict(
-            storage=storage, ttl=ttl, heartbeat_interval=heartbeat_interval,
-            wait_timeout=wait_timeout, ignore=self._ignore, version=version,
-            on_storage_error=on_storage_error, expires_after=expires_after,
-            mmap_mode=mmap_mode, max_size=max_size, packages=packages,
-            code_changes=code_changes, stale_after=stale_after,
-        )
-        _check_options(func, self._signature, self._options)
         # Spawned workers import a script as __mp_main__: the same module.
         module = "__main__" if func.__module__ == "__mp_main__" else func.__module__ or ""
         self.context = context_for(module, func.__qualname__)
@@ -102,8 +73,6 @@ class CachedFunction(Generic[R]):
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         if self._is_async:
             call = self._prepare(args, kwargs)
-            if self._options["max_size"] is not None:
-                return _limited_async(self, call, args, kwargs)  # type: ignore[return-value]
             return run_async(call, self.__wrapped__, args, kwargs)  # type: ignore[return-value]
         arguments = self._bind(args, kwargs)
         identity = self._identity
@@ -112,12 +81,12 @@ class CachedFunction(Generic[R]):
         digests = keys.argument_digests(arguments)
         key = keys.key_from_digests(identity.digest, digests)
         options = self._options
-        stale_after = options["stale_after"]
+        stale_after = options.stale_after
         on_stale = None if stale_after is None else \
             functools.partial(self._refresh_stale, args, kwargs, arguments, key)
         try:  # a hit goes no further: no protocol, no lock, no Call object
             found = load_entry(self.storage, key, self.context, self._name,
-                               options["expires_after"], None, options["mmap_mode"],
+                               options.expires_after, None, options.mmap_mode,
                                stale_after, on_stale)
         except Exception:  # a storage problem: the protocol reports or works around it
             found, looked = MISS, False
@@ -128,10 +97,8 @@ class CachedFunction(Generic[R]):
             return result
         call = self._prepare(args, kwargs, arguments=arguments, key=key, looked=looked,
                              digests=digests)
-        result = run_sync(call, self.__wrapped__, args, kwargs)
-        if call.computed and options["max_size"] is not None:
-            _limit_size(self, call.key)
-        return result
+        computed: R = run_sync(call, self.__wrapped__, args, kwargs)
+        return computed
 
     def refresh(self, *args: Any, **kwargs: Any) -> R:
         """Recompute this call now and overwrite its entry (under the lock)."""
@@ -139,8 +106,6 @@ class CachedFunction(Generic[R]):
         if self._is_async:
             return run_async(call, self.__wrapped__, args, kwargs)  # type: ignore[return-value]
         result: R = run_sync(call, self.__wrapped__, args, kwargs)
-        if call.computed and self._options["max_size"] is not None:
-            _limit_size(self, call.key)
         return result
 
     # -- helpers -------------------------------------------------------------------
@@ -175,7 +140,7 @@ class CachedFunction(Generic[R]):
         storage = self.storage
         if not storage.check_if_exists(key, self.context):
             return False
-        expires_after = self._options["expires_after"]
+        expires_after = self._options.expires_after
         if expires_after is None:
             return True
         return not self._expired(storage, key, expires_after)
@@ -201,27 +166,30 @@ class CachedFunction(Generic[R]):
         return removed
 
     @property
+    def options(self) -> CacheOptions:
+        """The validated options this function was decorated with."""
+        return self._options
+
+    @property
     def storage(self) -> BaseStorage:
         """The storage this function's entries live in."""
-        spec = self._options["storage"]
-        if isinstance(spec, BaseStorage):
+        spec = self._options.storage
+        if isinstance(spec, BaseStorage):  # on every hit: the quick case first
             return spec
-        from .storage import default_storage, open_storage
-
         if spec is None:
-            return default_storage()
-        if self._opened is None:
-            self._opened = open_storage(spec)
+            return self._options.open_storage()  # the default storage of this moment
+        if self._opened is None:  # a URL is opened once, at first use
+            self._opened = self._options.open_storage()
         return self._opened
 
     # -- Python plumbing -------------------------------------------------------------
 
-    def __setstate__(self, state: tuple[Callable[..., R], dict[str, Any], bytes,
+    def __setstate__(self, state: tuple[Callable[..., R], CacheOptions, bytes,
                                         dict[str, str]]) -> None:
         from ._watch import Watch
 
         func, options, digest, parts = state
-        self.__init__(func, **options)  # type: ignore[misc]
+        self.__init__(func, options)  # type: ignore[misc]
         # The caller's identity, watching nothing: a worker keys every call
         # exactly as the caller did, whatever it can or cannot see of the code.
         self._identity = keys.Identity(digest, parts, Watch())
@@ -249,8 +217,8 @@ class CachedFunction(Generic[R]):
         if known is not None and known.watch.unchanged():
             return known
         options = self._options
-        fresh = keys.code_identity(self.__wrapped__, options["version"], options["packages"],
-                                   keep_across_edits=options["code_changes"] == "keep")
+        fresh = keys.code_identity(self.__wrapped__, options.version, options.packages,
+                                   keep_across_edits=options.code_changes == "keep")
         if known is not None and fresh.digest != known.digest:
             self._changed = sorted(name for name in {*known.parts, *fresh.parts}
                                    if known.parts.get(name) != fresh.parts.get(name))
@@ -263,7 +231,7 @@ class CachedFunction(Generic[R]):
             # Every parameter given by position: what Signature.bind would
             # return, at a tenth of its cost (this runs on every hit).
             return dict(zip(plain, args, strict=True))
-        return keys.bind_arguments(self._signature, args, kwargs, self._ignore)
+        return keys.bind_arguments(self._signature, args, kwargs, self._options.ignore)
 
     def _prepare(self, args: tuple[Any, ...], kwargs: dict[str, Any], force: bool = False,
                  arguments: dict[str, Any] | None = None, key: str | None = None,
@@ -279,15 +247,11 @@ class CachedFunction(Generic[R]):
         if self._changed:  # cheap to know: this process saw the code change
             reporter.reason = f"{', '.join(self._changed)} changed"
             self._changed = []
-        stale_after = options["stale_after"]
+        stale_after = options.stale_after
         return Call(
             storage=self.storage, context=self.context, key=key, function=name,
-            ttl=options["ttl"], heartbeat_interval=options["heartbeat_interval"],
-            wait_timeout=options["wait_timeout"], expires_after=options["expires_after"],
-            on_storage_error=options["on_storage_error"],
+            options=options, reporter=reporter, force=force, looked=looked,
             metadata=functools.partial(entry_metadata, name, key, arguments, parts),
-            reporter=reporter, force=force, looked=looked,
-            mmap_mode=options["mmap_mode"], stale_after=stale_after,
             on_stale=None if stale_after is None else
             functools.partial(self._refresh_stale, args, kwargs, arguments, key),
         )
@@ -347,61 +311,45 @@ class _BoundCached:
         return (_BoundCached, (self._cached, self._instance))
 
 
-@overload
-def cached(func: Callable[..., R], /) -> CachedFunction[R]: ...
+class _Cached(Protocol[P]):
+    """What ``cached`` is to a type checker: ``@cached`` over a function, or
+    ``@cached(**options)`` with the parameters ``P`` of ``CacheOptions``."""
+
+    # The overlap mypy sees cannot happen: P holds keyword-only parameters,
+    # so a function given by position only ever matches the first overload.
+    @overload
+    def __call__(self, func: Callable[..., R], /) -> CachedFunction[R]:  # type: ignore[overload-overlap]
+        ...
+
+    @overload
+    def __call__(self, *args: P.args,
+                 **options: P.kwargs) -> Callable[[Callable[..., R]], CachedFunction[R]]: ...
 
 
-@overload
-def cached(
-    func: None = None, /, *, storage: BaseStorage | str | None = None, ttl: float = 3600,
-    heartbeat_interval: float | None = 30, wait_timeout: float = 7200,
-    ignore: Iterable[str] = (), version: object = None, on_storage_error: str = "compute",
-    expires_after: float | None = None, mmap_mode: str | None = None,
-    max_size: str | int | None = None, packages: Iterable[str] = (),
-    code_changes: str = "recompute", stale_after: float | None = None,
-) -> Callable[[Callable[..., R]], CachedFunction[R]]: ...
+def _takes_options(
+        options: Callable[P, CacheOptions]) -> Callable[[Callable[..., Any]], _Cached[P]]:
+    """Give ``cached`` the keyword parameters of ``CacheOptions``, written once
+    there: to type checkers through ``P``, at run time as ``__signature__``
+    (``help()``, Jupyter's Shift-Tab).  See ``labcache.options`` for why."""
+
+    def with_options(decorator: Callable[..., Any]) -> _Cached[P]:
+        own = inspect.signature(decorator)
+        parameters = [own.parameters["func"], *inspect.signature(options).parameters.values()]
+        decorator.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
+        return decorator
+
+    return with_options
 
 
+@_takes_options(CacheOptions)
 def cached(func: Callable[..., R] | None = None, /, **options: Any) -> Any:
     """Cache a function's results; one process computes, the others wait.
 
     Keyword Args:
-        storage (BaseStorage | str | None): a storage instance or URL
-            (``file:///…``); default ``LABCACHE_STORAGE`` or a folder in the
-            user cache dir.
-        ttl (float): seconds after which a lock without heartbeat counts as
-            dead (default 3600).
-        heartbeat_interval (float | None): seconds between heartbeats of a
-            held lock (default 30; None turns them off); a holder that misses
-            3 beats is taken over.
-        wait_timeout (float): seconds to wait for another holder before
-            ``LockTimeout`` (default 7200).
-        ignore (tuple[str, ...]): parameter names left out of the key
-            (``verbose``, ``n_jobs``).
-        version (object): bump it to get new keys without editing the source.
-        on_storage_error (str): ``"compute"`` (default: warn and compute
-            uncached) or ``"raise"``.
-        expires_after (float | None): entries older than this many seconds
-            count as misses.
-        stale_after (float | None): entries older than this many seconds are
-            still returned at once, while the one caller that wins the lock
-            recomputes and replaces them in a background thread (the others
-            never wait); a failed refresh keeps the old entry and warns.  A
-            process finishes its refreshes before it exits.
-        mmap_mode (str | None): ``"r"`` (read-only) or ``"c"`` (copy on
-            write) to memory-map array data of hits from a ``LocalStorage``
-            instead of reading it, like ``joblib.Memory(mmap_mode=)``; other
-            storages load normally.
-        max_size (str | int | None): keep this function's entries under this
-            size (``"5GB"``, ``"500 MB"``, ``"1.5GiB"`` or bytes): after a new
-            entry is stored, the least recently used ones are evicted.
-        packages (tuple[str, ...]): distributions whose installed versions
-            are part of the key (``("pandas",)``): upgrading one recomputes.
-        code_changes (str): ``"recompute"`` (default): editing the function or
-            anything user-written it uses gives new keys.  ``"keep"``: keys
-            are the function's name, ``version`` and arguments only, so
-            entries survive edits; results of old code come back until you
-            bump ``version`` or ``clear()`` (see docs/keys.md).
+        **options: the fields of [CacheOptions][labcache.options.CacheOptions]
+            (``storage``, ``ttl``, ``ignore``, ``max_size``, ...), with their
+            defaults and meanings there.  A bad value raises ``TypeError`` or
+            ``ValueError`` here, not at the first call.
 
     Examples:
         >>> import tempfile
@@ -414,18 +362,19 @@ def cached(func: Callable[..., R] | None = None, /, **options: Any) -> Any:
         >>> slow_add(1), slow_add(a=1, verbose=True), slow_add(1, b=1), len(calls)
         (2, 2, 2, 1)
     """
+    settings = CacheOptions.named(options)
     if func is not None:
-        return _decorate(func, options)
-    return functools.partial(_decorate, options=options)
+        return _decorate(func, settings)
+    return functools.partial(_decorate, options=settings)
 
 
-def _decorate(func: Any, options: dict[str, Any]) -> Any:
+def _decorate(func: Any, options: CacheOptions) -> Any:
     """``CachedFunction(func)``; under a ``staticmethod`` or ``classmethod``
     (``@cached`` written above it), the cache goes inside and the method kind
     stays outside, so the class still binds it as written."""
     if isinstance(func, (staticmethod, classmethod)):
-        return type(func)(CachedFunction(func.__func__, **options))
-    return CachedFunction(func, **options)
+        return type(func)(CachedFunction(func.__func__, options))
+    return CachedFunction(func, options)
 
 
 def _check_callable(func: object) -> None:
@@ -435,70 +384,6 @@ def _check_callable(func: object) -> None:
             "itself and pass the fixed arguments when you call it (they are part of the key)")
     if not callable(func) or not hasattr(func, "__qualname__"):
         raise TypeError(f"cached() needs a function, not {type(func).__name__}")
-
-
-def _check_options(func: Callable[..., Any], signature: inspect.Signature,
-                   options: dict[str, Any]) -> None:
-    unknown = [name for name in options["ignore"] if name not in signature.parameters]
-    if unknown:
-        raise ValueError(
-            f"ignore={options['ignore']!r} names {unknown!r}, which "
-            f"{func.__qualname__} has no parameter of; pass parameter names"
-        )
-    if options["code_changes"] not in _CODE_CHANGES:
-        raise ValueError(f"code_changes must be one of {_CODE_CHANGES}, "
-                         f"not {options['code_changes']!r}")
-    if isinstance(options["packages"], str) or not all(
-            isinstance(p, str) for p in options["packages"]):
-        raise TypeError("packages must be a tuple of distribution names, e.g. ('pandas',)")
-    options["packages"] = tuple(options["packages"])
-    if options["on_storage_error"] not in _ON_STORAGE_ERROR:
-        raise ValueError(f"on_storage_error must be one of {_ON_STORAGE_ERROR}, "
-                         f"not {options['on_storage_error']!r}")
-    for name in ("ttl", "wait_timeout", "heartbeat_interval", "expires_after", "stale_after"):
-        _check_seconds(name, options[name], optional=name in _OPTIONAL_SECONDS)
-    check_lock_times(options["ttl"], options["heartbeat_interval"])  # what a lock may carry
-    if options["max_size"] is not None:  # bytes from now on: "5GB" is parsed once
-        from .eviction import parse_size
-
-        options["max_size"] = parse_size(options["max_size"])
-    if options["mmap_mode"] not in (None, "r", "c"):
-        raise ValueError(f"mmap_mode must be None, 'r' or 'c', not {options['mmap_mode']!r}")
-    storage = options["storage"]
-    if storage is not None and not isinstance(storage, (BaseStorage, str)):
-        raise TypeError(f"storage must be a storage or a URL string, not {type(storage).__name__}")
-
-
-def _check_seconds(name: str, value: object, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds{' or None' if optional else ''}, "
-                        f"not {type(value).__name__} {value!r}")
-    if not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-
-
-def _limit_size(function: CachedFunction[Any], key: str) -> None:
-    """After a store: evict the function's least recently used entries past
-    ``max_size`` (never the one just stored); a failure here only warns."""
-    from .eviction import evict
-
-    try:
-        evict(function.storage, function.context, max_size=function._options["max_size"],
-              keep=(key,))
-    except Exception as exc:
-        warn(f"{function._name}: could not keep the cache under max_size: {exc}")
-
-
-async def _limited_async(function: CachedFunction[Any], call: Call, args: tuple[Any, ...],
-                         kwargs: dict[str, Any]) -> Any:
-    import asyncio
-
-    result = await run_async(call, function.__wrapped__, args, kwargs)
-    if call.computed:
-        await asyncio.to_thread(_limit_size, function, call.key)
-    return result
 
 
 def _lookup(module: object, qualname: str) -> object:
@@ -535,7 +420,7 @@ def _by_value(function: CachedFunction[Any]) -> tuple[Any, ...]:
     bytes, cached functions refer to each other directly, so recursion and
     mutual references pickle once.
     """
-    options = dict(function._options, storage=function.storage)
+    options = dataclasses.replace(function._options, storage=function.storage)
     identity = function._function_identity()
     state = (function.__wrapped__, options, identity.digest, dict(identity.parts))
     if getattr(_pickling, "active", False):  # already inside the cloudpickle stream
@@ -565,8 +450,6 @@ def _empty() -> CachedFunction[Any]:
 
 def _mark_coroutine_function(obj: object) -> None:
     """Make ``inspect``/``asyncio.iscoroutinefunction`` recognise ``obj``."""
-    import inspect
-
     if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
         inspect.markcoroutinefunction(obj)  # type: ignore[arg-type,unused-ignore]
     else:

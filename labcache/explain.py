@@ -84,7 +84,7 @@ def explain_call(function: CachedFunction[Any], args: tuple[Any, ...],
     key, parts = call_parts(function, args, kwargs)
     storage, context, name = function.storage, function.context, function._name
     if storage.check_if_exists(key, context):
-        expires_after = function._options["expires_after"]
+        expires_after = function.options.expires_after
         if expires_after is None or not function._expired(storage, key, expires_after):
             return Explanation(name, key, hit=True)
         return Explanation(name, key, hit=False, note=(

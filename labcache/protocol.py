@@ -13,6 +13,10 @@ waiting coroutine never blocks its event loop.  One call goes:
 4. if the holder failed, the waiters raise its recorded exception; if it
    died (stale lock) or left nothing, one of them takes the lock over;
 5. after ``wait_timeout`` a waiter raises ``LockTimeout`` naming the holder.
+
+Every call driven here (``run_sync``, ``run_async``, ``refresh_holding``)
+ends in ``_finished``: a call that stored an entry then runs
+``_after_store`` (eviction past ``max_size``), once its lock is given back.
 """
 
 from __future__ import annotations
@@ -21,61 +25,25 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .base import BaseLockingStorage, BaseStorage, LockInfo
+from .base import BaseLockingStorage, LockInfo
+from .call import Call
 from .errors import LabcacheError, LockTimeout, ReentrantCallError, StorageError, warn
 from .lock_record import this_host
 from .locks import MISSED_BEATS
-from .names import lock_name_for
 from .reentry import current_owner, holder_of
 from .reentry import holding as _holding
-from .report import Reporter
 from .shield import Attempt, shielded
-from .transfer import (
-    FAILURES_CONTEXT,
-    MISS,
-    load,
-    read_failure,
-    record_failure,
-    store,
-)
+from .transfer import MISS, load, read_failure, record_failure, store
 
-__all__ = ["FAILURES_CONTEXT", "MISS", "Call", "refresh_holding",
-           "run_async", "run_sync", "store"]
+__all__ = ["refresh_holding", "run_async", "run_sync"]
 
 logger = logging.getLogger("labcache")
 
 #: Longest pause between two looks at a lock whose holder is on this host.
 _SAME_HOST_POLL = 0.1
-@dataclass
-class Call:
-    """Everything the protocol needs to know about one call."""
-
-    storage: BaseStorage
-    context: str
-    key: str
-    function: str
-    ttl: float
-    heartbeat_interval: float | None
-    wait_timeout: float
-    expires_after: float | None
-    on_storage_error: str
-    metadata: Callable[[], dict[str, Any]]  # built only when an entry is stored
-    reporter: Reporter
-    force: bool = False
-    looked: bool = False  # the caller already found no entry
-    mmap_mode: str | None = None
-    stale_after: float | None = None
-    on_stale: Callable[[], object] | None = None  # a hit older than stale_after calls it
-    computed: bool = False
-    value: Any = None
-    started: float = field(default_factory=time.time)
-
-    @property
-    def lock_name(self) -> str:
-        return lock_name_for(self.context, self.key)
 
 
 # -- steps the protocol yields --------------------------------------------------
@@ -111,7 +79,7 @@ Protocol = Generator[Any, Any, Any]
 def run_sync(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> Any:
     """Drive the protocol in this thread."""
-    return _drive(acquire_or_wait(call), func, args, kwargs)
+    return _drive(_finished(call, acquire_or_wait(call)), func, args, kwargs)
 
 
 def refresh_holding(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
@@ -122,7 +90,7 @@ def refresh_holding(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
     storage = call.storage
     steps = _compute_holding(call, storage) if isinstance(storage, BaseLockingStorage) \
         else _compute_and_store(call)
-    return _drive(steps, func, args, kwargs)
+    return _drive(_finished(call, steps), func, args, kwargs)
 
 
 def _drive(steps: Protocol, func: Callable[..., Any], args: tuple[Any, ...],
@@ -158,7 +126,7 @@ async def run_async(call: Call, func: Callable[..., Any], args: tuple[Any, ...],
     """Drive the protocol from a coroutine without blocking the event loop."""
     import asyncio  # only async callers pay for importing asyncio
 
-    steps = acquire_or_wait(call)
+    steps = _finished(call, acquire_or_wait(call))
     sent: Any = None
     thrown: BaseException | None = None
     try:
@@ -204,6 +172,30 @@ def _storage_op(op: _Op) -> Any:
 # -- the protocol ---------------------------------------------------------------------
 
 
+def _finished(call: Call, steps: Protocol) -> Protocol:
+    """``steps``, then what follows a stored entry; the one way every
+    driven call ends, whoever computed it (a call, a refresh, a background
+    refresh of a stale entry, a ``%%cache`` cell)."""
+    value = yield from steps
+    if call.stored:  # after the lock is released: waiters need not wait for this
+        yield _Op(_after_store, (call,))
+    return value
+
+
+def _after_store(call: Call) -> None:
+    """Keep the function's entries under ``max_size``: the least recently
+    used go, never the one just stored.  A failure here only warns."""
+    max_size = call.options.max_size
+    if max_size is None:
+        return
+    from .eviction import evict
+
+    try:
+        evict(call.storage, call.context, max_size=max_size, keep=(call.key,))
+    except Exception as exc:
+        warn(f"{call.function}: could not keep the cache under max_size: {exc}")
+
+
 def acquire_or_wait(call: Call) -> Protocol:
     """The whole protocol for one call, with storage outages handled."""
     try:
@@ -216,7 +208,7 @@ def acquire_or_wait(call: Call) -> Protocol:
 
 def _outage(call: Call, exc: StorageError) -> Protocol:
     """The storage failed: raise, or warn and return an uncached result."""
-    if call.on_storage_error == "raise":
+    if call.options.on_storage_error == "raise":
         raise exc
     warn(f"{call.function}: the cache storage failed ({exc}); returning an "
          "uncached result. Pass on_storage_error='raise' to fail instead")
@@ -262,8 +254,8 @@ def _compute_if_won(call: Call, storage: BaseLockingStorage) -> Protocol:
     name = call.lock_name
     attempt = Attempt(functools.partial(_undo_acquire, storage, name))
     try:
-        won = yield _Op(storage.try_acquire_lock, (name, call.ttl, call.heartbeat_interval),
-                        attempt)
+        won = yield _Op(storage.try_acquire_lock,
+                        (name, call.options.ttl, call.options.heartbeat_interval), attempt)
         if not won:
             return False, None
         with _holding(storage, name):
@@ -311,6 +303,7 @@ def _compute_and_store(call: Call, storage: BaseLockingStorage | None = None) ->
         if storage is not None:
             yield _Op(record_failure, (call, storage, exc))
         raise
+    call.stored = True
     call.reporter.computed(seconds)
     return value
 
@@ -333,7 +326,7 @@ def _wait_while_held(call: Call, storage: BaseLockingStorage) -> Protocol:
     poll, now = storage.wake_poll_interval, first
     while held:
         waited = time.monotonic() - began
-        if waited >= call.wait_timeout:
+        if waited >= call.options.wait_timeout:
             who = first.holder if first is not None else "another process"
             raise LockTimeout(
                 f"{call.function}: waited {waited:.0f} s (wait_timeout) for {who} "
@@ -342,7 +335,7 @@ def _wait_while_held(call: Call, storage: BaseLockingStorage) -> Protocol:
                 "storage.break_lock(name)"
             )
         call.reporter.waiting(first, waited)
-        pause = min(_until_stale(now, poll), call.wait_timeout - waited)
+        pause = min(_until_stale(now, poll), call.options.wait_timeout - waited)
         yield _Pause(storage, call.lock_name, pause)
         held, now = yield _Op(observe_lock, (storage, call.lock_name))
         if first is not None and now is not None and now.token != first.token:

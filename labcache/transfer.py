@@ -12,15 +12,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import entry, signing
 from .base import BaseLockingStorage, BaseStorage, LockInfo
+from .call import Call
 from .errors import CorruptEntryError, LabcacheError, warn
 from .report import Reporter, reporter_for
-
-if TYPE_CHECKING:
-    from .protocol import Call
 
 __all__ = ["FAILURES_CONTEXT", "MISS", "load", "load_entry", "open_entry",
            "read_failure", "record_failure", "store"]
@@ -47,9 +45,10 @@ def load(call: Call) -> Any:
     """
     if signing.signing_key_set():
         signing.current_signer()  # one stat while the file is unchanged
+    options = call.options
     return load_entry(call.storage, call.key, call.context, call.function,
-                      call.expires_after, call.reporter, call.mmap_mode,
-                      call.stale_after, call.on_stale)
+                      options.expires_after, call.reporter, options.mmap_mode,
+                      options.stale_after, call.on_stale)
 
 
 def load_entry(storage: BaseStorage, key: str, context: str, function: str,

@@ -160,11 +160,14 @@ def test_waiter_loads_what_the_holder_stored(storage):
     waiter.start()
     time.sleep(0.3)
     # Play the holder: store the entry, then release.
-    from labcache.protocol import Call, store
+    from labcache.call import Call
+    from labcache.options import CacheOptions
     from labcache.report import Reporter
+    from labcache.transfer import store
 
-    call = Call(storage, value.context, value.key(2), "value", 3600, None, 60, None,
-                "compute", dict, Reporter("value"))
+    call = Call(storage=storage, context=value.context, key=value.key(2), function="value",
+                options=CacheOptions(heartbeat_interval=None, wait_timeout=60),
+                metadata=dict, reporter=Reporter("value"))
     store(call, "from-holder", 0.1)
     storage.release_lock(name)
     waiter.join(10)

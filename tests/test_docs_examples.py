@@ -114,3 +114,16 @@ def test_fences_are_found(tmp_path: Path) -> None:
         (6, False, "y = ...\n"),
         (9, False, "```python\nnot a block of its own\n```\n"),
     ]
+
+
+def test_the_options_table_names_every_option_with_its_default() -> None:
+    from dataclasses import fields
+
+    from labcache.options import CacheOptions
+
+    text = (DOCS / "index.md").read_text()
+    section = text[text.index("## Options of `@cached`"):]
+    table = section[:section.index("\n## ")]
+    rows = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", table, re.MULTILINE))
+    assert rows == {f.name: repr(f.default).replace("'", '"') for f in fields(CacheOptions)}
+

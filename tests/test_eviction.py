@@ -207,6 +207,48 @@ def test_max_size_on_an_async_function(storage: LocalStorage) -> None:
     assert limited.is_cached(3)
 
 
+def _over_the_limit(storage: LocalStorage, func: Any) -> None:
+    """Store four entries of ``func`` without a limit (about 16 kB)."""
+    unlimited = cached(storage=storage)(func)
+    for i in range(4):
+        result = unlimited(i)
+        if asyncio.iscoroutine(result):
+            asyncio.run(result)
+    assert _total(storage, unlimited.context) > 9000
+
+
+def _total(storage: LocalStorage, context: str) -> int:
+    return sum(s.size or 0 for s in storage.describe_entries(context))
+
+
+async def _ablob(i: int) -> bytes:
+    return _blob(i)
+
+
+@pytest.mark.parametrize("func", [_blob, _ablob], ids=["sync", "async"])
+def test_refresh_keeps_a_function_under_max_size(storage: LocalStorage, func: Any) -> None:
+    _over_the_limit(storage, func)
+    limited = cached(storage=storage, max_size="9kB")(func)
+    result = limited.refresh(3)
+    assert (asyncio.run(result) if asyncio.iscoroutine(result) else result) == _blob(3)
+    assert _total(storage, limited.context) <= 9000
+    assert limited.is_cached(3)  # the entry just stored stays
+
+
+def test_a_stale_refresh_keeps_a_function_under_max_size(storage: LocalStorage) -> None:
+    from labcache._stale import wait_for_refreshes
+
+    _over_the_limit(storage, _blob)
+    stored_by = time.time()  # every entry was created before this
+    limited = cached(storage=storage, max_size="9kB", stale_after=0.001)(_blob)
+    while time.time() - stored_by <= 0.001:  # every entry is stale from now on
+        time.sleep(0.001)
+    assert limited(3) == _blob(3)  # the stale entry, refreshed in the background
+    assert wait_for_refreshes(timeout=30)
+    assert _total(storage, limited.context) <= 9000
+    assert limited.is_cached(3)
+
+
 def test_max_size_refuses_nonsense_at_decoration(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot read 'big' as a size"):
         cached(storage=LocalStorage(tmp_path), max_size="big")(_blob)

@@ -83,6 +83,19 @@ def test_editing_the_cell_recomputes(shell):
     assert (shell.user_ns["total"], runs(shell)) == (6, 2)
 
 
+def test_a_cell_gets_the_options_and_defaults_of_cached(shell, tmp_path):
+    from IPython.core.magic_arguments import parse_argstring
+
+    from labcache.jupyter.magic import CacheMagics, CellPlan
+    from labcache.options import CacheOptions
+
+    url = (tmp_path / "cells").as_uri()
+    plan = CellPlan.prepare(shell, CELL.split("\n", 1)[1],
+                            parse_argstring(CacheMagics.cache, f"total --storage {url} "
+                                                               "--expires 60"))
+    assert plan.call.options == CacheOptions(storage=url, expires_after=60)
+
+
 def test_storage_option(shell, tmp_path):
     url = (tmp_path / "cells").as_uri()
     shell.user_ns["size"] = 4
@@ -93,6 +106,8 @@ def test_storage_option(shell, tmp_path):
 @pytest.mark.parametrize(("cell", "message"), [
     ("%%cache missing\nx = 1", "never assigns 'missing'"),
     ("%%cache --ttl soon x\nx = 1", "invalid float value"),
+    ("%%cache --ttl 0 x\nx = 1", "ttl must be a positive number of seconds"),
+    ("%%cache --expires -5 x\nx = 1", "expires_after must be a positive number"),
     ("%%cache 1x\nx = 1", "not variable names"),
     ("%%cache x --storage nowhere\nx = 1", "has no scheme"),
     ("%%cache x\nx = (", "does not parse"),

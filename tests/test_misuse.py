@@ -97,6 +97,11 @@ def test_seconds_must_be_numbers(option: str, value: Any) -> None:
         cached(**{option: value})(lambda x: x)
 
 
+def test_a_misspelt_option_is_refused_with_the_list_of_options() -> None:
+    with pytest.raises(TypeError, match=r"no option 'tll'; its options are storage, ttl,"):
+        cached(tll=10)
+
+
 def test_staticmethod_and_classmethod_under_cached(store: LocalStorage) -> None:
     runs: list[Any] = []
 

@@ -50,7 +50,7 @@ def test_a_local_cached_function_pickles_by_value_with_its_options(tmp_path):
     for dumps in (pickle.dumps, cloudpickle.dumps):
         copy = pickle.loads(dumps(fact))
         assert copy is not fact
-        assert copy.storage is storage and copy._options["ttl"] == 123
+        assert copy.storage is storage and copy.options.ttl == 123
         assert copy.key(5, verbose=True) == fact.key(5)
         assert copy(5) == 120
     assert fact.is_cached(5) and fact.is_cached(4)  # the copies stored for the caller

@@ -410,7 +410,7 @@ def _contexts_in_process(storage: BaseStorage) -> set[str]:
 
 def _storage_of(function: Any) -> BaseStorage | None:
     # Without opening anything: a URL-configured function that never ran is skipped.
-    spec = function._options.get("storage")
+    spec = function.options.storage
     if isinstance(spec, BaseStorage):
         return spec
     if spec is None:

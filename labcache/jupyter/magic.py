@@ -29,10 +29,12 @@ from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from .._code import is_code
+from ..call import Call
 from ..errors import UnhashableArgumentError, UnpicklableResultError
 from ..keys import hash_value, object_digest
 from ..lock_record import this_host, this_user
-from ..protocol import Call, run_sync
+from ..options import CacheOptions
+from ..protocol import run_sync
 from ..report import reporter_for
 from .cells import analyze
 
@@ -55,8 +57,8 @@ class CacheMagics(Magics):
     @argument("variables", nargs="*", help="variables the cell assigns, to store and restore")
     @argument("--storage", default=None, help="storage URL (default: LABCACHE_STORAGE or "
                                               "the local cache folder)")
-    @argument("--ttl", type=float, default=3600.0, help="seconds before a lock without "
-                                                        "heartbeat counts as dead")
+    @argument("--ttl", type=float, default=None, help="seconds before a lock without "
+              f"heartbeat counts as dead (default {CacheOptions.ttl:g})")
     @argument("--expires", type=float, default=None, help="recompute entries older than "
                                                           "this many seconds")
     @cell_magic
@@ -102,13 +104,13 @@ class CellPlan:
             raise UsageError(
                 f"%%cache: the cell never assigns {', '.join(map(repr, missing))}; name only "
                 "variables the cell itself sets (e.g. `%%cache result` for `result = ...`)")
+        settings = _options(options)
         key = _cell_key(code, variables, _inputs(shell.user_ns, names.reads),
                         names.attributes)
         call = Call(
-            storage=_storage(options.storage), context=CELLS_CONTEXT, key=key,
-            function=f"%%cache {' '.join(variables)}".strip(), ttl=options.ttl,
-            heartbeat_interval=30, wait_timeout=7200, expires_after=options.expires,
-            on_storage_error="compute", metadata=lambda: _metadata(key, variables, code),
+            storage=_storage(settings), context=CELLS_CONTEXT, key=key,
+            function=f"%%cache {' '.join(variables)}".strip(), options=settings,
+            metadata=lambda: _metadata(key, variables, code),
             reporter=reporter_for("%%cache", always_summarize=True),
         )
         return cls(shell, code, variables, call)
@@ -188,11 +190,20 @@ def _cell_key(code: str, variables: list[str], inputs: dict[str, Any],
     return h.hexdigest()
 
 
-def _storage(url: str | None) -> Any:
-    from ..storage import default_storage, open_storage
-
+def _options(arguments: Any) -> CacheOptions:
+    """The cell's options: those given on the ``%%cache`` line, the
+    defaults of ``@cached`` for the rest."""
+    given = {"storage": arguments.storage or None, "ttl": arguments.ttl,
+             "expires_after": arguments.expires}
     try:
-        return open_storage(url) if url else default_storage()
+        return CacheOptions(**{name: value for name, value in given.items() if value is not None})
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"%%cache: {exc}") from None
+
+
+def _storage(options: CacheOptions) -> Any:
+    try:
+        return options.open_storage()
     except ValueError as exc:
         raise UsageError(f"%%cache --storage: {exc}") from None
 
