@@ -30,7 +30,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-from ._cli_find import CliError, contexts, find_function, find_key, find_lock, listing_module
+from . import listing
+from ._cli_find import CliError, contexts, find_function, find_key, find_lock
 from ._cli_format import ProgressBar, age_text, size_text, table
 from ._redact import redact_url, scrub
 from .base import BaseLockingStorage, BaseStorage, Orphan
@@ -54,29 +55,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_ls(storage: BaseStorage, args: argparse.Namespace) -> Any:
-    listing, now = listing_module(), time.time()
+    now = time.time()
     if args.by is not None or args.since is not None:
         return _ls_filtered(storage, args, now)
     if args.function is not None:  # "" is refused, never read as "every function"
-        context = find_function(storage, args.function)
-        stats = sorted(listing.describe(storage, context), key=lambda s: -s.last_used)
-        views = [(s, listing.read_view(storage, context, s)) for s in stats[: args.limit]]
-        rows = [{"key": s.name, "size": v.size, "created": v.created, "last_used": s.last_used
-                 or None, "by": v.who, "signer": v.signer, "refused": v.refused,
-                 "compute_seconds": v.compute_seconds,
-                 "arguments": listing.arguments_text(v)} for s, v in views]
-        text = table(["key", "size", "created", "last used", "by", "signer", "compute",
-                      "arguments"],
-                     [[r["key"][:SHORT_KEY], size_text(r["size"]), _ago(r["created"], now),
-                       _ago(r["last_used"], now), r["by"], listing.signer_text(v),
-                       _secs(r["compute_seconds"]), r["arguments"]]
-                      for r, (_, v) in zip(rows, views, strict=True)])
-        more = len(stats) - len(rows)
-        text += f"\n... and {more} more (--limit {len(stats)} shows all)" if more > 0 else ""
-        return {"function": context, "entries": rows, "total": len(stats)}, text
+        return _ls_function(storage, find_function(storage, args.function), args.limit, now)
     described = {c: listing.describe(storage, c) for c in contexts(storage)}
     summaries = listing.summarize(storage, described=described)
-    rows = [{"function": s.context, "entries": s.entries, "size": s.total_size,
+    rows: list[dict[str, Any]] = [
+            {"function": s.context, "entries": s.entries, "size": s.total_size,
              "last_used": max((e.last_used for e in described[s.context]), default=None) or None,
              "newest": s.newest.created if s.newest else None,
              "by": s.newest.who if s.newest else None} for s in summaries]
@@ -89,9 +76,27 @@ def cmd_ls(storage: BaseStorage, args: argparse.Namespace) -> Any:
     return {"functions": rows}, text
 
 
+def _ls_function(storage: BaseStorage, context: str, limit: int, now: float) -> Any:
+    """``ls FUNCTION``: its entries, most recently used first."""
+    stats = sorted(listing.describe(storage, context), key=lambda s: -s.last_used)
+    views = [(s, listing.read_view(storage, context, s)) for s in stats[:limit]]
+    rows: list[dict[str, Any]] = [
+        {"key": s.name, "size": v.size, "created": v.created, "last_used": s.last_used or None,
+         "by": v.who, "signer": v.signer, "refused": v.refused,
+         "compute_seconds": v.compute_seconds, "arguments": listing.arguments_text(v)}
+        for s, v in views]
+    text = table(["key", "size", "created", "last used", "by", "signer", "compute", "arguments"],
+                 [[r["key"][:SHORT_KEY], size_text(r["size"]), _ago(r["created"], now),
+                   _ago(r["last_used"], now), r["by"], listing.signer_text(v),
+                   _secs(r["compute_seconds"]), r["arguments"]]
+                  for r, (_, v) in zip(rows, views, strict=True)])
+    more = len(stats) - len(rows)
+    text += f"\n... and {more} more (--limit {len(stats)} shows all)" if more > 0 else ""
+    return {"function": context, "entries": rows, "total": len(stats)}, text
+
+
 def cmd_info(storage: BaseStorage, args: argparse.Namespace) -> Any:
     context, stat = find_key(storage, args.key)
-    listing = listing_module()
     header = listing._read_header(storage, stat.name, context)
     meta = header.get("meta") or {}
     lock = _lock_of(storage, context, stat.name)
@@ -133,7 +138,7 @@ def cmd_rm(storage: BaseStorage, args: argparse.Namespace) -> Any:
 
 def cmd_clear(storage: BaseStorage, args: argparse.Namespace) -> Any:
     context = find_function(storage, args.function)
-    stats = listing_module().describe(storage, context)
+    stats = listing.describe(storage, context)
     bar, removed, freed = ProgressBar("clear"), 0, 0
     try:
         for done, stat in enumerate(stats, start=1):
@@ -148,7 +153,7 @@ def cmd_clear(storage: BaseStorage, args: argparse.Namespace) -> Any:
 
 
 def cmd_locks(storage: BaseStorage, args: argparse.Namespace) -> Any:
-    rows = [_lock_data(r) for r in listing_module().lock_rows(storage, contexts(storage))]
+    rows = [_lock_data(r) for r in listing.lock_rows(storage, contexts(storage))]
     if not rows:
         return {"locks": []}, "no locks"
     return {"locks": rows}, table(
@@ -237,14 +242,14 @@ def _orphan_data(orphan: Orphan) -> dict[str, Any]:
 
 
 def cmd_stats(storage: BaseStorage, args: argparse.Namespace) -> Any:
-    listing = listing_module()
     described = {c: listing.describe(storage, c) for c in contexts(storage)}
     stats = [s for found in described.values() for s in found]
     locks = listing.lock_rows(storage, described)
     used = [s.last_used for s in stats if s.last_used]
     sizes = [s.size for s in stats]
+    total = None if None in sizes else sum(s for s in sizes if s is not None)
     data: dict[str, Any] = {"storage": _where(storage, args), "functions": len(described),
-            "entries": len(stats), "size": None if None in sizes else sum(map(int, sizes)),
+            "entries": len(stats), "size": total,
             "least_recently_used": min(used, default=None),
             "most_recently_used": max(used, default=None),
             "locks": len(locks), "stale_locks": sum(lock.stale for lock in locks),
@@ -329,7 +334,6 @@ def _ls_filtered(storage: BaseStorage, args: argparse.Namespace, now: float) -> 
     (the headers of every entry young enough are read)."""
     from .eviction import parse_age
 
-    listing = listing_module()
     try:
         cutoff = None if args.since is None else now - parse_age(args.since)
     except ValueError as exc:
@@ -345,7 +349,8 @@ def _ls_filtered(storage: BaseStorage, args: argparse.Namespace, now: float) -> 
             if _matches(view, args.by, cutoff):
                 views.append(view)
     views.sort(key=lambda v: -(v.created or 0.0))
-    rows = [{"function": v.context, "key": v.name, "size": v.size, "created": v.created,
+    rows: list[dict[str, Any]] = [
+            {"function": v.context, "key": v.name, "size": v.size, "created": v.created,
              "by": v.who, "signer": v.signer, "refused": v.refused,
              "compute_seconds": v.compute_seconds, "arguments": listing.arguments_text(v)}
             for v in views[: args.limit]]
@@ -359,7 +364,7 @@ def _ls_filtered(storage: BaseStorage, args: argparse.Namespace, now: float) -> 
             "filters": {"by": args.by, "since": args.since, "function": args.function}}, text
 
 
-def _matches(view: Any, by: str | None, cutoff: float | None) -> bool:
+def _matches(view: listing.EntryView, by: str | None, cutoff: float | None) -> bool:
     """Whether an entry was made by ``by`` (its signer, user or user@host) after ``cutoff``."""
     if cutoff is not None and (view.created is None or view.created < cutoff):
         return False
@@ -379,7 +384,7 @@ def _secs(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f} s" if seconds < 60 else age_text(seconds)
 
 
-def _lock_data(row: Any) -> dict[str, Any]:
+def _lock_data(row: listing.LockView) -> dict[str, Any]:
     return {"name": row.name, "function": row.context, "key": row.key, "holder": row.holder,
             "held_for": row.held_for, "last_beat_age": row.beat_age, "state": row.state,
             "problem": row.problem}

@@ -176,7 +176,7 @@ def evict(storage: BaseStorage, context: str | None = None, *, max_size: str | i
 
 
 def _listing(storage: BaseStorage, context: str | None) -> list[tuple[str, EntryStat]]:
-    from .jupyter.listing import describe, list_contexts  # pure data, no widgets
+    from .listing import describe, list_contexts
 
     contexts = list_contexts(storage) if context is None else [context]
     return [(ctx, stat) for ctx in contexts for stat in describe(storage, ctx)]

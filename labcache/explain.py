@@ -152,7 +152,7 @@ def _describe(value: object) -> str:
 
 def _stored_parts(storage: Any, context: str) -> dict[str, dict[str, str] | None]:
     """key -> recorded parts (None if not recorded) of the newest entries."""
-    from .jupyter.listing import _read_header, describe  # listing imports no IPython
+    from .listing import _read_header, describe
 
     stats = describe(storage, context)
     stats.sort(key=lambda s: (s.modified or 0.0, s.name), reverse=True)

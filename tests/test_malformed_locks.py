@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from labcache import LocalStorage, LockTimeout, cached
-from labcache.jupyter.listing import lock_rows
+from labcache.listing import lock_rows
 from labcache.locks import UNREADABLE_LOCK_TTL, LockRecord, this_user
 from labcache.protocol import lock_name_for
 

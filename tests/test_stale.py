@@ -18,7 +18,7 @@ import pytest
 from labcache import LocalStorage, cached
 from labcache._stale import running_refreshes, wait_for_refreshes
 from labcache.errors import CacheWarning
-from labcache.jupyter.listing import lock_rows
+from labcache.listing import lock_rows
 from labcache.locks import this_host, this_user
 
 from . import _net_workers

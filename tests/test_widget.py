@@ -1,4 +1,4 @@
-"""The monitor widget and the listings under it (labcache.jupyter.widget/listing)."""
+"""The monitor widget and the listings under it (labcache.jupyter.widget, labcache.listing)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 
 import labcache
-from labcache import LocalStorage, cached
-from labcache.jupyter import listing
+from labcache import LocalStorage, cached, listing
 from labcache.jupyter.widget import Monitor, monitor
 from labcache.locks import EntryStat, this_host, this_user
 from labcache.protocol import FAILURES_CONTEXT, lock_name_for

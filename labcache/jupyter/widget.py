@@ -30,11 +30,11 @@ from typing import Any
 
 import ipywidgets as widgets  # type: ignore[import-untyped]
 
+from .. import listing
 from ..base import BaseStorage
+from ..listing import ENTRY_COLUMNS, FUNCTION_COLUMNS, LOCK_COLUMNS, EntryView, format_age
 from ..locks import EntryStat
 from ..report import stats
-from . import listing
-from .listing import ENTRY_COLUMNS, FUNCTION_COLUMNS, LOCK_COLUMNS, EntryView, format_age
 
 __all__ = ["Monitor", "monitor"]
 

@@ -1,9 +1,10 @@
-"""What is in a storage, as plain data: the monitor widget and the CLI show it.
+"""What is in a storage, as plain data: the CLI, eviction and the monitor
+widget show or use it.
 
-Nothing here imports ipywidgets.  Listings are built to stay cheap on big
-storages: one ``describe_entries`` call per function gives counts and sizes,
-and entry headers (who made an entry, with which arguments, how long it took)
-are read only for the entries actually shown.
+Listings are built to stay cheap on big storages: one ``describe_entries``
+call per function gives counts and sizes, and entry headers (who made an
+entry, with which arguments, how long it took) are read only for the entries
+actually shown.
 
 Storages written against the seed's interface only (no ``list_contexts``,
 ``describe_entries`` or ``list_locks``) still work, with less to show.
@@ -33,11 +34,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import entry
-from ..base import BaseLockingStorage, BaseStorage
-from ..locks import EntryStat
-from ..protocol import FAILURES_CONTEXT, lock_name_for
-from ..report import format_seconds
+from . import entry
+from .base import BaseLockingStorage, BaseStorage
+from .locks import EntryStat
+from .protocol import FAILURES_CONTEXT, lock_name_for
+from .report import format_seconds
 
 __all__ = ["ENTRY_COLUMNS", "FUNCTION_COLUMNS", "LOCK_COLUMNS", "EntryView",
            "FunctionSummary", "LockView", "arguments_text", "can_list_locks", "describe",
@@ -379,7 +380,7 @@ def _read_header(storage: BaseStorage, name: str, context: str) -> dict[str, Any
     if reader is not None:
         header: dict[str, Any] = reader(name, context)
         return header
-    from ..transfer import open_entry
+    from .transfer import open_entry
 
     with open_entry(storage, name, context) as source:
         if source is None:
@@ -388,7 +389,7 @@ def _read_header(storage: BaseStorage, name: str, context: str) -> dict[str, Any
 
 
 def _refusal(header: dict[str, Any]) -> str | None:
-    from .._seal import refusal
+    from ._seal import refusal
 
     try:
         return refusal(header)
@@ -410,7 +411,7 @@ def _text(value: object) -> str | None:
 
 def _contexts_in_process(storage: BaseStorage) -> set[str]:
     """Contexts of the cached functions in loaded modules' globals using ``storage``."""
-    from ..cached import CachedFunction
+    from .cached import CachedFunction
 
     found = set()
     for module in list(sys.modules.values()):
@@ -430,7 +431,7 @@ def _storage_of(function: Any) -> BaseStorage | None:
         return spec
     if spec is None:
         with contextlib.suppress(Exception):
-            from ..storage import default_storage
+            from .storage import default_storage
 
             return default_storage()
         return None
