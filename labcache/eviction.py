@@ -32,6 +32,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from .base import BaseLockingStorage, BaseStorage
+from .listing import describe, list_contexts
 from .locks import EntryStat
 
 __all__ = ["Eviction", "evict", "parse_age", "parse_size"]
@@ -176,8 +177,6 @@ def evict(storage: BaseStorage, context: str | None = None, *, max_size: str | i
 
 
 def _listing(storage: BaseStorage, context: str | None) -> list[tuple[str, EntryStat]]:
-    from .listing import describe, list_contexts
-
     contexts = list_contexts(storage) if context is None else [context]
     return [(ctx, stat) for ctx in contexts for stat in describe(storage, ctx)]
 

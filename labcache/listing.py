@@ -28,6 +28,7 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -411,29 +412,45 @@ def _text(value: object) -> str | None:
 
 def _contexts_in_process(storage: BaseStorage) -> set[str]:
     """Contexts of the cached functions in loaded modules' globals using ``storage``."""
-    from .cached import CachedFunction
-
-    found = set()
+    found: set[str] = set()
+    kinds: dict[type, bool] = {}
     for module in list(sys.modules.values()):
         namespace = getattr(module, "__dict__", None)
         if not isinstance(namespace, dict):
             continue
         for value in list(namespace.values()):
-            if isinstance(value, CachedFunction) and _storage_of(value) is storage:
-                found.add(value.context)
+            kind = type(value)
+            if kind not in kinds:  # most globals are modules, classes, functions: few types
+                kinds[kind] = inspect.getattr_static(kind, "is_cached", None) is not None
+            uses = _cached_function(value) if kinds[kind] else None
+            if uses is not None and uses[1] is storage:
+                found.add(uses[0])
     return found
 
 
-def _storage_of(function: Any) -> BaseStorage | None:
-    # Without opening anything: a URL-configured function that never ran is skipped.
-    spec = function._options.get("storage")
+def _cached_function(value: object) -> tuple[str, BaseStorage | None] | None:
+    """``(context, storage)`` of a ``@cached`` function; None for anything else.
+
+    A cached function is known by what it holds (its class has ``is_cached``,
+    checked by the caller once per type; it has a ``context`` and
+    ``_options``), read with ``getattr_static`` so that no ``__getattr__`` or
+    property of a stranger object runs.  Listings sit below ``@cached`` in the
+    import graph (``@cached`` evicts through them), so they do not import it.
+    The storage is found without opening anything: a URL-configured function
+    that never ran has none yet.
+    """
+    context = inspect.getattr_static(value, "context", None)
+    options = inspect.getattr_static(value, "_options", None)
+    if not isinstance(context, str) or not isinstance(options, dict) or "storage" not in options:
+        return None
+    spec = options["storage"]
     if isinstance(spec, BaseStorage):
-        return spec
+        return context, spec
     if spec is None:
         with contextlib.suppress(Exception):
             from .storage import default_storage
 
-            return default_storage()
-        return None
-    opened: BaseStorage | None = function._opened
-    return opened
+            return context, default_storage()
+        return context, None
+    opened = inspect.getattr_static(value, "_opened", None)
+    return context, opened if isinstance(opened, BaseStorage) else None
