@@ -32,10 +32,11 @@ from urllib.parse import urlsplit
 
 from . import listing
 from ._cli_find import CliError, contexts, find_function, find_key, find_lock
-from ._cli_format import ProgressBar, age_text, size_text, table
+from ._cli_format import ProgressBar, table
 from ._redact import redact_url, scrub
 from .base import BaseLockingStorage, BaseStorage, Orphan
 from .errors import LabcacheError
+from .formatting import duration_text, size_text
 from .locks import UNREADABLE_LOCK_TTL
 
 __all__ = ["main"]
@@ -158,8 +159,8 @@ def cmd_locks(storage: BaseStorage, args: argparse.Namespace) -> Any:
         return {"locks": []}, "no locks"
     return {"locks": rows}, table(
         ["function", "key", "holder", "held for", "last beat", "state"],
-        [[r["function"], r["key"][:SHORT_KEY], r["holder"], age_text(r["held_for"]),
-          age_text(r["last_beat_age"]) + " ago", r["state"]] for r in rows])
+        [[r["function"], r["key"][:SHORT_KEY], r["holder"], duration_text(r["held_for"]),
+          duration_text(r["last_beat_age"]) + " ago", r["state"]] for r in rows])
 
 
 def cmd_unlock(storage: BaseStorage, args: argparse.Namespace) -> Any:
@@ -169,12 +170,12 @@ def cmd_unlock(storage: BaseStorage, args: argparse.Namespace) -> Any:
     if not lock.stale and not args.force and lock.problem:
         raise CliError(
             f"lock {lock.name} has an unreadable record ({lock.problem}); it counts as held "
-            f"until it is {age_text(UNREADABLE_LOCK_TTL)} old (changed {age_text(lock.beat_age)} "
-            "ago); pass --force to remove it now")
+            f"until it is {duration_text(UNREADABLE_LOCK_TTL)} old (changed "
+            f"{duration_text(lock.beat_age)} ago); pass --force to remove it now")
     if not lock.stale and not args.force:
         raise CliError(
-            f"lock {lock.name} is held by {lock.holder} for {age_text(lock.held_for)} "
-            f"(last beat {age_text(lock.beat_age)} ago): it is alive, probably computing; "
+            f"lock {lock.name} is held by {lock.holder} for {duration_text(lock.held_for)} "
+            f"(last beat {duration_text(lock.beat_age)} ago): it is alive, probably computing; "
             "pass --force to break it anyway")
     broken = storage.break_lock(lock.name)
     if not broken:
@@ -234,7 +235,7 @@ def _orphans_text(verb: str, orphans: list[Orphan], age: float) -> str:
     kinds = sorted({o.kind for o in orphans})
     return (f"{verb} {_count(len(orphans), 'orphan')} left by interrupted stores "
             f"({size_text(sum(o.size for o in orphans))}"
-            f"{': ' + ', '.join(kinds) if kinds else ''}), idle for over {age_text(age)}")
+            f"{': ' + ', '.join(kinds) if kinds else ''}), idle for over {duration_text(age)}")
 
 
 def _orphan_data(orphan: Orphan) -> dict[str, Any]:
@@ -281,10 +282,10 @@ def _orphan_stats(storage: BaseStorage, age: float) -> tuple[dict[str, Any], dic
             "writes_in_progress": len(young), "writes_in_progress_size": sum(o.size for o in young),
             "orphans_error": None}
     return data, {
-        "orphans": f"{len(old)} ({size_text(data['orphan_size'])}; idle over {age_text(age)}, "
-                   "labcache gc removes them)",
+        "orphans": f"{len(old)} ({size_text(data['orphan_size'])}; idle over "
+                   f"{duration_text(age)}, labcache gc removes them)",
         "writes_in_progress": f"{len(young)} ({size_text(data['writes_in_progress_size'])}; "
-                              f"or interrupted less than {age_text(age)} ago)"}
+                              f"or interrupted less than {duration_text(age)} ago)"}
 
 
 def cmd_keygen(storage: BaseStorage | None, args: argparse.Namespace) -> Any:
@@ -372,7 +373,7 @@ def _matches(view: listing.EntryView, by: str | None, cutoff: float | None) -> b
 
 
 def _ago(when: float | None, now: float) -> str:
-    return "-" if not when else age_text(now - when)
+    return "-" if not when else duration_text(now - when)
 
 
 def _count(number: int, noun: str) -> str:
@@ -381,7 +382,7 @@ def _count(number: int, noun: str) -> str:
 
 
 def _secs(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds:.1f} s" if seconds < 60 else age_text(seconds)
+    return "-" if seconds is None else duration_text(seconds)
 
 
 def _lock_data(row: listing.LockView) -> dict[str, Any]:

@@ -37,15 +37,14 @@ from typing import Any
 
 from . import entry
 from .base import BaseLockingStorage, BaseStorage
+from .formatting import ago_text, duration_text, size_text
 from .locks import EntryStat
 from .protocol import FAILURES_CONTEXT, lock_name_for
-from .report import format_seconds
 
 __all__ = ["ENTRY_COLUMNS", "FUNCTION_COLUMNS", "LOCK_COLUMNS", "EntryView",
            "FunctionSummary", "LockView", "arguments_text", "can_list_locks", "describe",
-           "entries_page", "entry_cells", "format_age", "format_ago", "format_size",
-           "function_cells", "list_contexts", "lock_cells", "lock_rows", "read_view",
-           "signer_text", "summarize"]
+           "entries_page", "entry_cells", "function_cells", "list_contexts", "lock_cells",
+           "lock_rows", "read_view", "signer_text", "summarize"]
 
 #: Bookkeeping contexts, not functions: left out of listings.
 HIDDEN_CONTEXTS = frozenset({FAILURES_CONTEXT})
@@ -62,8 +61,8 @@ class EntryView:
 
     Examples:
         >>> view = EntryView("mod.f", "ab12", 2048, None, "alice", "gpu-3", 41.0, {"n": "3"})
-        >>> view.who, format_size(view.size)
-        ('alice@gpu-3', '2.0 KiB')
+        >>> view.who, size_text(view.size)
+        ('alice@gpu-3', '2.0 kB')
     """
 
     context: str
@@ -113,7 +112,7 @@ class LockView:
 
     Examples:
         >>> lock = LockView("m.f.ab12", "m.f", "ab12", "bob@cpu-1 pid 7", 130.0, 4.0, False)
-        >>> lock.state, format_age(lock.held_for)
+        >>> lock.state, duration_text(lock.held_for)
         ('fresh', '2 m 10 s')
     """
 
@@ -139,45 +138,6 @@ class LockView:
         return "refreshing" if self.refreshing else "fresh"
 
 
-def format_size(size: int | None) -> str:
-    """Bytes in binary units; ``?`` when unknown.
-
-    Examples:
-        >>> format_size(512), format_size(1536), format_size(3 * 2**30), format_size(None)
-        ('512 B', '1.5 KiB', '3.0 GiB', '?')
-    """
-    if size is None:
-        return "?"
-    amount = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if amount < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    raise AssertionError("unreachable")
-
-
-def format_age(seconds: float | None) -> str:
-    """A duration such as an age; never negative (clocks differ a little).
-
-    Examples:
-        >>> format_age(133), format_age(-0.5), format_age(None)
-        ('2 m 13 s', '0.00 s', '?')
-    """
-    return "?" if seconds is None else format_seconds(max(seconds, 0.0))
-
-
-def format_ago(when: float | None, now: float | None = None) -> str:
-    """How long ago a Unix time was.
-
-    Examples:
-        >>> format_ago(100.0, now=141.0), format_ago(None)
-        ('41 s ago', '?')
-    """
-    if when is None:
-        return "?"
-    return f"{format_age((time.time() if now is None else now) - when)} ago"
-
-
 # Table cells shared by the widget (HTML) and the CLI (text): one list of
 # strings per row, matching the column titles.
 
@@ -192,12 +152,12 @@ def function_cells(summary: FunctionSummary, now: float | None = None) -> list[s
 
     Examples:
         >>> function_cells(FunctionSummary("m.f", 3, 4096, None))
-        ['m.f', '3', '4.0 KiB', '?', '?', '?', '']
+        ['m.f', '3', '4.1 kB', '?', '?', '?', '']
     """
     new = summary.newest
-    return [summary.context, str(summary.entries), format_size(summary.total_size),
-            format_ago(new.created, now) if new else "?", new.who if new else "?",
-            format_age(new.compute_seconds) if new else "?", summary.note]
+    return [summary.context, str(summary.entries), size_text(summary.total_size),
+            ago_text(new.created, now) if new else "?", new.who if new else "?",
+            duration_text(new.compute_seconds) if new else "?", summary.note]
 
 
 def entry_cells(view: EntryView, now: float | None = None) -> list[str]:
@@ -208,8 +168,8 @@ def entry_cells(view: EntryView, now: float | None = None) -> list[str]:
         >>> entry_cells(view)[4]
         '- (refused here: unsigned)'
     """
-    return [view.name, format_ago(view.created, now), format_ago(view.last_used, now), view.who,
-            signer_text(view), format_age(view.compute_seconds), format_size(view.size),
+    return [view.name, ago_text(view.created, now), ago_text(view.last_used, now), view.who,
+            signer_text(view), duration_text(view.compute_seconds), size_text(view.size),
             arguments_text(view)]
 
 
@@ -221,8 +181,8 @@ def signer_text(view: EntryView) -> str:
 
 def lock_cells(lock: LockView) -> list[str]:
     """One row of the lock table (see ``LOCK_COLUMNS``)."""
-    return [lock.context, lock.key, lock.holder, format_age(lock.held_for),
-            f"{format_age(lock.beat_age)} ago", lock.state]
+    return [lock.context, lock.key, lock.holder, duration_text(lock.held_for),
+            f"{duration_text(lock.beat_age)} ago", lock.state]
 
 
 def arguments_text(view: EntryView) -> str:

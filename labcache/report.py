@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass, field
 
 from .base import LockInfo
+from .formatting import duration_text
 
-__all__ = ["Reporter", "Stats", "format_seconds", "reporter_for", "stats"]
+__all__ = ["Reporter", "Stats", "reporter_for", "stats"]
 
 logger = logging.getLogger("labcache")
 
@@ -57,24 +58,6 @@ class Stats:
 stats = Stats()
 
 
-def format_seconds(seconds: float) -> str:
-    """A duration as people read it.
-
-    Examples:
-        >>> format_seconds(0.0213), format_seconds(41), format_seconds(133)
-        ('0.02 s', '41 s', '2 m 13 s')
-    """
-    if seconds < 10:
-        return f"{seconds:.2f} s" if seconds < 1 else f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} m {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} m"
-
-
 class Reporter:
     """Receives the events of one cached call; this one logs them.
 
@@ -98,7 +81,7 @@ class Reporter:
         stats.add_hit(saved)
         if logger.isEnabledFor(logging.DEBUG):  # formatting costs more than a hit
                 logger.debug("%s: loaded from cache in %s, saved %s", self.function,
-                             format_seconds(load_seconds), format_seconds(saved))
+                             duration_text(load_seconds), duration_text(saved))
 
     def computing(self) -> None:
         """This call holds the lock and starts computing."""
@@ -112,7 +95,7 @@ class Reporter:
     def computed(self, seconds: float) -> None:
         """The computation finished and its result was stored."""
         stats.add(computations=1)
-        logger.debug("%s: computed in %s", self.function, format_seconds(seconds))
+        logger.debug("%s: computed in %s", self.function, duration_text(seconds))
 
     def waiting(self, holder: LockInfo | None, waited: float) -> None:
         """Called on every poll while another process holds the lock."""
@@ -125,11 +108,11 @@ class Reporter:
         self._last_wait_line = now
         if holder is None:
             logger.info("%s: waiting for another process, %s", self.function,
-                        format_seconds(waited))
+                        duration_text(waited))
             return
-        beat = format_seconds(max(time.time() - holder.heartbeat, 0.0))
+        beat = duration_text(max(time.time() - holder.heartbeat, 0.0))
         logger.info("%s: waiting for %s, %s, last beat %s ago", self.function,
-                    holder.holder, format_seconds(waited), beat)
+                    holder.holder, duration_text(waited), beat)
 
     def refreshing(self, who: str) -> None:
         """A stale entry was returned; ``who`` (``user@host``) recomputes it

@@ -18,7 +18,8 @@ import uuid
 from typing import Any
 
 from ..base import LockInfo
-from ..report import Reporter, format_seconds
+from ..formatting import duration_text
+from ..report import Reporter
 
 __all__ = ["CellReporter", "cell_reporter"]
 
@@ -81,7 +82,7 @@ class CellReporter(Reporter):
         self._stop_ticker()
         if self._handle is not None or self._always or seconds >= WORTH_SHOWING:
             why = f" ({self.reason})" if self.reason else ""
-            self._put(f"computed in {format_seconds(seconds)}{why}, stored for next time")
+            self._put(f"computed in {duration_text(seconds)}{why}, stored for next time")
 
     def waiting(self, holder: LockInfo | None, waited: float) -> None:
         super().waiting(holder, waited)
@@ -90,10 +91,10 @@ class CellReporter(Reporter):
             return
         self._last_update = now
         if holder is None:
-            self._put(f"waiting for another process, {format_seconds(waited)}")
+            self._put(f"waiting for another process, {duration_text(waited)}")
             return
-        beat = format_seconds(max(time.time() - holder.heartbeat, 0.0))
-        self._put(f"waiting for {holder.holder}, {format_seconds(waited)}, "
+        beat = duration_text(max(time.time() - holder.heartbeat, 0.0))
+        self._put(f"waiting for {holder.holder}, {duration_text(waited)}, "
                   f"last beat {beat} ago")
 
     def loaded(self, load_seconds: float, compute_seconds: float | None) -> None:
@@ -101,8 +102,8 @@ class CellReporter(Reporter):
         saved = max((compute_seconds or 0.0) - load_seconds, 0.0)
         if self._handle is None and not self._always and saved < WORTH_SHOWING:
             return
-        self._put(f"loaded from cache in {format_seconds(load_seconds)}, "
-                  f"saved {format_seconds(saved)}")
+        self._put(f"loaded from cache in {duration_text(load_seconds)}, "
+                  f"saved {duration_text(saved)}")
 
     def refreshing(self, who: str) -> None:
         super().refreshing(who)
@@ -113,7 +114,7 @@ class CellReporter(Reporter):
         self._stop_ticker()
         if self._handle is not None:
             self._put(f"failed with {type(error).__name__} after "
-                      f"{format_seconds(time.monotonic() - self._began)}")
+                      f"{duration_text(time.monotonic() - self._began)}")
 
     def finished(self) -> None:
         self._stop_ticker()
@@ -126,7 +127,7 @@ class CellReporter(Reporter):
     def _tick(self) -> None:
         while not self._stop.wait(UPDATE_EVERY):
             doing = f"recomputing: {self.reason}" if self.reason else "computing"
-            self._put(f"{doing}, {format_seconds(time.monotonic() - self._began)}")
+            self._put(f"{doing}, {duration_text(time.monotonic() - self._began)}")
 
     def _stop_ticker(self) -> None:
         self._stop.set()
