@@ -129,9 +129,9 @@ def _created(call: Call) -> float | None:
                 if source is None:
                     return None
                 header = entry.read_header(source)
-    except (OSError, ValueError):
+        created = header.meta.get("created")
+    except (OSError, ValueError):  # gone, unreadable, damaged metadata
         return None
-    created = (header.get("meta") or {}).get("created")
     return float(created) if isinstance(created, (int, float)) else None
 
 

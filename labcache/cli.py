@@ -98,8 +98,8 @@ def _ls_function(storage: BaseStorage, context: str, limit: int, now: float) -> 
 
 def cmd_info(storage: BaseStorage, args: argparse.Namespace) -> Any:
     context, stat = find_key(storage, args.key)
-    header = listing._read_header(storage, stat.name, context)
-    meta = header.get("meta") or {}
+    header = listing.entry_header(storage, stat.name, context)
+    meta = header.meta
     lock = _lock_of(storage, context, stat.name)
     data: dict[str, Any] = {"function": context, "key": stat.name, "size": stat.size,
             "created": meta.get("created"), "modified": stat.modified,
@@ -107,8 +107,8 @@ def cmd_info(storage: BaseStorage, args: argparse.Namespace) -> Any:
             "by": f"{meta.get('user') or '?'}@{meta.get('host') or '?'}",
             "compute_seconds": meta.get("compute_seconds"), "arguments": meta.get("arguments"),
             "python": meta.get("python"), "labcache": meta.get("labcache"),
-            "signed": bool(header.get("signed")), "signer": header.get("signer"),
-            "hmac": bool(header.get("hmac")), "refused_here": listing._refusal(header),
+            "signed": header.signed, "signer": header.signer,
+            "hmac": header.hmac, "refused_here": listing.refused_here(header),
             "lock": lock}
     extra = {k: v for k, v in meta.items() if k not in _INFO_META and k not in data}
     data.update(extra)  # the code identity's parts and whatever else the writer recorded

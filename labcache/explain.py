@@ -172,14 +172,14 @@ def _describe(value: object) -> str:
 
 def _stored_parts(storage: BaseStorage, context: str) -> dict[str, dict[str, str] | None]:
     """key -> recorded parts (None if not recorded) of the newest entries."""
-    from .listing import _read_header, describe  # loaded when asked: not by `import labcache`
+    from .listing import describe, entry_header  # loaded when asked: not by `import labcache`
 
     stats = describe(storage, context)
     stats.sort(key=lambda s: (s.modified or 0.0, s.name), reverse=True)
     found: dict[str, dict[str, str] | None] = {}
     for stat in stats[:ENTRIES_READ]:
         try:
-            meta = _read_header(storage, stat.name, context).get("meta") or {}
+            meta = entry_header(storage, stat.name, context).meta
         except Exception:  # removed meanwhile, damaged: not a candidate
             continue
         parts = meta.get("parts")

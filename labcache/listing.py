@@ -43,8 +43,8 @@ from .protocol import FAILURES_CONTEXT, lock_name_for
 
 __all__ = ["ENTRY_COLUMNS", "FUNCTION_COLUMNS", "LOCK_COLUMNS", "EntryView",
            "FunctionSummary", "LockView", "arguments_text", "can_list_locks", "describe",
-           "entries_page", "entry_cells", "function_cells", "list_contexts", "lock_cells",
-           "lock_rows", "read_view", "signer_text", "summarize"]
+           "entries_page", "entry_cells", "entry_header", "function_cells", "list_contexts",
+           "lock_cells", "lock_rows", "read_view", "refused_here", "signer_text", "summarize"]
 
 #: Bookkeeping contexts, not functions: left out of listings.
 HIDDEN_CONTEXTS = frozenset({FAILURES_CONTEXT})
@@ -312,34 +312,40 @@ def describe(storage: BaseStorage, context: str) -> list[EntryStat]:
 def read_view(storage: BaseStorage, context: str, stat: EntryStat) -> EntryView:
     """The entry's header as an :class:`EntryView`; never raises for a bad entry."""
     try:
-        header = _read_header(storage, stat.name, context)
+        header = entry_header(storage, stat.name, context)
+        meta = header.meta
     except Exception as exc:  # deleted meanwhile, damaged, another format
         return EntryView(context, stat.name, stat.size, stat.modified, None, None, None,
                          {}, f"{type(exc).__name__}: {exc}", stat.last_used or None)
-    meta = _mapping(header.get("meta"))
     arguments = _mapping(meta.get("arguments"))
-    size = stat.size
-    if size is None and isinstance(header.get("sizes"), list):
-        size = sum(header["sizes"])  # the payload: close enough for people
+    # Without a stored size, the payload's: close enough for people.
+    size = sum(header.sizes) if stat.size is None else stat.size
     return EntryView(
         context, stat.name, size, _number(meta.get("created")) or stat.modified,
         _text(meta.get("user")), _text(meta.get("host")), _number(meta.get("compute_seconds")),
         {str(k): str(v) for k, v in arguments.items()}, last_used=stat.last_used or None,
-        signer=_text(header.get("signer")), refused=_refusal(header),
+        signer=header.signer, refused=refused_here(header),
     )
 
 
-# -- helpers ------------------------------------------------------------------------
+def entry_header(storage: BaseStorage, name: str, context: str) -> entry.Header:
+    """One entry's header, read without loading its payload.
 
-
-def _age_order(stat: EntryStat) -> tuple[float, str]:
-    return (stat.modified or 0.0, stat.name)
-
-
-def _read_header(storage: BaseStorage, name: str, context: str) -> dict[str, Any]:
+    Examples:
+        >>> import tempfile
+        >>> from labcache import LocalStorage, cached
+        >>> @cached(storage=LocalStorage(tempfile.mkdtemp()))
+        ... def half(x):
+        ...     return x / 2
+        >>> half(3)
+        1.5
+        >>> header = entry_header(half.storage, half.key(3), half.context)
+        >>> header.meta["arguments"], header.signed
+        ({'x': '3'}, False)
+    """
     reader = getattr(storage, "read_entry_header", None)
     if reader is not None:
-        header: dict[str, Any] = reader(name, context)
+        header: entry.Header = reader(name, context)
         return header
     from .transfer import open_entry
 
@@ -349,13 +355,22 @@ def _read_header(storage: BaseStorage, name: str, context: str) -> dict[str, Any
         return entry.read_header(source)
 
 
-def _refusal(header: dict[str, Any]) -> str | None:
+def refused_here(header: entry.Header) -> str | None:
+    """Why this process would refuse to load the entry (unsigned, signer not
+    trusted), or None; never raises."""
     from ._seal import refusal
 
     try:
-        return refusal(header)
+        return refusal(header.signer, header.hmac)
     except Exception as exc:  # an unreadable trusted keys file: every entry would be refused
         return f"{type(exc).__name__}: {exc}"
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def _age_order(stat: EntryStat) -> tuple[float, str]:
+    return (stat.modified or 0.0, stat.name)
 
 
 def _mapping(value: object) -> dict[str, Any]:

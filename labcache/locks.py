@@ -193,7 +193,7 @@ class RecordLockingStorage(BaseLockingStorage):
         """Every entry of ``context`` with its size and time where cheaply known."""
         return [EntryStat(name, None, None) for name in self.list_stored_files(context)]
 
-    def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
+    def read_entry_header(self, hashcode: str, context: str) -> entry.Header:
         """An entry's header (metadata, sizes) without loading its payload."""
         from .transfer import open_entry
 
