@@ -70,7 +70,7 @@ def _cli_seconds(url: str) -> float | None:
 
 
 def listings(report: Report, storage: Any, url: str, backend: str, count: int) -> None:
-    from labcache.jupyter import listing
+    from labcache import listing
 
     label = f"{count:,} entries"
     figures = {

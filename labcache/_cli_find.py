@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from . import listing
 from .base import BaseStorage, EntryStat
 
-__all__ = ["CliError", "contexts", "find_function", "find_key", "find_lock", "listing_module"]
+__all__ = ["CliError", "contexts", "find_function", "find_key", "find_lock"]
 
 
 class CliError(Exception):
@@ -23,16 +22,9 @@ Entry = tuple[str, EntryStat]  # (context, stat)
 # -- finding things -------------------------------------------------------------------
 
 
-def listing_module() -> Any:
-    """:mod:`labcache.jupyter.listing`, imported on first use (no widgets in it)."""
-    from .jupyter import listing  # pure data; shared with the monitor widget
-
-    return listing
-
-
 def contexts(storage: BaseStorage) -> list[str]:
     """The functions' contexts in ``storage`` (bookkeeping left out)."""
-    return list(listing_module().list_contexts(storage))
+    return listing.list_contexts(storage)
 
 
 def find_function(storage: BaseStorage, name: str) -> str:
@@ -56,7 +48,6 @@ def find_function(storage: BaseStorage, name: str) -> str:
 def find_key(storage: BaseStorage, prefix: str) -> Entry:
     """The one entry whose key is ``prefix`` or starts with it."""
     _not_empty(prefix, "KEY", "3f9a2c (a key or the start of one)")
-    listing = listing_module()
     found = [(c, s) for c in contexts(storage) for s in listing.describe(storage, c)
              if s.name.startswith(prefix)]
     exact = [pair for pair in found if pair[1].name == prefix]
@@ -67,10 +58,10 @@ def find_key(storage: BaseStorage, prefix: str) -> Entry:
     raise CliError(f"key prefix {prefix!r} matches {len(found)} entries; give more characters")
 
 
-def find_lock(storage: BaseStorage, name: str) -> Any:
+def find_lock(storage: BaseStorage, name: str) -> listing.LockView:
     """The lock named ``name``, or whose key (or name) starts with it."""
     _not_empty(name, "LOCK", "a lock name or the start of its key (see labcache locks)")
-    rows = listing_module().lock_rows(storage, contexts(storage))
+    rows = listing.lock_rows(storage, contexts(storage))
     found = [r for r in rows if r.name == name] or \
         [r for r in rows if r.key.startswith(name) or r.name.startswith(name)]
     if len(found) == 1:

@@ -1,10 +1,9 @@
-"""Text for the ``labcache`` command: sizes, ages, tables, a progress bar.
+"""Text for the ``labcache`` command: tables and a progress bar (sizes and
+ages are written by :mod:`labcache.formatting`, as everywhere else).
 
 Everything here is pure formatting (no storage access), stdlib only.
 
 Examples:
-    >>> size_text(1_234_000_000), age_text(180), age_text(7200), age_text(5 * 86400)
-    ('1.2 GB', '3 m', '2 h', '5 d')
     >>> print(table(["name", "size"], [["a", "1 B"], ["long name", "10 B"]]))
     NAME       SIZE
     a           1 B
@@ -18,48 +17,12 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-__all__ = ["ProgressBar", "age_text", "size_text", "table"]
+__all__ = ["ProgressBar", "table"]
 
-_SIZE_UNITS = ("kB", "MB", "GB", "TB", "PB")
 #: Columns whose cells are numbers or sizes: right-aligned so digits line up.
 _RIGHT = frozenset({"ENTRIES", "SIZE", "TOTAL SIZE", "COMPUTE"})
 #: Widest a cell may be before it is cut (arguments can be long).
 MAX_CELL = 60
-
-
-def size_text(size: int | None) -> str:
-    """Bytes in decimal units, as ``--max-size`` reads them (``1 GB`` = 10**9).
-
-    Examples:
-        >>> size_text(999), size_text(1500), size_text(None)
-        ('999 B', '1.5 kB', '?')
-    """
-    if size is None:
-        return "?"
-    if size < 1000:
-        return f"{size} B"
-    amount = float(size)
-    for unit in _SIZE_UNITS:
-        amount /= 1000
-        if amount < 999.95 or unit == _SIZE_UNITS[-1]:
-            return f"{amount:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def age_text(seconds: float | None) -> str:
-    """A duration in its largest whole unit: ``12 s``, ``3 m``, ``2 h``, ``5 d``.
-
-    Examples:
-        >>> age_text(0.4), age_text(59), age_text(-3), age_text(None)
-        ('0 s', '59 s', '0 s', '-')
-    """
-    if seconds is None:
-        return "-"
-    seconds = max(seconds, 0.0)
-    for limit, divisor, unit in ((60, 1, "s"), (3600, 60, "m"), (86400, 3600, "h")):
-        if seconds < limit:
-            return f"{int(seconds // divisor)} {unit}"
-    return f"{int(seconds // 86400)} d"
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -203,21 +203,21 @@ def hashes_for(rules: Policy | None, seal: Seal | None) -> Hashes:
     return Hashes(None if seal is None else new_digest(seal.algorithm))
 
 
-def refusal(header: dict[str, Any]) -> str | None:
-    """Why a load in this process would refuse an entry with this header
-    (None: it would not, as far as the header tells; a signature is only
-    checked by a load, which reads the payload).
+def refusal(signer: str | None, hmac: bool) -> str | None:
+    """Why a load in this process would refuse an entry whose header names
+    ``signer`` and says whether it has an ``hmac`` (None: it would not, as
+    far as the header tells; a signature is only checked by a load, which
+    reads the payload).
 
     Examples:
-        >>> refusal({"signed": False, "signer": None, "hmac": False}) is None  # nothing asked
+        >>> refusal(signer=None, hmac=False) is None  # nothing asked
         True
     """
-    if signing.env("LABCACHE_SECRET") and not header.get("hmac"):
+    if signing.env("LABCACHE_SECRET") and not hmac:
         return "no LABCACHE_SECRET signature"
     trust = signing.current_trust() if signing.env(signing.TRUSTED_KEYS_VARIABLE) else None
     if trust is None:
         return None
-    signer = header.get("signer")
     if not signer:
         return "unsigned"
     return None if trust.knows(signer) else f"signer {signer} not trusted"

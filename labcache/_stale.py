@@ -121,9 +121,9 @@ def _still_stale(call: Call) -> bool:
 def _created(call: Call) -> float | None:
     try:
         header = call.storage.read_entry_header(call.key, call.context)
-    except (OSError, ValueError):
+        created = header.meta.get("created")
+    except (OSError, ValueError):  # gone, unreadable, damaged metadata
         return None
-    created = (header.get("meta") or {}).get("created")
     return float(created) if isinstance(created, (int, float)) else None
 
 

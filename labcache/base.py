@@ -243,7 +243,7 @@ class BaseStorage(BaseSingleton, ABC):
         """Every entry of ``context`` with its size and times where cheaply known."""
         return [EntryStat(name, None, None) for name in self.list_stored_files(context)]
 
-    def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
+    def read_entry_header(self, hashcode: str, context: str) -> entry.Header:
         """An entry's header (metadata, sizes, signer) without its payload;
         ``FileNotFoundError`` if there is no such entry."""
         found = self.open_entry(hashcode, context)

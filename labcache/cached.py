@@ -272,7 +272,7 @@ class CachedFunction(Generic[R]):
             with open_entry(storage, key, self.context) as source:
                 if source is None:
                     return True
-                created = entry.read_header(source).get("meta", {}).get("created", 0.0)
+                created = entry.read_header(source).meta.get("created", 0.0)
         except (OSError, ValueError):
             return True
         return bool(time.time() - created > expires_after)

@@ -30,11 +30,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-from ._cli_find import CliError, contexts, find_function, find_key, find_lock, listing_module
-from ._cli_format import ProgressBar, age_text, size_text, table
+from . import listing
+from ._cli_find import CliError, contexts, find_function, find_key, find_lock
+from ._cli_format import ProgressBar, table
 from ._redact import redact_url, scrub
 from .base import BaseLockingStorage, BaseStorage, Orphan
 from .errors import LabcacheError
+from .formatting import duration_text, parse_age, parse_size, size_text
 from .locks import UNREADABLE_LOCK_TTL
 from .names import lock_name_for
 
@@ -55,29 +57,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_ls(storage: BaseStorage, args: argparse.Namespace) -> Any:
-    listing, now = listing_module(), time.time()
+    now = time.time()
     if args.by is not None or args.since is not None:
         return _ls_filtered(storage, args, now)
     if args.function is not None:  # "" is refused, never read as "every function"
-        context = find_function(storage, args.function)
-        stats = sorted(listing.describe(storage, context), key=lambda s: -s.last_used)
-        views = [(s, listing.read_view(storage, context, s)) for s in stats[: args.limit]]
-        rows = [{"key": s.name, "size": v.size, "created": v.created, "last_used": s.last_used
-                 or None, "by": v.who, "signer": v.signer, "refused": v.refused,
-                 "compute_seconds": v.compute_seconds,
-                 "arguments": listing.arguments_text(v)} for s, v in views]
-        text = table(["key", "size", "created", "last used", "by", "signer", "compute",
-                      "arguments"],
-                     [[r["key"][:SHORT_KEY], size_text(r["size"]), _ago(r["created"], now),
-                       _ago(r["last_used"], now), r["by"], listing.signer_text(v),
-                       _secs(r["compute_seconds"]), r["arguments"]]
-                      for r, (_, v) in zip(rows, views, strict=True)])
-        more = len(stats) - len(rows)
-        text += f"\n... and {more} more (--limit {len(stats)} shows all)" if more > 0 else ""
-        return {"function": context, "entries": rows, "total": len(stats)}, text
+        return _ls_function(storage, find_function(storage, args.function), args.limit, now)
     described = {c: listing.describe(storage, c) for c in contexts(storage)}
     summaries = listing.summarize(storage, described=described)
-    rows = [{"function": s.context, "entries": s.entries, "size": s.total_size,
+    rows: list[dict[str, Any]] = [
+            {"function": s.context, "entries": s.entries, "size": s.total_size,
              "last_used": max((e.last_used for e in described[s.context]), default=None) or None,
              "newest": s.newest.created if s.newest else None,
              "by": s.newest.who if s.newest else None} for s in summaries]
@@ -90,11 +78,29 @@ def cmd_ls(storage: BaseStorage, args: argparse.Namespace) -> Any:
     return {"functions": rows}, text
 
 
+def _ls_function(storage: BaseStorage, context: str, limit: int, now: float) -> Any:
+    """``ls FUNCTION``: its entries, most recently used first."""
+    stats = sorted(listing.describe(storage, context), key=lambda s: -s.last_used)
+    views = [(s, listing.read_view(storage, context, s)) for s in stats[:limit]]
+    rows: list[dict[str, Any]] = [
+        {"key": s.name, "size": v.size, "created": v.created, "last_used": s.last_used or None,
+         "by": v.who, "signer": v.signer, "refused": v.refused,
+         "compute_seconds": v.compute_seconds, "arguments": listing.arguments_text(v)}
+        for s, v in views]
+    text = table(["key", "size", "created", "last used", "by", "signer", "compute", "arguments"],
+                 [[r["key"][:SHORT_KEY], size_text(r["size"]), _ago(r["created"], now),
+                   _ago(r["last_used"], now), r["by"], listing.signer_text(v),
+                   _secs(r["compute_seconds"]), r["arguments"]]
+                  for r, (_, v) in zip(rows, views, strict=True)])
+    more = len(stats) - len(rows)
+    text += f"\n... and {more} more (--limit {len(stats)} shows all)" if more > 0 else ""
+    return {"function": context, "entries": rows, "total": len(stats)}, text
+
+
 def cmd_info(storage: BaseStorage, args: argparse.Namespace) -> Any:
     context, stat = find_key(storage, args.key)
-    listing = listing_module()
-    header = listing._read_header(storage, stat.name, context)
-    meta = header.get("meta") or {}
+    header = listing.entry_header(storage, stat.name, context)
+    meta = header.meta
     lock = _lock_of(storage, context, stat.name)
     data: dict[str, Any] = {"function": context, "key": stat.name, "size": stat.size,
             "created": meta.get("created"), "modified": stat.modified,
@@ -102,8 +108,8 @@ def cmd_info(storage: BaseStorage, args: argparse.Namespace) -> Any:
             "by": f"{meta.get('user') or '?'}@{meta.get('host') or '?'}",
             "compute_seconds": meta.get("compute_seconds"), "arguments": meta.get("arguments"),
             "python": meta.get("python"), "labcache": meta.get("labcache"),
-            "signed": bool(header.get("signed")), "signer": header.get("signer"),
-            "hmac": bool(header.get("hmac")), "refused_here": listing._refusal(header),
+            "signed": header.signed, "signer": header.signer,
+            "hmac": header.hmac, "refused_here": listing.refused_here(header),
             "lock": lock}
     extra = {k: v for k, v in meta.items() if k not in _INFO_META and k not in data}
     data.update(extra)  # the code identity's parts and whatever else the writer recorded
@@ -134,7 +140,7 @@ def cmd_rm(storage: BaseStorage, args: argparse.Namespace) -> Any:
 
 def cmd_clear(storage: BaseStorage, args: argparse.Namespace) -> Any:
     context = find_function(storage, args.function)
-    stats = listing_module().describe(storage, context)
+    stats = listing.describe(storage, context)
     bar, removed, freed = ProgressBar("clear"), 0, 0
     try:
         for done, stat in enumerate(stats, start=1):
@@ -149,13 +155,13 @@ def cmd_clear(storage: BaseStorage, args: argparse.Namespace) -> Any:
 
 
 def cmd_locks(storage: BaseStorage, args: argparse.Namespace) -> Any:
-    rows = [_lock_data(r) for r in listing_module().lock_rows(storage, contexts(storage))]
+    rows = [_lock_data(r) for r in listing.lock_rows(storage, contexts(storage))]
     if not rows:
         return {"locks": []}, "no locks"
     return {"locks": rows}, table(
         ["function", "key", "holder", "held for", "last beat", "state"],
-        [[r["function"], r["key"][:SHORT_KEY], r["holder"], age_text(r["held_for"]),
-          age_text(r["last_beat_age"]) + " ago", r["state"]] for r in rows])
+        [[r["function"], r["key"][:SHORT_KEY], r["holder"], duration_text(r["held_for"]),
+          duration_text(r["last_beat_age"]) + " ago", r["state"]] for r in rows])
 
 
 def cmd_unlock(storage: BaseStorage, args: argparse.Namespace) -> Any:
@@ -165,12 +171,12 @@ def cmd_unlock(storage: BaseStorage, args: argparse.Namespace) -> Any:
     if not lock.stale and not args.force and lock.problem:
         raise CliError(
             f"lock {lock.name} has an unreadable record ({lock.problem}); it counts as held "
-            f"until it is {age_text(UNREADABLE_LOCK_TTL)} old (changed {age_text(lock.beat_age)} "
-            "ago); pass --force to remove it now")
+            f"until it is {duration_text(UNREADABLE_LOCK_TTL)} old (changed "
+            f"{duration_text(lock.beat_age)} ago); pass --force to remove it now")
     if not lock.stale and not args.force:
         raise CliError(
-            f"lock {lock.name} is held by {lock.holder} for {age_text(lock.held_for)} "
-            f"(last beat {age_text(lock.beat_age)} ago): it is alive, probably computing; "
+            f"lock {lock.name} is held by {lock.holder} for {duration_text(lock.held_for)} "
+            f"(last beat {duration_text(lock.beat_age)} ago): it is alive, probably computing; "
             "pass --force to break it anyway")
     broken = storage.break_lock(lock.name)
     if not broken:
@@ -230,7 +236,7 @@ def _orphans_text(verb: str, orphans: list[Orphan], age: float) -> str:
     kinds = sorted({o.kind for o in orphans})
     return (f"{verb} {_count(len(orphans), 'orphan')} left by interrupted stores "
             f"({size_text(sum(o.size for o in orphans))}"
-            f"{': ' + ', '.join(kinds) if kinds else ''}), idle for over {age_text(age)}")
+            f"{': ' + ', '.join(kinds) if kinds else ''}), idle for over {duration_text(age)}")
 
 
 def _orphan_data(orphan: Orphan) -> dict[str, Any]:
@@ -238,14 +244,14 @@ def _orphan_data(orphan: Orphan) -> dict[str, Any]:
 
 
 def cmd_stats(storage: BaseStorage, args: argparse.Namespace) -> Any:
-    listing = listing_module()
     described = {c: listing.describe(storage, c) for c in contexts(storage)}
     stats = [s for found in described.values() for s in found]
     locks = listing.lock_rows(storage, described)
     used = [s.last_used for s in stats if s.last_used]
     sizes = [s.size for s in stats]
+    total = None if None in sizes else sum(s for s in sizes if s is not None)
     data: dict[str, Any] = {"storage": _where(storage, args), "functions": len(described),
-            "entries": len(stats), "size": None if None in sizes else sum(map(int, sizes)),
+            "entries": len(stats), "size": total,
             "least_recently_used": min(used, default=None),
             "most_recently_used": max(used, default=None),
             "locks": len(locks), "stale_locks": sum(lock.stale for lock in locks),
@@ -277,10 +283,10 @@ def _orphan_stats(storage: BaseStorage, age: float) -> tuple[dict[str, Any], dic
             "writes_in_progress": len(young), "writes_in_progress_size": sum(o.size for o in young),
             "orphans_error": None}
     return data, {
-        "orphans": f"{len(old)} ({size_text(data['orphan_size'])}; idle over {age_text(age)}, "
-                   "labcache gc removes them)",
+        "orphans": f"{len(old)} ({size_text(data['orphan_size'])}; idle over "
+                   f"{duration_text(age)}, labcache gc removes them)",
         "writes_in_progress": f"{len(young)} ({size_text(data['writes_in_progress_size'])}; "
-                              f"or interrupted less than {age_text(age)} ago)"}
+                              f"or interrupted less than {duration_text(age)} ago)"}
 
 
 def cmd_keygen(storage: BaseStorage | None, args: argparse.Namespace) -> Any:
@@ -328,9 +334,6 @@ _INFO_META = frozenset({"function", "key", "created", "compute_seconds", "argume
 def _ls_filtered(storage: BaseStorage, args: argparse.Namespace, now: float) -> Any:
     """``ls [FUNCTION] --by NAME --since AGE``: matching entries, newest first
     (the headers of every entry young enough are read)."""
-    from .eviction import parse_age
-
-    listing = listing_module()
     try:
         cutoff = None if args.since is None else now - parse_age(args.since)
     except ValueError as exc:
@@ -346,7 +349,8 @@ def _ls_filtered(storage: BaseStorage, args: argparse.Namespace, now: float) -> 
             if _matches(view, args.by, cutoff):
                 views.append(view)
     views.sort(key=lambda v: -(v.created or 0.0))
-    rows = [{"function": v.context, "key": v.name, "size": v.size, "created": v.created,
+    rows: list[dict[str, Any]] = [
+            {"function": v.context, "key": v.name, "size": v.size, "created": v.created,
              "by": v.who, "signer": v.signer, "refused": v.refused,
              "compute_seconds": v.compute_seconds, "arguments": listing.arguments_text(v)}
             for v in views[: args.limit]]
@@ -360,7 +364,7 @@ def _ls_filtered(storage: BaseStorage, args: argparse.Namespace, now: float) -> 
             "filters": {"by": args.by, "since": args.since, "function": args.function}}, text
 
 
-def _matches(view: Any, by: str | None, cutoff: float | None) -> bool:
+def _matches(view: listing.EntryView, by: str | None, cutoff: float | None) -> bool:
     """Whether an entry was made by ``by`` (its signer, user or user@host) after ``cutoff``."""
     if cutoff is not None and (view.created is None or view.created < cutoff):
         return False
@@ -368,7 +372,7 @@ def _matches(view: Any, by: str | None, cutoff: float | None) -> bool:
 
 
 def _ago(when: float | None, now: float) -> str:
-    return "-" if not when else age_text(now - when)
+    return "-" if not when else duration_text(now - when)
 
 
 def _count(number: int, noun: str) -> str:
@@ -377,10 +381,10 @@ def _count(number: int, noun: str) -> str:
 
 
 def _secs(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds:.1f} s" if seconds < 60 else age_text(seconds)
+    return "-" if seconds is None else duration_text(seconds)
 
 
-def _lock_data(row: Any) -> dict[str, Any]:
+def _lock_data(row: listing.LockView) -> dict[str, Any]:
     return {"name": row.name, "function": row.context, "key": row.key, "holder": row.holder,
             "held_for": row.held_for, "last_beat_age": row.beat_age, "state": row.state,
             "problem": row.problem}
@@ -497,8 +501,6 @@ def _count_arg(text: str) -> int:
 
 
 def _size_arg(text: str) -> int:
-    from .eviction import parse_size
-
     try:
         return parse_size(text, require_unit=True)
     except ValueError as exc:
@@ -506,8 +508,6 @@ def _size_arg(text: str) -> int:
 
 
 def _age_arg(text: str) -> float:
-    from .eviction import parse_age
-
     try:
         return parse_age(text, require_unit=True)
     except ValueError as exc:

@@ -87,7 +87,7 @@ class Encoded:
     """
 
     chunks: list[Any]
-    header: dict[str, Any]
+    header: Header
     size: int = 0
     _stream: io.BytesIO | None = field(default=None, repr=False)
 
@@ -143,11 +143,6 @@ class Header(NamedTuple):
             raise CorruptEntryError("metadata is not a JSON object")
         return meta
 
-    def as_dict(self) -> dict[str, Any]:
-        """The header as plain data (what :func:`read_header` returns)."""
-        return {"format": self.format, "sizes": list(self.sizes), "align": _ALIGN,
-                "checksum": self.checksum.hex(), "signed": self.signed, "signer": self.signer,
-                "hmac": self.hmac, "meta": self.meta}
 
 
 def encode(value: object, meta: dict[str, Any]) -> Encoded:
@@ -175,10 +170,9 @@ def encode(value: object, meta: dict[str, Any]) -> Encoded:
                          len(head), checksum, seal_length)
     chunks = [start, plan.seal(start, digest), head, *payload] if plan else \
         [start, head, *payload]
-    signer = plan.signer.name if plan and plan.signer else None
-    header = {"format": FORMAT_VERSION, "sizes": sizes, "align": _ALIGN,
-              "checksum": checksum.hex(), "signed": plan is not None, "signer": signer,
-              "hmac": bool(plan and plan.secret), "meta": meta}
+    header = _parse_header(head, FORMAT_VERSION, None, len(sizes), checksum)._replace(
+        signed=plan is not None, signer=plan.signer.name if plan and plan.signer else None,
+        hmac=bool(plan and plan.secret))
     return Encoded(chunks, header, sum(memoryview(c).nbytes for c in chunks))
 
 
@@ -229,25 +223,28 @@ def load(source: Any, verify_key: bytes | bool | None = True,
     return value, header
 
 
-def decode(source: Any, verify_key: bytes | bool | None = True) -> tuple[Any, dict[str, Any]]:
-    """Read an entry back: ``(value, header as a dict)``.
+def decode(source: Any, verify_key: bytes | bool | None = True) -> tuple[Any, Header]:
+    """Read an entry back: ``(value, Header)``, its metadata checked too
+    (:func:`load` parses it only when asked).
 
     Examples:
-        >>> decode(bytes(encode({"a": 1}, {"function": "f"})))[1]["meta"]
+        >>> decode(bytes(encode({"a": 1}, {"function": "f"})))[1].meta
         {'function': 'f'}
     """
     value, header = load(source, verify_key)
-    return value, header.as_dict()
+    header.meta  # noqa: B018  (raises CorruptEntryError for bad JSON)
+    return value, header
 
 
-def read_header(source: Any) -> dict[str, Any]:
+def read_header(source: Any) -> Header:
     """Only the header of an entry (cheap: for listings); nothing is unpickled.
 
     Examples:
-        >>> read_header(bytes(encode(None, {"function": "f"})))["meta"]
-        {'function': 'f'}
+        >>> header = read_header(bytes(encode(None, {"function": "f"})))
+        >>> header.meta, header.signed, header.signer
+        ({'function': 'f'}, False, None)
     """
-    return _read_header(Reader(source), parse_meta=True)[3].as_dict()
+    return _read_header(Reader(source), parse_meta=True)[3]
 
 
 # -- writing -----------------------------------------------------------------

@@ -15,91 +15,29 @@ unlinked open file stays readable; a Redis entry is one value (read whole)
 or a manifest whose chunks are left to expire a minute later; an S3 GET
 already under way streams the object it started on.
 
-Examples:
-    >>> parse_size("5GB"), parse_size("1.5 GiB"), parse_size(1024)
-    (5000000000, 1610612736, 1024)
-    >>> parse_age("30d"), parse_age("90 m"), parse_age(45)
-    (2592000.0, 5400.0, 45.0)
+Sizes and ages (``"5GB"``, ``"30d"``) are read by
+:func:`labcache.formatting.parse_size` and :func:`~labcache.formatting.parse_age`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from .base import BaseLockingStorage, BaseStorage, EntryStat
+from .formatting import parse_age, parse_size
+from .listing import describe, list_contexts
 from .names import lock_name_for
 
-__all__ = ["Eviction", "evict", "parse_age", "parse_size"]
+__all__ = ["Eviction", "evict"]
 
 logger = logging.getLogger("labcache")
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
-          "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
-          "tib": 2**40}
-_AGE_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_NUMBER = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
-
 #: Called as ``progress(done, total)`` while entries are examined.
 Progress = Callable[[int, int], None]
-
-
-def parse_size(size: str | int, require_unit: bool = False) -> int:
-    """Bytes from ``5GB``, ``500 MB``, ``1.5GiB``, ``123`` (kB/MB/GB are powers
-    of 1000, KiB/MiB/GiB powers of 1024); ``ValueError`` on anything else.
-
-    Examples:
-        >>> parse_size("500 MB")
-        500000000
-        >>> parse_size("lots")
-        Traceback (most recent call last):
-        ValueError: cannot read 'lots' as a size; write a number and a unit such as ...
-    """
-    if isinstance(size, float):
-        raise ValueError(f"cannot read {size!r} as a size; write whole bytes or a number "
-                         "and a unit such as 500MB, 5GB or 1.5GiB")
-    return int(_quantity(size, _UNITS, "size", "500MB, 5GB or 1.5GiB", require_unit))
-
-
-def parse_age(age: str | float, require_unit: bool = False) -> float:
-    """Seconds from ``30d``, ``12h``, ``90m``, ``45s``, ``2w`` or a number of
-    seconds; ``ValueError`` on anything else.  ``require_unit`` refuses a
-    bare number (the command line: ``30`` must not quietly mean seconds).
-
-    Examples:
-        >>> parse_age("2w")
-        1209600.0
-        >>> parse_age("soon")
-        Traceback (most recent call last):
-        ValueError: cannot read 'soon' as an age; write a number and a unit such as ...
-    """
-    return _quantity(age, _AGE_UNITS, "age", "45s, 90m, 12h, 30d or 2w", require_unit)
-
-
-def _quantity(value: object, units: Mapping[str, float], what: str, examples: str,
-              require_unit: bool = False) -> float:
-    """A number, or a number and one of ``units``, as a float (never negative)."""
-    article = "an" if what == "age" else "a"
-    # A bare number needs a unit, except 0, which is 0 in every unit.
-    bare = isinstance(value, str) and value.strip().replace(".", "").isdigit()
-    if require_unit and (not isinstance(value, str) or (bare and float(value) != 0)):
-        raise ValueError(f"{value!r} has no unit; write {article} {what} with its unit, "
-                         f"such as {examples}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"{'an' if what == 'age' else 'a'} {what} cannot be negative "
-                             f"({value})")
-        return float(value)
-    match = _NUMBER.fullmatch(value) if isinstance(value, str) else None
-    unit = match[2].lower() if match else ""
-    if match is None or unit not in units:
-        raise ValueError(f"cannot read {value!r} as {'an' if what == 'age' else 'a'} {what}; "
-                         f"write a number and a unit such as {examples}")
-    return float(match[1]) * units[unit]
 
 
 @dataclass
@@ -176,8 +114,6 @@ def evict(storage: BaseStorage, context: str | None = None, *, max_size: str | i
 
 
 def _listing(storage: BaseStorage, context: str | None) -> list[tuple[str, EntryStat]]:
-    from .jupyter.listing import describe, list_contexts  # pure data, no widgets
-
     contexts = list_contexts(storage) if context is None else [context]
     return [(ctx, stat) for ctx in contexts for stat in describe(storage, ctx)]
 

@@ -15,16 +15,15 @@ import os
 import platform
 import reprlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import keys
+from .base import BaseStorage
 from .lock_record import this_host, this_user
+from .options import CacheOptions
 
-if TYPE_CHECKING:
-    from .cached import CachedFunction
-
-__all__ = ["MAX_RECORDED_PARTS", "Explanation", "call_parts", "entry_metadata", "explain_call",
-           "recorded_parts"]
+__all__ = ["MAX_RECORDED_PARTS", "Explained", "Explanation", "call_parts", "entry_metadata",
+           "explain_call", "recorded_parts"]
 
 #: How many of a function's newest entries are read to find the nearest.
 ENTRIES_READ = 50
@@ -32,6 +31,31 @@ _TRUNCATED = "\0truncated"
 _summary = reprlib.Repr()
 _summary.maxstring = _summary.maxother = 60
 _KIND_ORDER = ("code", "version", "helper", "class", "global", "package", "argument")
+
+
+class Explained(Protocol):
+    """What explaining reads of a ``@cached`` function (a ``CachedFunction``).
+
+    A protocol, not the class: ``@cached`` imports this module, and this
+    module does not import it back.
+    """
+
+    context: str
+    _name: str
+
+    @property
+    def options(self) -> CacheOptions:
+        """The function's ``@cached`` options."""
+
+    @property
+    def storage(self) -> BaseStorage:
+        """The storage its entries live in."""
+
+    def _function_identity(self) -> keys.Identity: ...
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]: ...
+
+    def _expired(self, storage: BaseStorage, key: str, expires_after: float) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -69,7 +93,7 @@ class Explanation:
         return f"{self.function}: miss. The nearest {entries} ({self.nearest}) differs in: {what}"
 
 
-def call_parts(function: CachedFunction[Any], args: tuple[Any, ...],
+def call_parts(function: Explained, args: tuple[Any, ...],
                kwargs: dict[str, Any]) -> tuple[str, dict[str, str]]:
     """(key, parts) of one call: the identity's parts and each argument's digest."""
     identity = function._function_identity()
@@ -78,7 +102,7 @@ def call_parts(function: CachedFunction[Any], args: tuple[Any, ...],
     return key, {**identity.parts, **{f"argument {n}": d for n, d in digests.items()}}
 
 
-def explain_call(function: CachedFunction[Any], args: tuple[Any, ...],
+def explain_call(function: Explained, args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> Explanation:
     """Compare this call with the stored entries of ``function``."""
     key, parts = call_parts(function, args, kwargs)
@@ -150,16 +174,16 @@ def _describe(value: object) -> str:
         return f"<{type(value).__name__}>"
 
 
-def _stored_parts(storage: Any, context: str) -> dict[str, dict[str, str] | None]:
+def _stored_parts(storage: BaseStorage, context: str) -> dict[str, dict[str, str] | None]:
     """key -> recorded parts (None if not recorded) of the newest entries."""
-    from .jupyter.listing import _read_header, describe  # listing imports no IPython
+    from .listing import describe, entry_header  # loaded when asked: not by `import labcache`
 
     stats = describe(storage, context)
     stats.sort(key=lambda s: (s.modified or 0.0, s.name), reverse=True)
     found: dict[str, dict[str, str] | None] = {}
     for stat in stats[:ENTRIES_READ]:
         try:
-            meta = _read_header(storage, stat.name, context).get("meta") or {}
+            meta = entry_header(storage, stat.name, context).meta
         except Exception:  # removed meanwhile, damaged: not a candidate
             continue
         parts = meta.get("parts")

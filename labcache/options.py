@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from .base import BaseStorage
+from .formatting import parse_size
 from .lock_record import check_lock_times
 
 if TYPE_CHECKING:
@@ -135,8 +136,6 @@ class CacheOptions:
             _check_seconds(name, getattr(self, name), optional)
         check_lock_times(self.ttl, self.heartbeat_interval)  # what a lock record may carry
         if self.max_size is not None:  # bytes from now on: "5GB" is parsed once
-            from .eviction import parse_size
-
             object.__setattr__(self, "max_size", parse_size(self.max_size))
         if self.mmap_mode not in _MMAP_MODES:
             raise ValueError(f"mmap_mode must be None, 'r' or 'c', not {self.mmap_mode!r}")

@@ -1,8 +1,11 @@
 """What a cached call tells people: the kernel's counters and status lines.
 
-The protocol reports events here; in a script they go to the ``labcache``
-logger, and the Jupyter front end replaces the reporter with one that draws
-a live status line in the cell.
+The protocol reports events to a :class:`Reporter`, which counts them and
+logs them to the ``labcache`` logger.  In a Jupyter kernel it also passes
+them to a :class:`StatusLine` that draws a live line in the running cell
+(``labcache.jupyter.status``): :func:`reporter_for` is the one place where
+the core reaches into ``labcache.jupyter``, and that module imports nothing
+that imports it back.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .base import LockInfo
+from .formatting import duration_text
 
-__all__ = ["Reporter", "Stats", "format_seconds", "reporter_for", "stats"]
+__all__ = ["Reporter", "Stats", "StatusLine", "reporter_for", "stats"]
 
 logger = logging.getLogger("labcache")
 
@@ -57,26 +62,39 @@ class Stats:
 stats = Stats()
 
 
-def format_seconds(seconds: float) -> str:
-    """A duration as people read it.
+class StatusLine(Protocol):
+    """Draws one call's status where a person watches it, as the call goes.
 
-    Examples:
-        >>> format_seconds(0.0213), format_seconds(41), format_seconds(133)
-        ('0.02 s', '41 s', '2 m 13 s')
+    A :class:`Reporter` given one passes it every event after counting and
+    logging it.  ``labcache.jupyter.status.CellStatus`` is the one in a
+    notebook cell.
     """
-    if seconds < 10:
-        return f"{seconds:.2f} s" if seconds < 1 else f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} m {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} m"
+
+    def computing(self, reason: str | None) -> None:
+        """This call starts computing (``reason``: why, when known)."""
+
+    def computed(self, seconds: float, reason: str | None) -> None:
+        """The result was computed and stored."""
+
+    def waiting(self, holder: LockInfo | None, waited: float) -> None:
+        """Another process holds the lock (called on every poll)."""
+
+    def loaded(self, load_seconds: float, saved: float) -> None:
+        """A hit, ``saved`` seconds of computing spared."""
+
+    def refreshing(self, who: str) -> None:
+        """A stale entry was returned; ``who`` recomputes it."""
+
+    def failed(self, error: BaseException) -> None:
+        """The computation raised."""
+
+    def finished(self) -> None:
+        """The call is over, whatever happened."""
 
 
 class Reporter:
-    """Receives the events of one cached call; this one logs them.
+    """Receives the events of one cached call: counts and logs them, and
+    passes them on to ``line`` (a live status line) when there is one.
 
     Examples:
         >>> Reporter("f").loaded(load_seconds=0.02, compute_seconds=41.0)
@@ -85,8 +103,10 @@ class Reporter:
     #: Minimum seconds between two "still waiting" lines.
     waiting_every: float = 30.0
 
-    def __init__(self, function: str) -> None:
+    def __init__(self, function: str, line: StatusLine | None = None) -> None:
         self.function = function
+        #: Where the call's status is drawn as it goes (a notebook cell), if anywhere.
+        self.line = line
         #: Why this call computes, when known cheaply ("helper scale changed").
         self.reason: str | None = None
         self._last_wait_line = 0.0
@@ -97,8 +117,10 @@ class Reporter:
         saved = max((compute_seconds or 0.0) - load_seconds, 0.0)
         stats.add_hit(saved)
         if logger.isEnabledFor(logging.DEBUG):  # formatting costs more than a hit
-                logger.debug("%s: loaded from cache in %s, saved %s", self.function,
-                             format_seconds(load_seconds), format_seconds(saved))
+            logger.debug("%s: loaded from cache in %s, saved %s", self.function,
+                         duration_text(load_seconds), duration_text(saved))
+        if self.line is not None:
+            self.line.loaded(load_seconds, saved)
 
     def computing(self) -> None:
         """This call holds the lock and starts computing."""
@@ -108,14 +130,24 @@ class Reporter:
             logger.info("%s: recomputing: %s", self.function, self.reason)
         else:
             logger.debug("%s: computing", self.function)
+        if self.line is not None:
+            self.line.computing(self.reason)
 
     def computed(self, seconds: float) -> None:
         """The computation finished and its result was stored."""
         stats.add(computations=1)
-        logger.debug("%s: computed in %s", self.function, format_seconds(seconds))
+        logger.debug("%s: computed in %s", self.function, duration_text(seconds))
+        if self.line is not None:
+            self.line.computed(seconds, self.reason)
 
     def waiting(self, holder: LockInfo | None, waited: float) -> None:
         """Called on every poll while another process holds the lock."""
+        self._log_waiting(holder, waited)
+        if self.line is not None:
+            self.line.waiting(holder, waited)
+
+    def _log_waiting(self, holder: LockInfo | None, waited: float) -> None:
+        """Count the wait once; log it at most every ``waiting_every`` seconds."""
         now = time.monotonic()
         if not self._waited:
             self._waited = True
@@ -125,37 +157,42 @@ class Reporter:
         self._last_wait_line = now
         if holder is None:
             logger.info("%s: waiting for another process, %s", self.function,
-                        format_seconds(waited))
+                        duration_text(waited))
             return
-        beat = format_seconds(max(time.time() - holder.heartbeat, 0.0))
+        beat = duration_text(max(time.time() - holder.heartbeat, 0.0))
         logger.info("%s: waiting for %s, %s, last beat %s ago", self.function,
-                    holder.holder, format_seconds(waited), beat)
+                    holder.holder, duration_text(waited), beat)
 
     def refreshing(self, who: str) -> None:
         """A stale entry was returned; ``who`` (``user@host``) recomputes it
         in the background (``@cached(stale_after=...)``)."""
         logger.info("%s: returned a stale entry; refreshing on %s", self.function, who)
+        if self.line is not None:
+            self.line.refreshing(who)
 
     def failed(self, error: BaseException) -> None:
         """The computation (ours or the holder's) raised."""
         stats.add(failures=1)
         logger.debug("%s: failed with %s", self.function, type(error).__name__)
+        if self.line is not None:
+            self.line.failed(error)
 
     def finished(self) -> None:
         """The call is over, whatever happened."""
+        if self.line is not None:
+            self.line.finished()
 
 
 def reporter_for(function: str, always_summarize: bool = False) -> Reporter:
-    """The reporter for one call: a live line in a Jupyter cell, else the log.
+    """The reporter for one call: with a live line in a Jupyter cell when
+    this process is a kernel running one, else the log alone.
 
     Examples:
-        >>> type(reporter_for("f")).__name__
-        'Reporter'
+        >>> reporter_for("f").line is None  # not in a kernel
+        True
     """
     if "ipykernel" in sys.modules:  # cheap test first: hits must stay fast
-        from .jupyter.status import cell_reporter
+        from .jupyter.status import cell_status  # the one hook into labcache.jupyter
 
-        found = cell_reporter(function, always_summarize)
-        if found is not None:
-            return found
+        return Reporter(function, cell_status(always_summarize))
     return Reporter(function)

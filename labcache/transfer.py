@@ -161,7 +161,7 @@ def read_failure(call: Call, holder: LockInfo | None) -> BaseException | None:
             error, header = entry.decode(source)
     except CorruptEntryError:
         return None
-    meta = header.get("meta") or {}
+    meta = header.meta
     if holder is not None and holder.token:
         ours = meta.get("token") == holder.token
     else:  # the backend cannot name holders: trust failures since we started

@@ -71,7 +71,7 @@ def test_a_repetitive_dataframe_shrinks_many_times(backend: tuple[str, Any]) -> 
     with storage.get_file_by_hashcode("df", "ctx") as source:
         value, _ = entry.decode(source)
     pd.testing.assert_frame_equal(value, frame)
-    assert storage.read_entry_header("df", "ctx")["meta"] == {"function": "f"}
+    assert storage.read_entry_header("df", "ctx").meta == {"function": "f"}
 
 
 def test_random_floats_are_sent_as_they_are(backend: tuple[str, Any]) -> None:

@@ -188,7 +188,7 @@ def test_listings_for_people(any_storage: Any) -> None:
     for stat in stats:
         assert stat.size is None or stat.size > 100
     header = any_storage.read_entry_header(square.key(2), square.context)
-    meta = header["meta"]
+    meta = header.meta
     assert meta["function"].endswith("square") and meta["arguments"] == {"x": "2"}
     assert "user" in meta and "host" in meta and meta["compute_seconds"] >= 0
     with pytest.raises(FileNotFoundError):

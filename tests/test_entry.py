@@ -136,8 +136,8 @@ def test_round_trip_plain_values(value: object) -> None:
     decoded, header = decode(entry_bytes(value))
     assert decoded == value
     assert type(decoded) is type(value)
-    assert header["meta"] == META
-    assert header["format"] == FORMAT_VERSION
+    assert header.meta == META
+    assert header.format == FORMAT_VERSION
 
 
 @pytest.mark.parametrize(
@@ -172,7 +172,7 @@ def test_large_array_travels_out_of_band_and_aligned() -> None:
     encoded = encode(array, META)
     data = bytes(encoded)
     header, _, parts = layout(data)
-    assert header["sizes"] == encoded.header["sizes"]
+    assert header["sizes"] == list(encoded.header.sizes)
     assert len(header["sizes"]) > 1
     assert encoded.size == len(data)
     start, size = max(parts[1:], key=lambda part: part[1])
@@ -243,8 +243,8 @@ def test_read_header_does_not_unpickle(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     data = entry_bytes(MakesDirectoryWhenLoaded(marker), {"function": "evil"})
     header = read_header(data)
-    assert header["meta"] == {"function": "evil"}
-    assert header["format"] == FORMAT_VERSION
+    assert header.meta == {"function": "evil"}
+    assert header.format == FORMAT_VERSION
     assert read_header(io.BytesIO(data)) == header
     assert not marker.exists()
 
@@ -410,7 +410,7 @@ def test_signed_entry_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unsigned_entry_refused_when_secret_set(monkeypatch: pytest.MonkeyPatch) -> None:
     data = entry_bytes([1, 2, 3])
-    assert read_header(data)["signed"] is False
+    assert read_header(data).signed is False
     assert decode(data)[0] == [1, 2, 3]
     monkeypatch.setenv("LABCACHE_SECRET", "team secret")
     with pytest.raises(SignatureError):
@@ -447,7 +447,7 @@ def test_meta_altered_after_signing_is_refused(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(CorruptEntryError, match="checksum"):
         decode(altered)  # the checksum covers the metadata too
     forged = rechecksum(altered)  # the checksum is no secret: a forger recomputes it
-    assert read_header(forged)["meta"]["user"] == "mallo"
+    assert read_header(forged).meta["user"] == "mallo"
     with pytest.raises(SignatureError):
         decode(forged)
 

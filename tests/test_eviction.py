@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from labcache import LocalStorage, cached, entry
-from labcache.eviction import evict, parse_age, parse_size
+from labcache.eviction import evict
+from labcache.formatting import parse_age, parse_size
 from labcache.names import lock_name_for
 
 CONTEXT = "tests.eviction"

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from labcache import cached
-from labcache.jupyter.status import CellReporter
-from labcache.report import stats
+from labcache.jupyter.status import CellStatus
+from labcache.report import Reporter, stats
 
 from .test_code_identity import Notebook
 
@@ -105,7 +105,8 @@ def test_a_recomputation_says_why(nb, caplog):
 
 def test_the_status_line_shows_the_reason():
     shown = []
-    reporter = CellReporter("f", show=lambda line, handle: shown.append(line.text) or "shown")
+    line = CellStatus(show=lambda line, handle: shown.append(line.text) or "shown")
+    reporter = Reporter("f", line)
     reporter.reason = "helper features.scale changed"
     reporter.computing()
     reporter.computed(0.1)

@@ -108,7 +108,7 @@ def test_upload_encoded_entry_round_trip(storage: LocalStorage) -> None:
     assert stored == bytes(encoded)
     decoded, header = decode(stored)
     assert decoded == value
-    assert header["meta"] == {"function": "train"}
+    assert header.meta == {"function": "train"}
 
 
 def test_upload_overwrites_and_nested_contexts(storage: LocalStorage) -> None:

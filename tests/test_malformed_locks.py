@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from labcache import LocalStorage, LockTimeout, cached
-from labcache.jupyter.listing import lock_rows
+from labcache.listing import lock_rows
 from labcache.lock_record import LockRecord, this_user
 from labcache.locks import UNREADABLE_LOCK_TTL
 from labcache.names import lock_name_for

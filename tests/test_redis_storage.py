@@ -169,7 +169,7 @@ def test_header_and_size_of_a_chunked_entry(redis_server):
     storage = RedisStorage(redis_server.url, prefix="hdr", chunk_size=1 << 20, compress=False)
     encoded = entry.encode(np.zeros(600_000), {"function": "big"})
     storage.upload_file(encoded, "k", "ctx")
-    assert storage.read_entry_header("k", "ctx")["meta"] == {"function": "big"}
+    assert storage.read_entry_header("k", "ctx").meta == {"function": "big"}
     [stat] = storage.describe_entries("ctx")
     assert (stat.name, stat.size) == ("k", encoded.size)
     assert storage.list_contexts() == ["ctx"]

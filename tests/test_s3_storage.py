@@ -146,7 +146,7 @@ def test_large_entry_goes_up_in_parts_never_joined(
     assert encoded.size <= head["ContentLength"] < encoded.size + 1024
     with contextlib.closing(s3_storage.get_file_by_hashcode("big", "arrays")) as source:
         value, header = entry.decode(source)
-    assert header["meta"]["function"] == "big"
+    assert header.meta["function"] == "big"
     assert np.array_equal(value, array)
 
 

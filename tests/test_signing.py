@@ -130,7 +130,7 @@ class Team:
             self.marker.unlink()
         return ran
 
-    def header(self, path: str) -> dict[str, Any]:
+    def header(self, path: str) -> entry_format.Header:
         return entry_format.read_header(Path(path).read_bytes())
 
     def private_texts(self) -> list[str]:
@@ -154,13 +154,13 @@ def test_trusted_entries_are_shared_between_processes_with_different_keys(
     team = Team(tmp_path)
     first = team.run("alice")
     assert team.computations() == 1 and first["warnings"] == []
-    assert team.header(first["path"])["signer"] == "alice"
+    assert team.header(first["path"]).signer == "alice"
     shared = team.run("bob")  # another key, also trusted: loads alice's entry
     assert team.computations() == 1 and shared["warnings"] == [] and team.loaded()
     team.run("bob", n=4)
     back = team.run("alice", n=4)
     assert team.computations() == 2 and back["warnings"] == [] and team.loaded()
-    assert team.header(back["path"])["signer"] == "bob"
+    assert team.header(back["path"]).signer == "bob"
 
 
 def test_an_untrusted_signer_is_refused_never_unpickled_and_recomputed(tmp_path: Path) -> None:
@@ -170,7 +170,7 @@ def test_an_untrusted_signer_is_refused_never_unpickled_and_recomputed(tmp_path:
     refused = team.run("alice")
     assert team.computations() == 2 and not team.loaded()
     assert any("'mallory', who is not in the trusted keys" in w for w in refused["warnings"])
-    assert team.header(refused["path"])["signer"] == "alice"  # stored again, signed by alice
+    assert team.header(refused["path"]).signer == "alice"  # stored again, signed by alice
     assert team.run("bob")["warnings"] == [] and team.loaded() and team.computations() == 2
 
 
@@ -198,7 +198,7 @@ def test_altered_entries_are_refused_naming_their_signer(tmp_path: Path) -> None
 
     # A forger changes the metadata and fixes the checksum (it is no secret).
     data = bytearray(path.read_bytes())
-    assert team.header(str(path))["signer"] == "bob"
+    assert team.header(str(path)).signer == "bob"
     at = 64 + int.from_bytes(data[32:36], "little")
     where = data.index(b'"user":"') + 8
     data[where] ^= 0x01
@@ -243,7 +243,7 @@ def test_hmac_and_ed25519_together(tmp_path: Path) -> None:
     both = team.run("bob", secret=TEAM)  # both checks pass: shared
     assert both["warnings"] == [] and team.loaded() and team.computations() == 1
     header = team.header(both["path"])
-    assert header["signer"] == "alice" and header["hmac"] is True
+    assert header.signer == "alice" and header.hmac is True
 
     wrong_secret = team.run("bob", secret=OTHER)  # a trusted signer, but not our secret
     assert any("LABCACHE_SECRET" in w for w in wrong_secret["warnings"]), wrong_secret
@@ -434,7 +434,7 @@ def test_decode_names_what_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("LABCACHE_SIGNING_KEY", str(tmp_path / "judy.key"))
     data = bytes(entry_format.encode([1, 2], {"function": "f"}))
     monkeypatch.delenv("LABCACHE_SIGNING_KEY")
-    assert entry_format.decode(data)[1]["signer"] == "judy"  # nothing asked, nothing checked
+    assert entry_format.decode(data)[1].signer == "judy"  # nothing asked, nothing checked
     empty = tmp_path / "trusted"
     empty.write_text("# nobody yet\n")
     monkeypatch.setenv("LABCACHE_TRUSTED_KEYS", str(empty))

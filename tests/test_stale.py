@@ -18,7 +18,7 @@ import pytest
 from labcache import LocalStorage, cached
 from labcache._stale import running_refreshes, wait_for_refreshes
 from labcache.errors import CacheWarning
-from labcache.jupyter.listing import lock_rows
+from labcache.listing import lock_rows
 from labcache.lock_record import this_host, this_user
 
 from . import _net_workers
@@ -47,7 +47,7 @@ def no_refresh_left_behind(dirs: dict[str, Path]) -> Any:
 def wait_until_stale(fn: Any, *args: Any) -> None:
     """Wait (on the entry's own header) until it is older than STALE_AFTER."""
     storage, key = fn.storage, fn.key(*args)
-    created = storage.read_entry_header(key, fn.context)["meta"]["created"]
+    created = storage.read_entry_header(key, fn.context).meta["created"]
     deadline = time.monotonic() + PATIENCE
     while time.time() - created <= STALE_AFTER:
         assert time.monotonic() < deadline

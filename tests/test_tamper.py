@@ -56,7 +56,7 @@ def value(n: int) -> dict[str, Any]:
 def pickle_span(data: bytes) -> tuple[int, int]:
     """(offset, size) of an entry's pickle stream."""
     length = _PREFIX.unpack_from(data)[4]
-    size = entry_format.read_header(data)["sizes"][0]
+    size = entry_format.read_header(data).sizes[0]
     return _PREFIX.size + length, size
 
 

@@ -1,4 +1,4 @@
-"""The monitor widget and the listings under it (labcache.jupyter.widget/listing)."""
+"""The monitor widget and the listings under it (labcache.jupyter.widget, labcache.listing)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pytest
 pytest.importorskip("ipywidgets")
 
 import labcache
-from labcache import LocalStorage, cached
+from labcache import LocalStorage, cached, listing
 from labcache.base import EntryStat
-from labcache.jupyter import listing
+from labcache.cli import main
+from labcache.formatting import parse_size, size_text
 from labcache.jupyter.widget import Monitor, monitor
 from labcache.lock_record import this_host, this_user
 from labcache.names import lock_name_for
@@ -91,7 +92,7 @@ def test_panel_shows_functions_sizes_holders_and_lock_states(filled, panels):
     assert filled.storage.get_root_path() in page
     for fn, count in ((filled.square, 3), (filled.shout, 1)):
         stats_ = filled.storage.describe_entries(fn.context)
-        total = listing.format_size(sum(s.size for s in stats_ if s.size is not None))
+        total = size_text(sum(s.size for s in stats_ if s.size is not None))
         assert f"<td>{fn.context}</td><td>{count}</td><td>{total}</td>" in page
     assert FAILURES_CONTEXT not in page
     me = f"{this_user()}@{this_host()} pid {os.getpid()}"
@@ -100,6 +101,21 @@ def test_panel_shows_functions_sizes_holders_and_lock_states(filled, panels):
     assert row_count(page, "lock-fresh") == 1 and row_count(page, "lock-stale") == 1
     assert f"<td>{FRESH_KEY}</td>" in page and f"<td>{STALE_KEY}</td>" in page
     assert ">fresh<" in page and ">stale<" in page
+
+
+def test_the_panel_and_the_command_write_a_size_alike(storage, panels, capsys):
+    @cached(storage=storage)
+    def blob(n: int) -> bytes:
+        return b"x" * n
+
+    blob(1_500_000)
+    [stat] = storage.describe_entries(blob.context)
+    shown = size_text(stat.size)
+    assert shown == "1.5 MB"  # decimal units, as max_size="1.5MB" reads them back
+    assert parse_size(shown.replace(" ", "")) == 1_500_000
+    assert f"<td>{shown}</td>" in open_panel(panels, storage).html()
+    assert main(["ls", "--storage", storage.root.as_uri()]) == 0
+    assert f"  {shown}  " in capsys.readouterr().out
 
 
 def test_user_strings_are_escaped(filled, panels):

@@ -6,6 +6,9 @@ cell updates itself ("waiting for alice@gpu-3 pid 4242, 2 m 13 s, last beat
 summary ("loaded from cache in 0.02 s, saved 41 s").  Quick hits show
 nothing, and so do quick misses, so a loop over cached calls does not flood
 the cell.
+
+``labcache.report.reporter_for`` asks :func:`cell_status` for the line; this
+module imports nothing that imports it back.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import uuid
 from typing import Any
 
 from ..base import LockInfo
-from ..report import Reporter, format_seconds
+from ..formatting import duration_text
 
-__all__ = ["CellReporter", "cell_reporter"]
+__all__ = ["CellStatus", "cell_status"]
 
 #: A hit that saved at least this many seconds gets a summary line.
 WORTH_SHOWING = 1.0
@@ -42,19 +45,19 @@ class _Line:
                 f'font-size: 90%; color: #555">labcache: {html.escape(self.text)}</div>')
 
 
-class CellReporter(Reporter):
-    """A Reporter that draws into the running cell instead of the log.
+class CellStatus:
+    """Draws a call's status line into the running cell: the
+    :class:`~labcache.report.StatusLine` a kernel's reporters pass events to.
 
     Examples:
         >>> shown = []
-        >>> reporter = CellReporter("demo.f", show=lambda line, handle: shown.append(line))
-        >>> reporter.computed(2.0)
+        >>> line = CellStatus(show=lambda line, handle: shown.append(line))
+        >>> line.computed(2.0, reason=None)
         >>> shown
         [labcache: computed in 2.0 s, stored for next time]
     """
 
-    def __init__(self, function: str, show: Any, always_summarize: bool = False) -> None:
-        super().__init__(function)
+    def __init__(self, show: Any, always_summarize: bool = False) -> None:
         self._show = show
         self._always = always_summarize
         self._handle: Any = None
@@ -62,58 +65,53 @@ class CellReporter(Reporter):
         self._stop = threading.Event()
         self._began = time.monotonic()
         self._last_update = 0.0
+        self._reason: str | None = None
 
-    # -- events from the protocol ----------------------------------------------
+    # -- events, passed on by the call's Reporter ------------------------------
 
-    def computing(self) -> None:
-        super().computing()
+    def computing(self, reason: str | None) -> None:
         self._began = time.monotonic()
-        if self.reason:  # set only on the first call after a change: one line, not a flood
-            self._put(f"recomputing: {self.reason}")
+        self._reason = reason
+        if reason:  # set only on the first call after a change: one line, not a flood
+            self._put(f"recomputing: {reason}")
         # The first line comes from the ticker, after a second: a quick miss
         # in a loop must not add a line per call.
         self._ticker = threading.Thread(target=self._tick, daemon=True,
                                         name="labcache-status")
         self._ticker.start()
 
-    def computed(self, seconds: float) -> None:
-        super().computed(seconds)
+    def computed(self, seconds: float, reason: str | None) -> None:
         self._stop_ticker()
         if self._handle is not None or self._always or seconds >= WORTH_SHOWING:
-            why = f" ({self.reason})" if self.reason else ""
-            self._put(f"computed in {format_seconds(seconds)}{why}, stored for next time")
+            why = f" ({reason})" if reason else ""
+            self._put(f"computed in {duration_text(seconds)}{why}, stored for next time")
 
     def waiting(self, holder: LockInfo | None, waited: float) -> None:
-        super().waiting(holder, waited)
         now = time.monotonic()
         if self._handle is not None and now - self._last_update < UPDATE_EVERY:
             return
         self._last_update = now
         if holder is None:
-            self._put(f"waiting for another process, {format_seconds(waited)}")
+            self._put(f"waiting for another process, {duration_text(waited)}")
             return
-        beat = format_seconds(max(time.time() - holder.heartbeat, 0.0))
-        self._put(f"waiting for {holder.holder}, {format_seconds(waited)}, "
+        beat = duration_text(max(time.time() - holder.heartbeat, 0.0))
+        self._put(f"waiting for {holder.holder}, {duration_text(waited)}, "
                   f"last beat {beat} ago")
 
-    def loaded(self, load_seconds: float, compute_seconds: float | None) -> None:
-        super().loaded(load_seconds, compute_seconds)
-        saved = max((compute_seconds or 0.0) - load_seconds, 0.0)
+    def loaded(self, load_seconds: float, saved: float) -> None:
         if self._handle is None and not self._always and saved < WORTH_SHOWING:
             return
-        self._put(f"loaded from cache in {format_seconds(load_seconds)}, "
-                  f"saved {format_seconds(saved)}")
+        self._put(f"loaded from cache in {duration_text(load_seconds)}, "
+                  f"saved {duration_text(saved)}")
 
     def refreshing(self, who: str) -> None:
-        super().refreshing(who)
         self._put(f"returned a stale entry; refreshing on {who}")
 
     def failed(self, error: BaseException) -> None:
-        super().failed(error)
         self._stop_ticker()
         if self._handle is not None:
             self._put(f"failed with {type(error).__name__} after "
-                      f"{format_seconds(time.monotonic() - self._began)}")
+                      f"{duration_text(time.monotonic() - self._began)}")
 
     def finished(self) -> None:
         self._stop_ticker()
@@ -125,8 +123,8 @@ class CellReporter(Reporter):
 
     def _tick(self) -> None:
         while not self._stop.wait(UPDATE_EVERY):
-            doing = f"recomputing: {self.reason}" if self.reason else "computing"
-            self._put(f"{doing}, {format_seconds(time.monotonic() - self._began)}")
+            doing = f"recomputing: {self._reason}" if self._reason else "computing"
+            self._put(f"{doing}, {duration_text(time.monotonic() - self._began)}")
 
     def _stop_ticker(self) -> None:
         self._stop.set()
@@ -153,12 +151,12 @@ def _publisher(publisher: Any) -> Any:
     return show
 
 
-def cell_reporter(function: str, always_summarize: bool = False) -> CellReporter | None:
-    """A CellReporter if this process is a Jupyter kernel running a cell, else None."""
+def cell_status(always_summarize: bool = False) -> CellStatus | None:
+    """A CellStatus if this process is a Jupyter kernel running a cell, else None."""
     ipython_module = sys.modules.get("IPython")
     if ipython_module is None:
         return None
     shell = ipython_module.get_ipython()
     if shell is None or getattr(shell, "kernel", None) is None:
         return None
-    return CellReporter(function, _publisher(shell.display_pub), always_summarize)
+    return CellStatus(_publisher(shell.display_pub), always_summarize)

@@ -30,10 +30,11 @@ from typing import Any
 
 import ipywidgets as widgets  # type: ignore[import-untyped]
 
+from .. import listing
 from ..base import BaseLockingStorage, BaseStorage, EntryStat, LockInfo
+from ..formatting import duration_text
+from ..listing import ENTRY_COLUMNS, FUNCTION_COLUMNS, LOCK_COLUMNS, EntryView
 from ..report import stats
-from . import listing
-from .listing import ENTRY_COLUMNS, FUNCTION_COLUMNS, LOCK_COLUMNS, EntryView, format_age
 
 __all__ = ["Monitor", "monitor"]
 
@@ -241,7 +242,7 @@ class Monitor(widgets.VBox):
         if name is None or info is None:
             self.refresh()
             return self._say("that lock is gone (or none is selected)", "info")
-        beat = format_age(time.time() - info.heartbeat)
+        beat = duration_text(time.time() - info.heartbeat)
         if not info.stale and not self.force.value:
             return self._say(f"refused: {name} is held by {info.holder}, alive (last beat "
                              f"{beat} ago); tick force to break it anyway", "error")
@@ -366,7 +367,7 @@ def _stats_text() -> str:
     def count(name: str) -> int:
         return int(getattr(stats, name, 0))
 
-    saved = format_age(float(getattr(stats, "seconds_saved", 0.0)))
+    saved = duration_text(float(getattr(stats, "seconds_saved", 0.0)))
     why = getattr(stats, "last_recompute", "")
     return (f"hits {count('hits')} · misses {count('misses')} · waits {count('waits')} · "
             f"computed {count('computations')} · failed {count('failures')} · "

@@ -42,6 +42,7 @@ from typing import Any, BinaryIO
 import xxhash
 
 from ..errors import CorruptEntryError, StorageError
+from ..formatting import parse_size
 
 __all__ = ["DEFAULT_LIMIT", "URL_OPTIONS", "CheckedCopy", "KeepsLocalCopies", "LocalCopies",
            "copy_stream", "default_copy_root", "network_options", "remote_digest",
@@ -104,8 +105,6 @@ def network_options(url_options: dict[str, str], local_copy: object, local_copy_
         ('/tmp/c', 10000000000, False)
     """
     from .._compress import available, check_compress
-    from ..eviction import parse_size
-
     if local_copy is None and "local_copy" in url_options:
         text = url_options["local_copy"]
         local_copy = _FLAGS.get(text.lower(), text) if text else None

@@ -28,7 +28,7 @@ from typing import Any
 import xxhash
 
 from ..base import ORPHAN_AGE, EntryStat, Orphan
-from ..entry import Encoded, read_header, upload_chunks
+from ..entry import Encoded, Header, read_header, upload_chunks
 from ..entry import verifying as entry_verifying
 from ..errors import CorruptEntryError
 from ..locks import RawLock, RecordLockingStorage
@@ -214,7 +214,7 @@ class LocalStorage(RecordLockingStorage):
         stats.sort(key=_first)  # by name: cheaper than comparing whole EntryStats
         return [EntryStat(name, st.st_size, st.st_mtime, st.st_atime) for name, st in stats]
 
-    def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
+    def read_entry_header(self, hashcode: str, context: str) -> Header:
         """The entry's header, read without counting as a use of the entry."""
         where = self._where(hashcode, context)
         try:  # O_NOATIME: listing entries must not reorder least-recently-used eviction

@@ -402,7 +402,7 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
         return sizes
 
     @_translated
-    def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
+    def read_entry_header(self, hashcode: str, context: str) -> entry.Header:
         """The header from the first bytes of the entry (never the whole value)."""
         key = self._entry_key(hashcode, context)
         head = self._untouched("getrange", key, 0, HEAD_SPAN)

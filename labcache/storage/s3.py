@@ -275,7 +275,7 @@ class S3Storage(KeepsLocalCopies, RecordLockingStorage):
         self._context_prefix(context)  # validates the context
         return f"{self._base}.used/{context}/{hashcode}"
 
-    def read_entry_header(self, hashcode: str, context: str) -> dict[str, Any]:
+    def read_entry_header(self, hashcode: str, context: str) -> entry.Header:
         """The header from a ranged GET of the entry's first 64 KiB."""
         key = self._entry_key(hashcode, context)
         response = self._call("get_object", key, (_MISSING,), Range=f"bytes=0-{HEAD_SPAN}")

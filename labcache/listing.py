@@ -1,9 +1,10 @@
-"""What is in a storage, as plain data: the monitor widget and the CLI show it.
+"""What is in a storage, as plain data: the CLI, eviction and the monitor
+widget show or use it.
 
-Nothing here imports ipywidgets.  Listings are built to stay cheap on big
-storages: one ``describe_entries`` call per function gives counts and sizes,
-and entry headers (who made an entry, with which arguments, how long it took)
-are read only for the entries actually shown.
+Listings are built to stay cheap on big storages: one ``describe_entries``
+call per function gives counts and sizes, and entry headers (who made an
+entry, with which arguments, how long it took) are read only for the entries
+actually shown.
 
 Storages written against the seed's interface only (no ``list_contexts``,
 ``describe_entries`` or ``list_locks``) still work, with less to show.
@@ -27,22 +28,24 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..base import BaseLockingStorage, BaseStorage, EntryStat
-from ..names import lock_name_for
-from ..report import format_seconds
-from ..transfer import FAILURES_CONTEXT
+from . import entry
+from .base import BaseLockingStorage, BaseStorage, EntryStat
+from .formatting import ago_text, duration_text, size_text
+from .names import lock_name_for
+from .options import CacheOptions
+from .transfer import FAILURES_CONTEXT
 
 __all__ = ["ENTRY_COLUMNS", "FUNCTION_COLUMNS", "LOCK_COLUMNS", "EntryView",
            "FunctionSummary", "LockView", "arguments_text", "can_list_locks", "describe",
-           "entries_page", "entry_cells", "format_age", "format_ago", "format_size",
-           "function_cells", "list_contexts", "lock_cells", "lock_rows", "read_view",
-           "signer_text", "summarize"]
+           "entries_page", "entry_cells", "entry_header", "function_cells", "list_contexts",
+           "lock_cells", "lock_rows", "read_view", "refused_here", "signer_text", "summarize"]
 
 #: Bookkeeping contexts, not functions: left out of listings.
 HIDDEN_CONTEXTS = frozenset({FAILURES_CONTEXT})
@@ -59,8 +62,8 @@ class EntryView:
 
     Examples:
         >>> view = EntryView("mod.f", "ab12", 2048, None, "alice", "gpu-3", 41.0, {"n": "3"})
-        >>> view.who, format_size(view.size)
-        ('alice@gpu-3', '2.0 KiB')
+        >>> view.who, size_text(view.size)
+        ('alice@gpu-3', '2.0 kB')
     """
 
     context: str
@@ -110,7 +113,7 @@ class LockView:
 
     Examples:
         >>> lock = LockView("m.f.ab12", "m.f", "ab12", "bob@cpu-1 pid 7", 130.0, 4.0, False)
-        >>> lock.state, format_age(lock.held_for)
+        >>> lock.state, duration_text(lock.held_for)
         ('fresh', '2 m 10 s')
     """
 
@@ -136,45 +139,6 @@ class LockView:
         return "refreshing" if self.refreshing else "fresh"
 
 
-def format_size(size: int | None) -> str:
-    """Bytes in binary units; ``?`` when unknown.
-
-    Examples:
-        >>> format_size(512), format_size(1536), format_size(3 * 2**30), format_size(None)
-        ('512 B', '1.5 KiB', '3.0 GiB', '?')
-    """
-    if size is None:
-        return "?"
-    amount = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if amount < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    raise AssertionError("unreachable")
-
-
-def format_age(seconds: float | None) -> str:
-    """A duration such as an age; never negative (clocks differ a little).
-
-    Examples:
-        >>> format_age(133), format_age(-0.5), format_age(None)
-        ('2 m 13 s', '0.00 s', '?')
-    """
-    return "?" if seconds is None else format_seconds(max(seconds, 0.0))
-
-
-def format_ago(when: float | None, now: float | None = None) -> str:
-    """How long ago a Unix time was.
-
-    Examples:
-        >>> format_ago(100.0, now=141.0), format_ago(None)
-        ('41 s ago', '?')
-    """
-    if when is None:
-        return "?"
-    return f"{format_age((time.time() if now is None else now) - when)} ago"
-
-
 # Table cells shared by the widget (HTML) and the CLI (text): one list of
 # strings per row, matching the column titles.
 
@@ -189,12 +153,12 @@ def function_cells(summary: FunctionSummary, now: float | None = None) -> list[s
 
     Examples:
         >>> function_cells(FunctionSummary("m.f", 3, 4096, None))
-        ['m.f', '3', '4.0 KiB', '?', '?', '?', '']
+        ['m.f', '3', '4.1 kB', '?', '?', '?', '']
     """
     new = summary.newest
-    return [summary.context, str(summary.entries), format_size(summary.total_size),
-            format_ago(new.created, now) if new else "?", new.who if new else "?",
-            format_age(new.compute_seconds) if new else "?", summary.note]
+    return [summary.context, str(summary.entries), size_text(summary.total_size),
+            ago_text(new.created, now) if new else "?", new.who if new else "?",
+            duration_text(new.compute_seconds) if new else "?", summary.note]
 
 
 def entry_cells(view: EntryView, now: float | None = None) -> list[str]:
@@ -205,8 +169,8 @@ def entry_cells(view: EntryView, now: float | None = None) -> list[str]:
         >>> entry_cells(view)[4]
         '- (refused here: unsigned)'
     """
-    return [view.name, format_ago(view.created, now), format_ago(view.last_used, now), view.who,
-            signer_text(view), format_age(view.compute_seconds), format_size(view.size),
+    return [view.name, ago_text(view.created, now), ago_text(view.last_used, now), view.who,
+            signer_text(view), duration_text(view.compute_seconds), size_text(view.size),
             arguments_text(view)]
 
 
@@ -218,8 +182,8 @@ def signer_text(view: EntryView) -> str:
 
 def lock_cells(lock: LockView) -> list[str]:
     """One row of the lock table (see ``LOCK_COLUMNS``)."""
-    return [lock.context, lock.key, lock.holder, format_age(lock.held_for),
-            f"{format_age(lock.beat_age)} ago", lock.state]
+    return [lock.context, lock.key, lock.holder, duration_text(lock.held_for),
+            f"{duration_text(lock.beat_age)} ago", lock.state]
 
 
 def arguments_text(view: EntryView) -> str:
@@ -344,21 +308,49 @@ def describe(storage: BaseStorage, context: str) -> list[EntryStat]:
 def read_view(storage: BaseStorage, context: str, stat: EntryStat) -> EntryView:
     """The entry's header as an :class:`EntryView`; never raises for a bad entry."""
     try:
-        header = _read_header(storage, stat.name, context)
+        header = entry_header(storage, stat.name, context)
+        meta = header.meta
     except Exception as exc:  # deleted meanwhile, damaged, another format
         return EntryView(context, stat.name, stat.size, stat.modified, None, None, None,
                          {}, f"{type(exc).__name__}: {exc}", stat.last_used or None)
-    meta = _mapping(header.get("meta"))
     arguments = _mapping(meta.get("arguments"))
-    size = stat.size
-    if size is None and isinstance(header.get("sizes"), list):
-        size = sum(header["sizes"])  # the payload: close enough for people
+    # Without a stored size, the payload's: close enough for people.
+    size = sum(header.sizes) if stat.size is None else stat.size
     return EntryView(
         context, stat.name, size, _number(meta.get("created")) or stat.modified,
         _text(meta.get("user")), _text(meta.get("host")), _number(meta.get("compute_seconds")),
         {str(k): str(v) for k, v in arguments.items()}, last_used=stat.last_used or None,
-        signer=_text(header.get("signer")), refused=_refusal(header),
+        signer=header.signer, refused=refused_here(header),
     )
+
+
+def entry_header(storage: BaseStorage, name: str, context: str) -> entry.Header:
+    """One entry's header, read without loading its payload.
+
+    Examples:
+        >>> import tempfile
+        >>> from labcache import LocalStorage, cached
+        >>> @cached(storage=LocalStorage(tempfile.mkdtemp()))
+        ... def half(x):
+        ...     return x / 2
+        >>> half(3)
+        1.5
+        >>> header = entry_header(half.storage, half.key(3), half.context)
+        >>> header.meta["arguments"], header.signed
+        ({'x': '3'}, False)
+    """
+    return storage.read_entry_header(name, context)
+
+
+def refused_here(header: entry.Header) -> str | None:
+    """Why this process would refuse to load the entry (unsigned, signer not
+    trusted), or None; never raises."""
+    from ._seal import refusal
+
+    try:
+        return refusal(header.signer, header.hmac)
+    except Exception as exc:  # an unreadable trusted keys file: every entry would be refused
+        return f"{type(exc).__name__}: {exc}"
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -366,19 +358,6 @@ def read_view(storage: BaseStorage, context: str, stat: EntryStat) -> EntryView:
 
 def _age_order(stat: EntryStat) -> tuple[float, str]:
     return (stat.modified or 0.0, stat.name)
-
-
-def _read_header(storage: BaseStorage, name: str, context: str) -> dict[str, Any]:
-    return storage.read_entry_header(name, context)
-
-
-def _refusal(header: dict[str, Any]) -> str | None:
-    from .._seal import refusal
-
-    try:
-        return refusal(header)
-    except Exception as exc:  # an unreadable trusted keys file: every entry would be refused
-        return f"{type(exc).__name__}: {exc}"
 
 
 def _mapping(value: object) -> dict[str, Any]:
@@ -395,29 +374,46 @@ def _text(value: object) -> str | None:
 
 def _contexts_in_process(storage: BaseStorage) -> set[str]:
     """Contexts of the cached functions in loaded modules' globals using ``storage``."""
-    from ..cached import CachedFunction
-
-    found = set()
+    found: set[str] = set()
+    kinds: dict[type, bool] = {}
     for module in list(sys.modules.values()):
         namespace = getattr(module, "__dict__", None)
         if not isinstance(namespace, dict):
             continue
         for value in list(namespace.values()):
-            if isinstance(value, CachedFunction) and _storage_of(value) is storage:
-                found.add(value.context)
+            kind = type(value)
+            if kind not in kinds:  # most globals are modules, classes, functions: few types
+                kinds[kind] = inspect.getattr_static(kind, "is_cached", None) is not None
+            uses = _cached_function(value) if kinds[kind] else None
+            if uses is not None and uses[1] is storage:
+                found.add(uses[0])
     return found
 
 
-def _storage_of(function: Any) -> BaseStorage | None:
-    # Without opening anything: a URL-configured function that never ran is skipped.
-    spec = function.options.storage
+def _cached_function(value: object) -> tuple[str, BaseStorage | None] | None:
+    """``(context, storage)`` of a ``@cached`` function; None for anything else.
+
+    A cached function is known by what it holds (its class has ``is_cached``,
+    checked by the caller once per type; it has a ``context`` and
+    ``_options``, a :class:`CacheOptions`), read with ``getattr_static`` so
+    that no ``__getattr__`` or property of a stranger object runs.  Listings
+    sit below ``@cached`` in the import graph (``@cached`` evicts through
+    them), so they do not import it.
+    The storage is found without opening anything: a URL-configured function
+    that never ran has none yet.
+    """
+    context = inspect.getattr_static(value, "context", None)
+    options = inspect.getattr_static(value, "_options", None)
+    if not isinstance(context, str) or not isinstance(options, CacheOptions):
+        return None
+    spec = options.storage
     if isinstance(spec, BaseStorage):
-        return spec
+        return context, spec
     if spec is None:
         with contextlib.suppress(Exception):
-            from ..storage import default_storage
+            from .storage import default_storage
 
-            return default_storage()
-        return None
-    opened: BaseStorage | None = function._opened
-    return opened
+            return context, default_storage()
+        return context, None
+    opened = inspect.getattr_static(value, "_opened", None)
+    return context, opened if isinstance(opened, BaseStorage) else None
