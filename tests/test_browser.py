@@ -27,8 +27,8 @@ import pytest
 from labcache import LocalStorage
 from labcache.locks import _pid_alive
 
-from ._jupyter import isolate_jupyter, require
-from .services_redis import free_port, missing_service
+from .support.jupyter import isolate_jupyter, require
+from .support.services_redis import free_port, missing_service
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

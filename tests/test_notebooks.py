@@ -5,7 +5,7 @@ the other tests drive kernels (separate processes) through jupyter_client:
 two kernels running the same ``%%cache`` cell at the same moment, and the
 live status line of a cached call.  Every kernel runs ``sys.executable``
 with its Jupyter folders, default cache folder and temp files in the test's
-``tmp_path`` (see ``tests/_jupyter.py``).
+``tmp_path`` (see ``tests/support/jupyter.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 from labcache import LocalStorage
 
-from ._jupyter import (
+from .support.jupyter import (
     NOTEBOOKS,
     WIDGET_STATE,
     WIDGET_VIEW,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from labcache import CacheWarning, StorageError, cached, open_storage
-from tests.services_redis import RedisServer
+from tests.support.services_redis import RedisServer
 
 redis = pytest.importorskip("redis")
 from labcache.storage.redis import RedisStorage  # noqa: E402
@@ -107,7 +107,7 @@ def test_urls_and_secrets(redis_server):
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path):
-    from tests.services_redis import free_port
+    from tests.support.services_redis import free_port
 
     down = RedisStorage(f"redis://127.0.0.1:{free_port()}/0")
 

@@ -19,7 +19,7 @@ from labcache.jupyter.widget import Monitor, monitor
 from labcache.locks import EntryStat, this_host, this_user
 from labcache.protocol import FAILURES_CONTEXT, lock_name_for
 from labcache.report import stats
-from tests._workers import FOREIGN_HOST, plant_stale_lock
+from tests.support.workers import FOREIGN_HOST, plant_stale_lock
 
 FRESH_KEY = "f" * 32
 STALE_KEY = "0" * 32

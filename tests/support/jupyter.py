@@ -23,7 +23,7 @@ import pytest
 
 from .services_redis import missing_service
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO_ROOT / "notebooks"
 #: The MIME type of an ipywidgets view in a cell's outputs.
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
