@@ -29,6 +29,7 @@ from labcache.errors import CacheWarning, StorageError
 
 from .support import workers
 from .support.procs import CTX, PATIENCE, collect, dead_pid, reaping
+from .support.waits import wait_until
 
 # -- bodies and process targets (module level: spawned processes import them) ------------
 
@@ -117,14 +118,6 @@ def waiting_signal(folder: Path) -> Iterator[Path]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = PATIENCE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def entry_files(root: Path) -> list[str]:

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from labcache.base import BaseStorage
 
 from .support import workers
 from .support.procs import CTX, PATIENCE, collect, reaping
+from .support.waits import wait_until
 
 CONTEXT = "team.big"
 #: Bytes the stalling writer sends before it waits, and after.
@@ -144,14 +144,6 @@ def leftovers(spec: tuple[str, ...]) -> int:
     uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     return sum(part["Size"] for upload in uploads for part in client.list_parts(
         Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]).get("Parts", []))
-
-
-def wait_until(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {PATIENCE} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def started_writer(start: Any, spec: tuple[str, ...], go: Path, queue: Any) -> Any:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +24,12 @@ from labcache import UnpicklableResultError
 
 from .support import workers
 from .support.procs import CTX, PATIENCE, collect, dead_pid, reaping
+from .support.waits import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = PATIENCE,
-               alive: Any = None) -> None:
-    """Poll ``condition``; fail after ``timeout`` or if process ``alive`` ended."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if alive is not None and alive.exitcode is not None:
-            pytest.fail(f"process {alive.pid} ended (exit code {alive.exitcode}) "
-                        f"before {what}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def folders(tmp_path: Path, *names: str) -> list[str]:
