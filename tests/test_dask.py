@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from tests.support import dask_work
-from tests.support.jupyter import Kernel, isolate_jupyter, require
+from tests.support.jupyter import Kernel, isolate_jupyter
 from tests.support.scripts import check_report, run_script
+from tests.support.services_redis import require
 
 distributed = pytest.importorskip("distributed")
 

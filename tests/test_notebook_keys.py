@@ -71,7 +71,8 @@ def f(x):
 
 
 def _kernel_env(tmp_path, monkeypatch):
-    from .support.jupyter import isolate_jupyter, require
+    from .support.jupyter import isolate_jupyter
+    from .support.services_redis import require
 
     require("ipykernel", "jupyter_client")
     return isolate_jupyter(tmp_path, monkeypatch)

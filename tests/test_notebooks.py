@@ -30,8 +30,8 @@ from .support.jupyter import (
     Message,
     isolate_jupyter,
     outputs_text,
-    require,
 )
+from .support.services_redis import require
 from .support.waits import wait_until
 
 #: How entries and locks name their maker on this machine (LABCACHE_HOSTNAME is unset).
