@@ -47,7 +47,7 @@ def throughput(storage: Any, repeat: int = 3) -> tuple[float, float]:
 
 
 def main() -> None:
-    from tests.services_redis import RedisServer
+    from tests.support.services_redis import RedisServer
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -59,7 +59,7 @@ def main() -> None:
         backends["redis"] = RedisStorage(redis_server.url, prefix="bench")
         try:
             from labcache import S3Storage
-            from tests.services_s3 import CREDENTIALS, moto_endpoint, raw_client
+            from tests.support.services_s3 import CREDENTIALS, moto_endpoint, raw_client
 
             raw_client().create_bucket(Bucket="labcache-bench")
             backends["s3"] = S3Storage("s3://labcache-bench/b", endpoint_url=moto_endpoint(),

@@ -46,8 +46,8 @@ def _median(fn: Callable[[], object], repeat: int) -> float:
 @contextlib.contextmanager
 def services(root: Path) -> Iterator[dict[str, Any]]:
     """A redis-server and the moto S3 server: ``{"redis": url, "s3": (url, options)}``."""
-    from tests.services_redis import RedisServer
-    from tests.services_s3 import CREDENTIALS, moto_endpoint, raw_client
+    from tests.support.services_redis import RedisServer
+    from tests.support.services_s3 import CREDENTIALS, moto_endpoint, raw_client
 
     server = RedisServer(root)
     server.start()

@@ -168,7 +168,7 @@ def _wait_for(condition: Any, seconds: float) -> None:
 
 def locking(report: Report, root: Path, quick: bool) -> None:
     from labcache import LocalStorage, RedisStorage
-    from tests.services_redis import RedisServer
+    from tests.support.services_redis import RedisServer
 
     server = RedisServer(root)
     server.start()

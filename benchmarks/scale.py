@@ -91,7 +91,7 @@ def listings(report: Report, storage: Any, url: str, backend: str, count: int) -
 
 def scale(report: Report, quick: bool) -> None:
     from labcache import LocalStorage, RedisStorage
-    from tests.services_redis import RedisServer
+    from tests.support.services_redis import RedisServer
 
     count = 10_000 if quick else 100_000
     report.section(f"Listings of one function with {count:,} entries")

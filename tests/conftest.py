@@ -10,7 +10,7 @@ import pytest
 from labcache import LocalStorage
 
 # Fixtures that start real services, shared by every test module.
-pytest_plugins = ["tests.services_redis", "tests.services_s3"]
+pytest_plugins = ["tests.support.services_redis", "tests.support.services_s3"]
 
 
 @pytest.fixture(autouse=True)
@@ -44,4 +44,4 @@ def any_storage(request: pytest.FixtureRequest, tmp_path: Path) -> object:
 
 # A user's script that the tests copy and run as __main__; importing it here
 # (doctest collection) would run it without its environment.
-collect_ignore = ["_scale_script.py"]
+collect_ignore = ["support/scale_script.py"]

@@ -11,10 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .support.services_redis import require
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_quick_suite_runs_and_writes_json(tmp_path: Path) -> None:
+    require("joblib", "diskcache", "cachier", "blake3", "cryptography", extra="bench")
     out = tmp_path / "results.json"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--only", "hits,results,signing",

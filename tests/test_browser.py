@@ -27,8 +27,8 @@ import pytest
 from labcache import LocalStorage
 from labcache.locks import _pid_alive
 
-from ._jupyter import isolate_jupyter, require
-from .services_redis import free_port, missing_service
+from .support.jupyter import isolate_jupyter
+from .support.services_redis import free_port, missing_service, require
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -66,9 +66,9 @@ def need_browser() -> None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        missing_service("playwright is not installed (pip install playwright; "
+        missing_service("playwright is not installed (pip install -e '.[browser]'; "
                         "never `playwright install`: the test uses /usr/bin/chromium)")
-    require("jupyterlab", "ipykernel", "ipywidgets", "nbformat")
+    require("jupyterlab", "ipykernel", "ipywidgets", "nbformat", extra="browser")
 
 
 def write_notebook(path: Path, store: Path) -> None:

@@ -29,7 +29,7 @@ import pytest
 
 from labcache import LabcacheError, LocalStorage, ReentrantCallError, cached
 from labcache.names import lock_name_for
-from tests import _workers
+from tests.support import workers
 
 KEYS = range(4)
 
@@ -239,18 +239,18 @@ def test_a_holder_terminated_by_its_pool_leaves_no_live_lock(tmp_path):
     log_dir.mkdir()
     pool = multiprocessing.get_context("spawn").Pool(1)
     try:
-        pool.apply_async(_workers.hanging_holder,
+        pool.apply_async(workers.hanging_holder,
                          (str(root), str(log_dir), str(started), 3, 5, 3600, False))
-        assert _workers.wait_for_file(started)
+        assert workers.wait_for_file(started)
         storage = LocalStorage(root)
         assert [info.stale for info in storage.list_locks()] == [False]
     finally:
         pool.terminate()
         pool.join()
-    f = _workers.make_cached(_workers.hang_first_time, root, heartbeat_interval=5)
+    f = workers.make_cached(workers.hang_first_time, root, heartbeat_interval=5)
     assert f(3, str(log_dir), str(started)) == 30  # taken over at once: its pid is gone
     assert storage.list_locks() == []
-    assert len(_workers.computations(log_dir)) == 2
+    assert len(workers.computations(log_dir)) == 2
 
 
 # -- re-entrancy ------------------------------------------------------------------------------

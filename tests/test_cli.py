@@ -17,8 +17,8 @@ from labcache import LocalStorage, cached
 from labcache.lock_record import LockRecord, this_host, this_user
 from labcache.names import lock_name_for
 
-from . import _cli_workers
-from ._procs import CTX, PATIENCE, collect, dead_pid, reaping
+from .support import cli_workers
+from .support.procs import CTX, PATIENCE, collect, dead_pid, reaping
 
 
 def run(*args: str, url: str | None = None,
@@ -157,7 +157,7 @@ def test_unlock_refuses_a_live_holder_and_force_breaks_it(any_storage: Any) -> N
     name = lock_name_for("tests.cli.f", "ab12cd34ef56")
     with reaping() as start:
         queue, release = CTX.Queue(), CTX.Event()
-        worker = start(CTX.Process(target=_cli_workers.hold_lock,
+        worker = start(CTX.Process(target=cli_workers.hold_lock,
                                    args=(store, name, queue, release)))
         assert collect(queue, 1)[0][0] == "held"
         locks = run_json("locks", url=url)["locks"]

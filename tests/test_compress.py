@@ -40,7 +40,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Any]:
         return "redis", lambda **options: RedisStorage(url, prefix="z", **options)
     from labcache import S3Storage
 
-    from .services_s3 import CREDENTIALS, moto_endpoint, require_s3
+    from .support.services_s3 import CREDENTIALS, moto_endpoint, require_s3
 
     require_s3()
     url = request.getfixturevalue("s3_url")
@@ -51,7 +51,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Any]:
 def stored_size(storage: Any, name: str, context: str) -> int:
     """Bytes the server holds for an entry, asked of the server itself."""
     if hasattr(storage, "bucket"):
-        from .services_s3 import raw_client
+        from .support.services_s3 import raw_client
 
         key = f"{storage.prefix}/{context}/{name}"
         return int(raw_client().head_object(Bucket=storage.bucket, Key=key)["ContentLength"])

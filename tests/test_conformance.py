@@ -7,6 +7,7 @@ Each test takes ``any_storage``, which runs it on every backend listed in
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -16,6 +17,8 @@ import pytest
 
 from labcache import CacheWarning, InvalidNameError, LockTimeout, cached, entry
 from labcache.names import lock_name_for
+
+from .support.waits import wait_until, waiting_threads
 
 
 def test_entries_round_trip(any_storage: Any) -> None:
@@ -106,14 +109,17 @@ def test_cached_computes_once_and_keeps_none(any_storage: Any) -> None:
     assert any_storage.list_locks() == []
 
 
-def test_threads_of_one_process_compute_once(any_storage: Any) -> None:
+def test_threads_of_one_process_compute_once(any_storage: Any,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="labcache")
     runs = []
     start = threading.Barrier(4)
 
     @cached(storage=any_storage)
     def slow(x):
         runs.append(x)
-        time.sleep(0.3)
+        wait_until(lambda: waiting_threads(caplog) == 3, "the 3 other threads to wait",
+                   timeout=20)
         return x + 1
 
     results = []

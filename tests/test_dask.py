@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests import _dask_work
-from tests._jupyter import Kernel, isolate_jupyter, require
-from tests._scripts import check_report, run_script
+from tests.support import dask_work
+from tests.support.jupyter import Kernel, isolate_jupyter
+from tests.support.scripts import check_report, run_script
+from tests.support.services_redis import require
 
 distributed = pytest.importorskip("distributed")
 
@@ -41,7 +42,7 @@ def client(cluster: Any) -> Iterator[Any]:
 def test_many_dask_tasks_compute_once(client, redis_server, tmp_path):
     log_dir = tmp_path / "computations"
     log_dir.mkdir()
-    futures = [client.submit(_dask_work.cached_simulate, redis_server.url, 7,
+    futures = [client.submit(dask_work.cached_simulate, redis_server.url, 7,
                              str(log_dir), pure=False) for _ in range(16)]
     results = client.gather(futures)
     pids = set(client.run(os.getpid).values())

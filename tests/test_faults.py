@@ -27,15 +27,16 @@ import pytest
 from labcache import LocalStorage, cached
 from labcache.errors import CacheWarning, StorageError
 
-from . import _workers
-from ._procs import CTX, PATIENCE, collect, dead_pid, reaping
+from .support import workers
+from .support.procs import CTX, PATIENCE, collect, dead_pid, reaping
+from .support.waits import wait_until
 
 # -- bodies and process targets (module level: spawned processes import them) ------------
 
 
 def big_result(size: int, log_dir: str) -> bytes:
     """``size`` bytes that depend on ``size``; leaves one file per run in ``log_dir``."""
-    _workers.log_computation(log_dir)
+    workers.log_computation(log_dir)
     return _expected_big(size)
 
 
@@ -60,7 +61,7 @@ def call_with_small_disk(root: str, log_dir: str, size: int, limit: int, refresh
                                            [(w.category.__name__, str(w.message))
                                             for w in caught])))
     except BaseException:
-        _workers._crash(queue)
+        workers._crash(queue)
 
 
 def _expected_big(size: int) -> bytes:
@@ -70,8 +71,8 @@ def _expected_big(size: int) -> bytes:
 
 def until_go(x: int, log_dir: str, go: str) -> int:
     """Logs its run, then waits for the ``go`` file."""
-    _workers.log_computation(log_dir)
-    if not _workers.wait_for_file(go):
+    workers.log_computation(log_dir)
+    if not workers.wait_for_file(go):
         raise TimeoutError(f"no go signal at {go}")
     return x * 7
 
@@ -84,7 +85,7 @@ def hold_until_go(storage: Any, log_dir: str, go: str, x: int, queue: Any) -> No
             warnings.simplefilter("ignore")  # its own outage warnings are not under test
             queue.put(("result", os.getpid(), f(x, log_dir, go)))
     except BaseException:
-        _workers._crash(queue)
+        workers._crash(queue)
 
 
 def with_clock_off_by(offset: float, target: Callable[..., None], *args: Any) -> None:
@@ -117,14 +118,6 @@ def waiting_signal(folder: Path) -> Iterator[Path]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = PATIENCE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def entry_files(root: Path) -> list[str]:
@@ -162,13 +155,13 @@ def test_disk_full_mid_store_returns_value_and_stores_nothing(tmp_path: Path,
     assert tag == "result" and right, "the call did not return its computed value"
     assert [name for name, _ in caught] == ["CacheWarning"], caught
     assert "storage failed" in caught[0][1] and "File too large" in caught[0][1], caught
-    assert len(_workers.computations(log_dir)) == (2 if refresh else 1)
+    assert len(workers.computations(log_dir)) == (2 if refresh else 1)
     assert storage.list_locks() == []
     if refresh:
         assert entry_files(root) == before, "a partial file was left beside the entry"
         assert key_file.read_bytes() == old_bytes
         assert f(SIZE, str(log_dir)) == _expected_big(SIZE)  # a hit on the old entry
-        assert len(_workers.computations(log_dir)) == 2
+        assert len(workers.computations(log_dir)) == 2
     else:
         assert entry_files(root) == [], "a partial entry or temp file was left"
         assert storage.list_stored_files(f.context) == []
@@ -213,7 +206,7 @@ def service(request: pytest.FixtureRequest) -> Service:
         server = request.getfixturevalue("redis_server")
         return Service(RedisStorage(server.url, prefix="faults"), server.stop, server.start)
     from labcache.storage.s3 import S3Storage
-    from tests.services_s3 import CREDENTIALS
+    from tests.support.services_s3 import CREDENTIALS
 
     s3 = request.getfixturevalue("restartable_s3")
     storage = S3Storage(s3.url, endpoint_url=s3.endpoint, **CREDENTIALS)
@@ -221,7 +214,7 @@ def service(request: pytest.FixtureRequest) -> Service:
 
 
 def square_logged(x: int, log_dir: str) -> int:
-    _workers.log_computation(log_dir)
+    workers.log_computation(log_dir)
     return x * x
 
 
@@ -263,15 +256,15 @@ def test_outage_while_waiting(service: Service, tmp_path: Path,
         service.stop()
         if on_storage_error == "compute":  # back up once we compute it ourselves
             wait_until(lambda: any(name.startswith(mine)
-                                   for name in _workers.computations(log_dir)),
+                                   for name in workers.computations(log_dir)),
                        "this process to compute uncached")
             service.start()
-            _workers.touch(go)
+            workers.touch(go)
 
     with reaping() as start, waiting_signal(tmp_path) as signal_path:
         holder = start(CTX.Process(target=hold_until_go,
                                    args=(service.storage, str(log_dir), str(go), x, queue)))
-        wait_until(lambda: len(_workers.computations(log_dir)) == 1, "the holder to compute")
+        wait_until(lambda: len(workers.computations(log_dir)) == 1, "the holder to compute")
         helper = threading.Thread(target=outage_once_waiting, args=(signal_path,))
         helper.start()
         try:
@@ -285,15 +278,15 @@ def test_outage_while_waiting(service: Service, tmp_path: Path,
             helper.join(PATIENCE)
         if on_storage_error == "raise":
             service.start()
-            _workers.touch(go)
+            workers.touch(go)
         [(tag, pid, value)] = collect(queue, 1)
 
     assert (tag, pid, value) == ("result", holder.pid, x * 7)
-    runs = _workers.computations(log_dir)
+    runs = workers.computations(log_dir)
     assert len(runs) == (2 if on_storage_error == "compute" else 1), runs
     assert service.storage.list_locks() == []
     assert f(x, str(log_dir), str(go)) == x * 7  # the holder's stored entry
-    assert len(_workers.computations(log_dir)) == len(runs)
+    assert len(workers.computations(log_dir)) == len(runs)
 
 
 # -- hosts whose clocks disagree ----------------------------------------------------------------
@@ -319,19 +312,19 @@ def test_skewed_holder_is_fresh_while_it_beats_and_taken_over_when_killed(
     watch = 3 * HEARTBEAT + getattr(any_storage, "clock_resolution", 0.0) + 1.5
     with reaping() as start:
         holder = start(CTX.Process(target=with_clock_off_by, args=(
-            holder_clock, _workers.hanging_holder, root, str(log_dir), started, x,
+            holder_clock, workers.hanging_holder, root, str(log_dir), started, x,
             HEARTBEAT, 3600.0, True)))
         wait_until(lambda: os.path.exists(started), "the holder to start computing")
         start(CTX.Process(target=with_clock_off_by, args=(
-            -holder_clock, _workers.takeover_waiter, root, str(log_dir), started, x,
+            -holder_clock, workers.takeover_waiter, root, str(log_dir), started, x,
             HEARTBEAT, 3600.0, str(signal_dir), queue)))
-        wait_until(lambda: _workers.waiting_signals(signal_dir)
-                   or len(_workers.computations(log_dir)) > 1,
+        wait_until(lambda: workers.waiting_signals(signal_dir)
+                   or len(workers.computations(log_dir)) > 1,
                    "the waiter to wait (or take over)")
-        assert len(_workers.computations(log_dir)) == 1, "the waiter took over at once"
+        assert len(workers.computations(log_dir)) == 1, "the waiter took over at once"
 
         time.sleep(watch)
-        assert len(_workers.computations(log_dir)) == 1, "the beating holder was taken over"
+        assert len(workers.computations(log_dir)) == 1, "the beating holder was taken over"
         assert queue.empty()
         [info] = any_storage.list_locks()
         assert (info.pid, info.stale) == (holder.pid, False)
@@ -340,7 +333,7 @@ def test_skewed_holder_is_fresh_while_it_beats_and_taken_over_when_killed(
         holder.kill()
         [(tag, _, (value, _))] = collect(queue, 1, timeout=PATIENCE)
     assert (tag, value) == ("result", x * 10)
-    assert len(_workers.computations(log_dir)) == 2  # the killed run and one takeover
+    assert len(workers.computations(log_dir)) == 2  # the killed run and one takeover
     assert any_storage.list_locks() == []
 
 
@@ -349,7 +342,7 @@ def try_lock_and_report(root: str, name: str, queue: Any) -> None:
     try:
         queue.put(("tried", os.getpid(), LocalStorage(root).try_acquire_lock(name, ttl=60)))
     except BaseException:
-        _workers._crash(queue)
+        workers._crash(queue)
 
 
 @pytest.mark.parametrize("clock", [SKEW, -SKEW], ids=["ahead", "behind"])
@@ -362,7 +355,7 @@ def test_skewed_process_respects_a_live_claim(tmp_path: Path, clock: float) -> N
 
     root = tmp_path / "store"
     storage = LocalStorage(root)
-    _workers.plant_stale_lock(storage, "L", "dead_pid", dead_pid())
+    workers.plant_stale_lock(storage, "L", "dead_pid", dead_pid())
     raw = storage._lock_read("L")
     assert raw is not None
     claim = root / "locks" / f".L.{raw.version}.claim1"

@@ -33,7 +33,7 @@ from labcache.entry import FORMAT_VERSION, MAGIC, decode, encode
 from labcache.errors import CorruptEntryError, InvalidNameError, SignatureError
 from labcache.names import check_entry_context, check_name
 
-from . import _workers
+from .support import workers
 
 # LABCACHE_FUZZ_EXAMPLES / LABCACHE_FUZZ_SMALL raise the example counts for a long run.
 FUZZ = settings(max_examples=int(os.environ.get("LABCACHE_FUZZ_EXAMPLES", "200")), deadline=None,
@@ -255,7 +255,7 @@ class Marker:
         self.path = path
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_workers.touch, (self.path,))
+        return (workers.touch, (self.path,))
 
 
 def encoded(value: Any, secret: str | None, monkeypatch: pytest.MonkeyPatch) -> bytes:

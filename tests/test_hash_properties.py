@@ -6,7 +6,7 @@
   -> bytearray, int64 -> int32 column), its order (of an ordered container)
   or its content, gives another key; reordering a dict or a set does not.
 
-Values are described as recipes (tests/_hash_values.py) so the spawned
+Values are described as recipes (tests/support/hash_values.py) so the spawned
 process can rebuild them; ``normalize`` says when two recipes are equal.
 """
 
@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from labcache.keys import hash_value
 
-from . import _hash_values as hv
-from ._procs import CTX, PATIENCE
+from .support import hash_values as hv
+from .support.procs import CTX, PATIENCE
 
 # LABCACHE_FUZZ_EXAMPLES raises the example counts for a long run.
 MANY = int(os.environ.get("LABCACHE_FUZZ_EXAMPLES", "150"))

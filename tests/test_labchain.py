@@ -2,7 +2,7 @@
 
 LabChain (``framework3``) installs light, but ``import labchain`` needs
 torch, scikit-learn, scipy and pandas, so these tests check the adapter
-against what LabChain's filters do with a storage (tests/_labchain_flow.py
+against what LabChain's filters do with a storage (tests/support/labchain_flow.py
 replays ``CachedWithLocking.fit``), in real processes.
 """
 
@@ -16,8 +16,8 @@ import pytest
 
 from labcache import InvalidNameError, LocalStorage, SignatureError, entry
 from labcache.labchain import LabChainStorage
-from tests import _labchain_flow
-from tests._procs import reaping
+from tests.support import labchain_flow
+from tests.support.procs import reaping
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def chain(tmp_path):
 
 def test_objects_in_objects_out(chain):
     context = chain.get_root_path() + "Scaler/3fa2"
-    model = _labchain_flow.Model([1.0])
+    model = labchain_flow.Model([1.0])
     assert chain.upload_file(model, "model", context) == "model"
     assert chain.download_file("model", context).weights == [1.0]
     chain.upload_file(pickle.dumps([1, 2]), "data", context)  # what the filters store
@@ -91,7 +91,7 @@ def test_two_labchain_processes_train_once(tmp_path):
     barrier, results = context.Barrier(2), context.Queue()
     with reaping() as started:
         for _ in range(2):
-            started(context.Process(target=_labchain_flow.worker,
+            started(context.Process(target=labchain_flow.worker,
                                     args=(str(tmp_path / "store"), str(log_dir), barrier,
                                           results)))
         weights = [results.get(timeout=60) for _ in range(2)]

@@ -17,8 +17,8 @@ import pytest
 from labcache._cli_find import find_lock
 from labcache.eviction import evict
 
-from . import _churn
-from ._procs import CTX, PATIENCE, collect, reaping
+from .support import churn
+from .support.procs import CTX, PATIENCE, collect, reaping
 
 CONTEXT = "team.churned"
 KEEP = {f"keep{i}" for i in range(6)}
@@ -33,7 +33,7 @@ def churning(storage: Any) -> Iterator[None]:
     """A churn process runs on ``storage`` for the block; it must end cleanly."""
     stop, running, report = CTX.Event(), CTX.Event(), CTX.Queue()
     with reaping() as start:
-        worker = start(CTX.Process(target=_churn.churn,
+        worker = start(CTX.Process(target=churn.churn,
                                    args=(storage, CONTEXT, stop, running, report)))
         try:
             assert running.wait(PATIENCE), "the churn process never got going"
@@ -42,7 +42,7 @@ def churning(storage: Any) -> Iterator[None]:
             stop.set()
         [(tag, cycles, _)] = collect(report, 1)
         worker.join(PATIENCE)
-    assert tag == "done" and cycles > _churn.WARM_UP and worker.exitcode == 0
+    assert tag == "done" and cycles > churn.WARM_UP and worker.exitcode == 0
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from labcache import open_storage
 from labcache.errors import CacheWarning
 from labcache.storage._local_copy import LocalCopies
 
-from . import _net_workers
-from ._procs import CTX, collect, reaping
-from ._workers import computations
+from .support import net_workers
+from .support.procs import CTX, collect, reaping
+from .support.workers import computations
 
 
 @pytest.fixture(params=["redis", "s3"])
@@ -31,7 +31,7 @@ def copy_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "redis":
         base = request.getfixturevalue("redis_server").url
     else:
-        from .services_s3 import require_s3
+        from .support.services_s3 import require_s3
 
         require_s3()
         base = request.getfixturevalue("s3_url")
@@ -71,7 +71,7 @@ class RemoteReads:
 
 
 def test_repeat_hits_are_served_from_the_copy(copy_url: str, log_dir: str) -> None:
-    fn = _net_workers.numbered_function(copy_url)
+    fn = net_workers.numbered_function(copy_url)
     storage = fn.storage
     first = fn(1, log_dir)  # computed and stored: nothing fetched yet
     reads = RemoteReads(storage)
@@ -89,7 +89,7 @@ def test_redis_copy_is_used_behind_the_version_check(redis_server: Any, tmp_path
                                                      log_dir: str) -> None:
     """The chunks (the payload) are gone from Redis; the manifest, which the
     version check reads, is not: the hit can only come from the copy."""
-    fn = _net_workers.numbered_function(f"{redis_server.url}?local_copy={tmp_path / 'c'}")
+    fn = net_workers.numbered_function(f"{redis_server.url}?local_copy={tmp_path / 'c'}")
     first = fn(1, log_dir)
     fn(1, log_dir)
     client = fn.storage.client
@@ -102,12 +102,12 @@ def test_redis_copy_is_used_behind_the_version_check(redis_server: Any, tmp_path
 
 def test_refresh_in_another_process_is_seen_at_the_next_call(copy_url: str,
                                                              log_dir: str) -> None:
-    fn = _net_workers.numbered_function(copy_url)
+    fn = net_workers.numbered_function(copy_url)
     fn(1, log_dir)
     assert fn(1, log_dir)[0] == 1  # from the copy now
     queue = CTX.Queue()
     with reaping() as start:
-        start(CTX.Process(target=_net_workers.refresh_elsewhere,
+        start(CTX.Process(target=net_workers.refresh_elsewhere,
                           args=(copy_url, 1, log_dir, queue)))
         [(_, _, value)] = collect(queue, 1)
     assert value == 2
@@ -118,12 +118,12 @@ def test_refresh_in_another_process_is_seen_at_the_next_call(copy_url: str,
 
 def test_invalidation_in_another_process_is_a_miss_at_the_next_call(copy_url: str,
                                                                     log_dir: str) -> None:
-    fn = _net_workers.numbered_function(copy_url)
+    fn = net_workers.numbered_function(copy_url)
     fn(1, log_dir)
     fn(1, log_dir)
     queue = CTX.Queue()
     with reaping() as start:
-        start(CTX.Process(target=_net_workers.invalidate_elsewhere,
+        start(CTX.Process(target=net_workers.invalidate_elsewhere,
                           args=(copy_url, 1, log_dir, queue)))
         assert collect(queue, 1)[0][2] is True
     assert fn(1, log_dir)[0] == 2  # recomputed
@@ -133,7 +133,7 @@ def test_invalidation_in_another_process_is_a_miss_at_the_next_call(copy_url: st
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
 def test_a_damaged_copy_is_discarded_and_fetched_again(copy_url: str, log_dir: str,
                                                        damage: str) -> None:
-    fn = _net_workers.numbered_function(copy_url)
+    fn = net_workers.numbered_function(copy_url)
     first = fn(1, log_dir)
     fn(1, log_dir)
     [copy] = copy_files(fn.storage)
@@ -154,7 +154,7 @@ def test_a_damaged_copy_is_discarded_and_fetched_again(copy_url: str, log_dir: s
 
 
 def test_a_temp_file_left_by_a_dead_writer_is_ignored(copy_url: str, log_dir: str) -> None:
-    fn = _net_workers.numbered_function(copy_url)
+    fn = net_workers.numbered_function(copy_url)
     first = fn(1, log_dir)
     folder = fn.storage.local_copy.folder(fn.context, fn.key(1, log_dir))
     folder.mkdir(parents=True)
@@ -167,7 +167,7 @@ def test_a_temp_file_left_by_a_dead_writer_is_ignored(copy_url: str, log_dir: st
 def test_mmap_mode_maps_the_local_copy(copy_url: str, log_dir: str, mode: str) -> None:
     from labcache import cached
 
-    fn = cached(storage=open_storage(copy_url), mmap_mode=mode)(_net_workers.numbered_array)
+    fn = cached(storage=open_storage(copy_url), mmap_mode=mode)(net_workers.numbered_array)
     first = fn(1, log_dir)
     fn(1, log_dir)
     mapped = fn(1, log_dir)
@@ -186,7 +186,7 @@ def test_an_unreachable_redis_serves_no_copy(redis_server: Any, tmp_path: Path,
                                              log_dir: str) -> None:
     """Offline, a copy may be out of date (refreshed or invalidated elsewhere):
     the call computes uncached with a warning, as without a copy."""
-    fn = _net_workers.numbered_function(f"{redis_server.url}?local_copy={tmp_path / 'c'}")
+    fn = net_workers.numbered_function(f"{redis_server.url}?local_copy={tmp_path / 'c'}")
     fn(1, log_dir)
     assert fn(1, log_dir)[0] == 1
     redis_server.stop()
@@ -198,11 +198,11 @@ def test_an_unreachable_s3_serves_no_copy(restartable_s3: Any, tmp_path: Path,
                                           log_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from labcache import S3Storage, cached
 
-    from .services_s3 import CREDENTIALS
+    from .support.services_s3 import CREDENTIALS
 
     storage = S3Storage(restartable_s3.url, endpoint_url=restartable_s3.endpoint,
                         local_copy=tmp_path / "c", **CREDENTIALS)
-    fn = cached(storage=storage)(_net_workers.numbered_array)
+    fn = cached(storage=storage)(net_workers.numbered_array)
     fn(1, log_dir)
     assert fn(1, log_dir)[0] == 1
     restartable_s3.stop()
@@ -261,7 +261,7 @@ def test_copies_stay_under_the_size_limit_least_recently_used_first(tmp_path: Pa
 
 def test_a_copy_folder_that_cannot_be_written_only_costs_the_copy(
         copy_url: str, log_dir: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    fn = _net_workers.numbered_function(copy_url)
+    fn = net_workers.numbered_function(copy_url)
     first = fn(1, log_dir)
     (tmp_path / "copies").write_bytes(b"a file where the folder should be")
     with caplog.at_level("WARNING", logger="labcache"):
@@ -273,13 +273,13 @@ def test_a_copy_folder_that_cannot_be_written_only_costs_the_copy(
 
 def test_several_processes_fill_and_share_one_copy(copy_url: str, log_dir: str,
                                                    tmp_path: Path) -> None:
-    fn = _net_workers.numbered_function(copy_url)
+    fn = net_workers.numbered_function(copy_url)
     first = fn(1, log_dir)  # stored; no copy yet
     assert copy_files(fn.storage) == []
     queue, start = CTX.Queue(), tmp_path / "start"
     with reaping() as begin:
         for _ in range(4):
-            begin(CTX.Process(target=_net_workers.load_after_start,
+            begin(CTX.Process(target=net_workers.load_after_start,
                               args=(copy_url, log_dir, str(start), queue)))
         collect(queue, 4)
         start.touch()

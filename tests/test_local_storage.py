@@ -471,7 +471,7 @@ def test_foreign_lock_without_heartbeat_goes_stale_after_ttl(
     info = storage.lock_info("short")
     if time.time() - foreign.acquired < 0.3:  # only meaningful if we were quick enough
         assert info is not None and info.stale is False
-    time.sleep(0.5)
+    time.sleep(0.5)  # time must pass: the record's 0.3 s ttl runs out (no beats come)
     info = storage.lock_info("short")
     assert info is not None and info.stale is True
     assert not storage._is_locked("short")

@@ -13,8 +13,8 @@ import pytest
 
 from labcache.lock_record import LockRecord, this_user
 
-from ._procs import PATIENCE
-from .services_redis import RedisServer
+from .support.procs import PATIENCE
+from .support.services_redis import RedisServer
 from .test_cli import run, run_json
 
 FOREIGN = LockRecord(this_user(), "elsewhere", "", 4242, "t0k3n", time.time(), 3600.0, None)
@@ -28,7 +28,7 @@ def remove_by_hand(storage: Any, name: str) -> None:
     elif kind == "RedisStorage":
         assert storage.client.delete(f"{storage.prefix}:locks/{name}.lock") == 1
     else:
-        from .services_s3 import raw_client
+        from .support.services_s3 import raw_client
 
         raw_client().delete_object(Bucket=storage.bucket,
                                    Key=f"{storage._base}locks/{name}.lock")

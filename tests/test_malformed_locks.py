@@ -78,7 +78,7 @@ def plant(storage: Any, name: str, data: bytes) -> None:
     elif kind == "RedisStorage":
         storage.client.set(f"{storage.prefix}:locks/{name}.lock", data)  # no expiry at all
     else:
-        from .services_s3 import raw_client
+        from .support.services_s3 import raw_client
 
         raw_client().put_object(Bucket=storage.bucket, Key=f"{storage._base}locks/{name}.lock",
                                 Body=data)

@@ -71,14 +71,15 @@ def f(x):
 
 
 def _kernel_env(tmp_path, monkeypatch):
-    from ._jupyter import isolate_jupyter, require
+    from .support.jupyter import isolate_jupyter
+    from .support.services_redis import require
 
     require("ipykernel", "jupyter_client")
     return isolate_jupyter(tmp_path, monkeypatch)
 
 
 def test_fresh_kernel_hits_and_helper_edits_show_in_a_kernel(tmp_path, monkeypatch):
-    from ._jupyter import Kernel
+    from .support.jupyter import Kernel
 
     env = _kernel_env(tmp_path, monkeypatch)
     first = Kernel(env, cwd=tmp_path)

@@ -5,7 +5,7 @@ the other tests drive kernels (separate processes) through jupyter_client:
 two kernels running the same ``%%cache`` cell at the same moment, and the
 live status line of a cached call.  Every kernel runs ``sys.executable``
 with its Jupyter folders, default cache folder and temp files in the test's
-``tmp_path`` (see ``tests/_jupyter.py``).
+``tmp_path`` (see ``tests/support/jupyter.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 from labcache import LocalStorage
 
-from ._jupyter import (
+from .support.jupyter import (
     NOTEBOOKS,
     WIDGET_STATE,
     WIDGET_VIEW,
@@ -30,8 +30,9 @@ from ._jupyter import (
     Message,
     isolate_jupyter,
     outputs_text,
-    require,
 )
+from .support.services_redis import require
+from .support.waits import wait_until
 
 #: How entries and locks name their maker on this machine (LABCACHE_HOSTNAME is unset).
 WHO = f"{getpass.getuser()}@{socket.gethostname()}"
@@ -189,9 +190,12 @@ def test_collaboration_notebook(backend: str, kernel_env: dict[str, str], tmp_pa
 
 CONTESTED_CELL = """%%cache answer
 import os, time
-time.sleep(3)
 with open(LOG_PATH, "a") as log:
     log.write(f"{os.getpid()}\\n")
+deadline = time.monotonic() + 60
+while not os.path.exists(GO_PATH):  # the test says go once the other kernel waits
+    assert time.monotonic() < deadline, "the test never said go"
+    time.sleep(0.05)
 answer = f"computed by pid {os.getpid()}"
 print("computed:", answer)
 """
@@ -199,8 +203,9 @@ print("computed:", answer)
 
 def test_two_kernels_run_one_cache_cell_once(kernels: Any, tmp_path: Path) -> None:
     shared, log = tmp_path / "shared", tmp_path / "computations.log"
+    go = tmp_path / "go"
     cell = CONTESTED_CELL.replace("%%cache answer", f"%%cache answer --storage {shared.as_uri()}")
-    cell = cell.replace("LOG_PATH", repr(str(log)))
+    cell = cell.replace("LOG_PATH", repr(str(log))).replace("GO_PATH", repr(str(go)))
     pair = [kernels(), kernels()]
     pids = []
     for kernel in pair:
@@ -214,13 +219,26 @@ def test_two_kernels_run_one_cache_cell_once(kernels: Any, tmp_path: Path) -> No
     # separate processes, so from here on they race for real.  (One thread:
     # jupyter_client's blocking calls leave an unclosed event loop per thread.)
     requests = [kernel.send(cell) for kernel in pair]
-    results = [list(kernel.messages(msg_id, timeout=60))
+    first = wait_until(lambda: log.exists() and log.read_text().split(),
+                       "one kernel to start computing the cell")
+    winner = pids.index(int(first[0]))
+    loser = 1 - winner
+    # The winner's cell runs until ``go``: say it once both kernels show their
+    # line (iopub messages queue up, so reading one kernel first loses nothing).
+    streams = [kernel.messages(msg_id, timeout=60)
                for kernel, msg_id in zip(pair, requests, strict=True)]
+    results: list[list[Message]] = [[], []]
+    for index, shown in ((loser, "labcache: waiting for"), (winner, "labcache: computing")):
+        for message in streams[index]:
+            results[index].append(message)
+            if message.text.startswith(shown):
+                break
+    go.touch()
+    for index, stream in enumerate(streams):
+        results[index].extend(stream)
 
     computed_by = log.read_text().split()
     assert len(computed_by) == 1, f"the cell ran {len(computed_by)} times: {computed_by}"
-    winner = pids.index(int(computed_by[0]))
-    loser = 1 - winner
     answers = [kernel.printed("print(answer)").strip() for kernel in pair]
     assert answers == [f"computed by pid {pids[winner]}"] * 2
 

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,9 @@ import pytest
 from labcache import LocalStorage, cached
 from labcache.base import BaseStorage
 
-from . import _workers
-from ._procs import CTX, PATIENCE, collect, reaping
+from .support import workers
+from .support.procs import CTX, PATIENCE, collect, reaping
+from .support.waits import wait_until
 
 CONTEXT = "team.big"
 #: Bytes the stalling writer sends before it waits, and after.
@@ -48,7 +48,7 @@ class StallingFile:
 
     def read(self, size: int = -1) -> bytes:
         if not self.left and self.rest:
-            if not _workers.wait_for_file(self.go, timeout=PATIENCE):
+            if not workers.wait_for_file(self.go, timeout=PATIENCE):
                 raise TimeoutError("no go signal")
             self.left, self.rest, self.byte = self.rest, 0, b"b"
         taken = self.left if size < 0 else min(size, self.left)
@@ -80,7 +80,7 @@ def store_stalling(spec: tuple[str, ...], go: str, queue: Any) -> None:
         open_spec(spec).upload_file(StallingFile(FIRST, REST, go), "big", CONTEXT)
         queue.put(("stored", os.getpid(), None))
     except BaseException:
-        _workers._crash(queue)
+        workers._crash(queue)
 
 
 def tiny(x: int) -> int:
@@ -99,7 +99,7 @@ def call_with_full_disk(root: str, limit: int, queue: Any) -> None:
             value = f(1)
         queue.put(("result", os.getpid(), (value, [str(w.message) for w in caught])))
     except BaseException:
-        _workers._crash(queue)
+        workers._crash(queue)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -138,20 +138,12 @@ def leftovers(spec: tuple[str, ...]) -> int:
 
         client = redis.Redis.from_url(where)
         return sum(client.strlen(key) for key in client.scan_iter(match="labcache:c:*"))
-    from .services_s3 import raw_client
+    from .support.services_s3 import raw_client
 
     client, bucket = raw_client(), where[len("s3://"):].split("/")[0]
     uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     return sum(part["Size"] for upload in uploads for part in client.list_parts(
         Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]).get("Parts", []))
-
-
-def wait_until(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {PATIENCE} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def started_writer(start: Any, spec: tuple[str, ...], go: Path, queue: Any) -> Any:

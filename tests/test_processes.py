@@ -1,7 +1,7 @@
 """The lock protocol across real processes (``multiprocessing`` spawn).
 
 Each test starts its own processes on its own ``tmp_path`` storage and reaps
-them in ``finally``.  Worker functions live in ``tests/_workers.py`` so that
+them in ``finally``.  Worker functions live in ``tests/support/workers.py`` so that
 spawned processes import them, and cached functions built from them have
 the same key everywhere.  Computations are counted by the files their
 bodies leave in a log folder.
@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +22,14 @@ import pytest
 
 from labcache import UnpicklableResultError
 
-from . import _workers
-from ._procs import CTX, PATIENCE, collect, dead_pid, reaping
+from .support import workers
+from .support.procs import CTX, PATIENCE, collect, dead_pid, reaping
+from .support.waits import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = PATIENCE,
-               alive: Any = None) -> None:
-    """Poll ``condition``; fail after ``timeout`` or if process ``alive`` ended."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if alive is not None and alive.exitcode is not None:
-            pytest.fail(f"process {alive.pid} ended (exit code {alive.exitcode}) "
-                        f"before {what}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def folders(tmp_path: Path, *names: str) -> list[str]:
@@ -88,18 +75,18 @@ def test_eight_processes_one_computation(any_storage: Any, tmp_path: Path) -> No
     (log_dir,) = folders(tmp_path, "log")
     barrier, queue = CTX.Barrier(8), CTX.Queue()
     with reaping() as start:
-        workers = [
-            start(CTX.Process(target=_workers.call_after_barrier,
+        callers = [
+            start(CTX.Process(target=workers.call_after_barrier,
                               args=(any_storage, log_dir, 7, barrier, queue)))
             for _ in range(8)
         ]
         results = collect(queue, 8)
-    assert sorted(pid for _, pid, _ in results) == sorted(w.pid for w in workers)
+    assert sorted(pid for _, pid, _ in results) == sorted(w.pid for w in callers)
     expected = {"square": 49, "array": list(range(7))}
     assert [value for _, _, value in results] == [expected] * 8
-    assert len(_workers.computations(log_dir)) == 1, "computed more than once"
+    assert len(workers.computations(log_dir)) == 1, "computed more than once"
     assert any_storage.list_locks() == []
-    assert _workers.make_cached(_workers.slow_square, any_storage).is_cached(7, log_dir)
+    assert workers.make_cached(workers.slow_square, any_storage).is_cached(7, log_dir)
 
 
 # -- a holder that dies ----------------------------------------------------------------------
@@ -113,28 +100,28 @@ def test_killed_holder_is_taken_over_by_heartbeat(any_storage: Any,
     started = str(tmp_path / "started")
     root, queue = any_storage, CTX.Queue()
     with reaping() as start:
-        holder = start(CTX.Process(target=_workers.hanging_holder,
+        holder = start(CTX.Process(target=workers.hanging_holder,
                                    args=(root, log_dir, started, x, heartbeat, ttl, True)))
         wait_until(lambda: os.path.exists(started), "the holder to start computing",
                    alive=holder)
         waiters = [
-            start(CTX.Process(target=_workers.takeover_waiter,
+            start(CTX.Process(target=workers.takeover_waiter,
                               args=(root, log_dir, started, x, heartbeat, ttl, signal_dir,
                                     queue)))
             for _ in range(3)
         ]
-        wait_until(lambda: len(_workers.waiting_signals(signal_dir)) == 3,
+        wait_until(lambda: len(workers.waiting_signals(signal_dir)) == 3,
                    "3 waiters waiting on the holder")
 
         # While it beats, the holder keeps its lock past its ttl and past 3
         # beat intervals: nobody takes it over.
         info = only_lock(any_storage, holder)
-        assert info.host == _workers.FOREIGN_HOST
+        assert info.host == workers.FOREIGN_HOST
         time.sleep(max(info.acquired + max(ttl, 3 * heartbeat) + 1.0 - time.time(), 0))
         info = only_lock(any_storage, holder)
         assert not info.stale, f"a beating holder's lock counts as stale: {info}"
         assert info.heartbeat > info.acquired + heartbeat, "the holder does not beat"
-        assert len(_workers.computations(log_dir)) == 1
+        assert len(workers.computations(log_dir)) == 1
         assert queue.empty()
 
         holder.kill()
@@ -146,7 +133,7 @@ def test_killed_holder_is_taken_over_by_heartbeat(any_storage: Any,
         f"takeover took {first - killed:.2f} s after the kill"
     )
     assert [value for _, _, (value, _) in results] == [x * 10] * 3
-    runs = _workers.computations(log_dir)
+    runs = workers.computations(log_dir)
     assert len(runs) == 2, runs  # the killed one and exactly one takeover
     pids = sorted(int(name.split("-")[0]) for name in runs)
     assert holder.pid in pids
@@ -164,15 +151,15 @@ def test_killed_holder_same_host_taken_over_at_once(any_storage: Any, tmp_path: 
     started = str(tmp_path / "started")
     root, queue = any_storage, CTX.Queue()
     with reaping() as start:
-        holder = start(CTX.Process(target=_workers.hanging_holder,
+        holder = start(CTX.Process(target=workers.hanging_holder,
                                    args=(root, log_dir, started, x, heartbeat, ttl, False)))
         wait_until(lambda: os.path.exists(started), "the holder to start computing",
                    alive=holder)
         for _ in range(3):
-            start(CTX.Process(target=_workers.takeover_waiter,
+            start(CTX.Process(target=workers.takeover_waiter,
                               args=(root, log_dir, started, x, heartbeat, ttl, signal_dir,
                                     queue)))
-        wait_until(lambda: len(_workers.waiting_signals(signal_dir)) == 3,
+        wait_until(lambda: len(workers.waiting_signals(signal_dir)) == 3,
                    "3 waiters waiting on the holder")
         assert not only_lock(any_storage, holder).stale
 
@@ -190,7 +177,7 @@ def test_killed_holder_same_host_taken_over_at_once(any_storage: Any, tmp_path: 
     first = min(arrived for _, _, (_, arrived) in results)
     assert first - killed <= 5.0, f"takeover took {first - killed:.2f} s after the kill"
     assert [value for _, _, (value, _) in results] == [x * 10] * 3
-    assert len(_workers.computations(log_dir)) == 2
+    assert len(workers.computations(log_dir)) == 2
     assert any_storage.list_locks() == []
 
 
@@ -201,34 +188,34 @@ def test_holder_exception_shared_with_waiters(any_storage: Any, tmp_path: Path) 
     x = 5
     log_dir, signal_dir = folders(tmp_path, "log", "signals")
     go, fail_flag = str(tmp_path / "go"), str(tmp_path / "fail")
-    _workers.touch(fail_flag)
+    workers.touch(fail_flag)
     root, queue = any_storage, CTX.Queue()
     with reaping() as start:
-        holder = start(CTX.Process(target=_workers.call_fail_while_flagged,
+        holder = start(CTX.Process(target=workers.call_fail_while_flagged,
                                    args=(root, log_dir, go, fail_flag, x, None, queue)))
-        wait_until(lambda: len(_workers.computations(log_dir)) == 1,
+        wait_until(lambda: len(workers.computations(log_dir)) == 1,
                    "the holder to start computing", alive=holder)
         for _ in range(3):
-            start(CTX.Process(target=_workers.call_fail_while_flagged,
+            start(CTX.Process(target=workers.call_fail_while_flagged,
                               args=(root, log_dir, go, fail_flag, x, signal_dir, queue)))
-        wait_until(lambda: len(_workers.waiting_signals(signal_dir)) == 3,
+        wait_until(lambda: len(workers.waiting_signals(signal_dir)) == 3,
                    "3 waiters waiting on the holder")
-        _workers.touch(go)  # now the holder raises
+        workers.touch(go)  # now the holder raises
         messages = collect(queue, 4)
 
-    assert len(_workers.computations(log_dir)) == 1, "waiters recomputed the failure"
+    assert len(workers.computations(log_dir)) == 1, "waiters recomputed the failure"
     assert [tag for tag, _, _ in messages] == ["raised"] * 4, messages
     raised = {error for _, _, error in messages}
     # One and the same error: the holder's (its message names the holder's pid).
-    assert raised == {("tests._workers", "BodyFailed",
+    assert raised == {("tests.support.workers", "BodyFailed",
                        f"holder pid {holder.pid} failed on x={x}")}
     assert any_storage.list_locks() == []
 
-    f = _workers.make_cached(_workers.fail_while_flagged, root)
+    f = workers.make_cached(workers.fail_while_flagged, root)
     assert not f.is_cached(x, log_dir, go, fail_flag)
     os.unlink(fail_flag)
     assert f(x, log_dir, go, fail_flag) == x + 1000  # failures are not cached
-    assert len(_workers.computations(log_dir)) == 2
+    assert len(workers.computations(log_dir)) == 2
     assert f.is_cached(x, log_dir, go, fail_flag)
     assert any_storage.list_locks() == []
 
@@ -239,30 +226,30 @@ def test_unpicklable_result_leaves_nothing(any_storage: Any, tmp_path: Path,
     log_dir, signal_dir = folders(tmp_path, "log", "signals")
     go = str(tmp_path / "go")
     root, queue = any_storage, CTX.Queue()
-    f = _workers.make_cached(_workers.unpicklable_result, root)
+    f = workers.make_cached(workers.unpicklable_result, root)
     with reaping() as start:
-        holder = start(CTX.Process(target=_workers.call_unpicklable,
+        holder = start(CTX.Process(target=workers.call_unpicklable,
                                    args=(root, log_dir, go, kind, signal_dir, queue)))
-        wait_until(lambda: len(_workers.computations(log_dir)) == 1,
+        wait_until(lambda: len(workers.computations(log_dir)) == 1,
                    "the holder to start computing", alive=holder)
-        waiter = start(CTX.Process(target=_workers.call_unpicklable,
+        waiter = start(CTX.Process(target=workers.call_unpicklable,
                                    args=(root, log_dir, go, kind, signal_dir, queue)))
-        wait_until(lambda: len(_workers.waiting_signals(signal_dir)) == 1,
+        wait_until(lambda: len(workers.waiting_signals(signal_dir)) == 1,
                    "a waiter waiting on the holder", alive=waiter)
-        _workers.touch(go)
+        workers.touch(go)
         messages = collect(queue, 2)
 
     # The holder and the waiter both raise it; the waiter did not recompute.
     assert [tag for tag, _, _ in messages] == ["raised"] * 2, messages
     assert {name for _, _, (name, _) in messages} == {"UnpicklableResultError"}
-    assert len(_workers.computations(log_dir)) == 1
+    assert len(workers.computations(log_dir)) == 1
 
     # In this process too, with a message that says what went wrong.
     type_name = "generator" if kind == "generator" else "lock"
     with pytest.raises(UnpicklableResultError,
                        match=rf"result \({type_name}\) cannot be pickled.*nothing was stored"):
         f(kind, log_dir, go)
-    assert len(_workers.computations(log_dir)) == 2
+    assert len(workers.computations(log_dir)) == 2
     assert any_storage.list_locks() == []
     assert not f.is_cached(kind, log_dir, go)
     assert any_storage.list_stored_files(f.context) == []
@@ -276,17 +263,17 @@ def test_release_after_takeover_keeps_new_holders_lock(any_storage: Any,
     root, queue = any_storage, CTX.Queue()
     a_release, b_release = CTX.Event(), CTX.Event()
     with reaping() as start:
-        a = start(CTX.Process(target=_workers.hold_until,
+        a = start(CTX.Process(target=workers.hold_until,
                               args=(root, "L", 1, True, a_release, queue)))
         [(tag, pid, (won, token_a))] = collect(queue, 1)
         assert (tag, pid, won) == ("acquired", a.pid, True)
         info = any_storage.lock_info("L")
         assert info is not None
-        assert (info.pid, info.token, info.host) == (a.pid, token_a, _workers.FOREIGN_HOST)
+        assert (info.pid, info.token, info.host) == (a.pid, token_a, workers.FOREIGN_HOST)
 
         # A is alive but, on "another host" without heartbeat, stale after ttl.
         wait_until(lambda: stale_or_gone(any_storage, "L"), "A's lock to go stale", timeout=10)
-        b = start(CTX.Process(target=_workers.hold_until,
+        b = start(CTX.Process(target=workers.hold_until,
                               args=(root, "L", 3600, False, b_release, queue)))
         [(tag, pid, (won, token_b))] = collect(queue, 1)
         assert (tag, pid, won) == ("acquired", b.pid, True)
@@ -310,8 +297,8 @@ def test_release_after_takeover_keeps_new_holders_lock(any_storage: Any,
 # -- races for one lock ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stale_kind", [None, *_workers.STALE_KINDS],
-                         ids=["free", *_workers.STALE_KINDS])
+@pytest.mark.parametrize("stale_kind", [None, *workers.STALE_KINDS],
+                         ids=["free", *workers.STALE_KINDS])
 def test_lock_exclusive_under_barrier(any_storage: Any, tmp_path: Path,
                                       stale_kind: str | None) -> None:
     """8 processes race for one lock, trial after trial: never two holders at
@@ -326,12 +313,12 @@ def test_lock_exclusive_under_barrier(any_storage: Any, tmp_path: Path,
     winners = CTX.Array("i", trials)
     gone = dead_pid() if stale_kind == "dead_pid" else 0
     if stale_kind is not None:
-        _workers.plant_stale_lock(root, "race", stale_kind, gone)
+        workers.plant_stale_lock(root, "race", stale_kind, gone)
         info = any_storage.lock_info("race")
         assert info is not None and info.stale
     with reaping() as start:
         for index in range(racers):
-            start(CTX.Process(target=_workers.race_for_lock,
+            start(CTX.Process(target=workers.race_for_lock,
                               args=(root, index, trials, stale_kind, gone, barrier, occupancy,
                                     max_occupancy, winners, queue)))
         try:  # one message per racer: "done", or "crash" (which breaks the barrier)
@@ -354,7 +341,7 @@ def test_sixteen_stealers_one_winner(any_storage: Any, tmp_path: Path) -> None:
     barrier = CTX.Barrier(stealers + 1)  # the test is the last party
 
     # Round 0's stale lock is left by a real holder that exited without releasing.
-    crashed = CTX.Process(target=_workers.acquire_and_die, args=(root, name))
+    crashed = CTX.Process(target=workers.acquire_and_die, args=(root, name))
     crashed.start()
     crashed.join(PATIENCE)
     assert crashed.exitcode == 0
@@ -363,13 +350,13 @@ def test_sixteen_stealers_one_winner(any_storage: Any, tmp_path: Path) -> None:
 
     with reaping() as start:
         for _ in range(stealers):
-            start(CTX.Process(target=_workers.steal_once_per_round,
+            start(CTX.Process(target=workers.steal_once_per_round,
                               args=(root, name, rounds, barrier, queue)))
         try:
             for rnd in range(rounds):
-                kind = _workers.STALE_KINDS[rnd % 3]
+                kind = workers.STALE_KINDS[rnd % 3]
                 if rnd:
-                    _workers.plant_stale_lock(root, name, kind, gone)
+                    workers.plant_stale_lock(root, name, kind, gone)
                 before = any_storage.lock_info(name)
                 assert before is not None and before.stale, (rnd, kind, before)
                 barrier.wait(PATIENCE)  # go
@@ -393,7 +380,7 @@ def test_sixteen_stealers_one_winner(any_storage: Any, tmp_path: Path) -> None:
 
 def test_keys_equal_across_hashseeds(tmp_path: Path) -> None:
     root = str(tmp_path / "store")
-    code = f"from tests import _workers; _workers.print_key_demo({root!r})"
+    code = f"from tests.support import workers; workers.print_key_demo({root!r})"
     outputs = []
     for seed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(REPO_ROOT))
@@ -404,7 +391,7 @@ def test_keys_equal_across_hashseeds(tmp_path: Path) -> None:
     # The seeds really do order the set differently, so naive hashing would differ...
     assert outputs[0]["set_order"] != outputs[1]["set_order"]
     # ...but the keys are the same, and the same as in this process.
-    here = _workers.make_cached(_workers.keyed, root).key(*_workers.key_demo_arguments())
+    here = workers.make_cached(workers.keyed, root).key(*workers.key_demo_arguments())
     assert outputs[0]["key"] == outputs[1]["key"] == here
 
 
@@ -422,24 +409,24 @@ def test_failure_of_a_taken_over_holder_is_not_blamed_on_its_successor(
     root, queue = any_storage, CTX.Queue()
     markers = Path(marker_dir)
     with reaping() as start:
-        a = start(CTX.Process(target=_workers.call_roles_in_turn,
+        a = start(CTX.Process(target=workers.call_roles_in_turn,
                               args=(root, log_dir, marker_dir, x, None, 1.0, True, None,
                                     queue)))
         wait_until(lambda: (markers / "first").exists(), "A to start computing", alive=a)
         wait_until(lambda: all(info.stale for info in any_storage.list_locks()),
                    "A's lock to go stale (ttl 1 s)", timeout=10)
-        t = start(CTX.Process(target=_workers.call_roles_in_turn,
+        t = start(CTX.Process(target=workers.call_roles_in_turn,
                               args=(root, log_dir, marker_dir, x, 30, 3600, False, None,
                                     queue)))
         wait_until(lambda: (markers / "second").exists(), "T to take over", alive=t)
         assert not only_lock(any_storage, t).stale
-        w = start(CTX.Process(target=_workers.call_roles_in_turn,
+        w = start(CTX.Process(target=workers.call_roles_in_turn,
                               args=(root, log_dir, marker_dir, x, 30, 3600, False,
                                     signal_dir, queue)))
-        wait_until(lambda: len(_workers.waiting_signals(signal_dir)) == 1,
+        wait_until(lambda: len(workers.waiting_signals(signal_dir)) == 1,
                    "W to wait on T", alive=w)
 
-        _workers.touch(markers / "go")  # A fails (its lock is T's by now)
+        workers.touch(markers / "go")  # A fails (its lock is T's by now)
         [(tag, pid, error)] = collect(queue, 1)
         assert (tag, pid) == ("raised", a.pid), error
         assert not only_lock(any_storage, t).stale, "A's failure released T's lock"
@@ -452,5 +439,5 @@ def test_failure_of_a_taken_over_holder_is_not_blamed_on_its_successor(
         f"W {tag} {outcome!r}: it was given A's failure although it waited on T"
     )
     assert outcome == x * 100
-    assert len(_workers.computations(log_dir)) == 3  # A, T and W's takeover
+    assert len(workers.computations(log_dir)) == 3  # A, T and W's takeover
     assert any_storage.list_locks() == []

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from labcache import CacheWarning, StorageError, cached, open_storage
-from tests.services_redis import RedisServer
+from tests.support.services_redis import RedisServer
+from tests.support.waits import wait_until
 
 redis = pytest.importorskip("redis")
 from labcache.storage.redis import RedisStorage  # noqa: E402
@@ -76,8 +77,8 @@ def test_a_lock_expires_by_itself_and_pttl_is_its_heartbeat(redis_storage):
     redis_storage.release_lock("hb")
     assert redis_storage.try_acquire_lock("short", ttl=0.2)
     redis_storage._held.clear()  # forget it, as a killed process would
-    time.sleep(0.4)
-    assert redis_storage.lock_info("short") is None  # Redis expired it
+    wait_until(lambda: redis_storage.lock_info("short") is None,
+               "Redis to expire the forgotten lock")
 
 
 def test_release_is_published_to_waiters(redis_storage):
@@ -86,7 +87,9 @@ def test_release_is_published_to_waiters(redis_storage):
     waiter = threading.Thread(
         target=lambda: (redis_storage.wait_for_release("wake", 30), woke.append(True)))
     waiter.start()
-    time.sleep(0.3)
+    wait_until(lambda: redis_storage.client.pubsub_channels("*:released:wake"),
+               "the waiter to subscribe to the lock's channel")
+    waiter.join(0.3)  # time for a wrong early wake-up to show
     assert not woke
     redis_storage.release_lock("wake")
     waiter.join(10)
@@ -107,7 +110,7 @@ def test_urls_and_secrets(redis_server):
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path):
-    from tests.services_redis import free_port
+    from tests.support.services_redis import free_port
 
     down = RedisStorage(f"redis://127.0.0.1:{free_port()}/0")
 

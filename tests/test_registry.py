@@ -45,12 +45,12 @@ def test_third_party_scheme_from_an_entry_point(tmp_path, monkeypatch):
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: labcache-memo\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[labcache.storages]\nmemo = tests._plugin:open_memo\n")
+        "[labcache.storages]\nmemo = tests.support.plugin:open_memo\n")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     assert "memo" in known_schemes()
     storage = open_storage(f"memo://{tmp_path}/via-plugin")
     assert storage is LocalStorage(tmp_path / "via-plugin")
-    assert "tests._plugin" in sys.modules
+    assert "tests.support.plugin" in sys.modules
 
 
 def test_import_does_not_load_backends():

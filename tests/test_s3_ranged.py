@@ -8,7 +8,7 @@ import pytest
 
 from labcache.errors import StorageError
 
-from .services_s3 import raw_client, require_s3
+from .support.services_s3 import raw_client, require_s3
 
 require_s3()
 

@@ -23,15 +23,15 @@ import pytest
 
 from labcache import CacheWarning, InvalidNameError, StorageError, cached, entry, open_storage
 from labcache.lock_record import LockRecord
-from tests import _workers
-from tests._procs import CTX, PATIENCE, collect, dead_pid, reaping
-from tests.services_s3 import CREDENTIALS, moto_endpoint, raw_client, require_s3
+from tests.support import workers
+from tests.support.procs import CTX, PATIENCE, collect, dead_pid, reaping
+from tests.support.services_s3 import CREDENTIALS, moto_endpoint, raw_client, require_s3
 
 require_s3()  # a clear skip (or failure in CI) rather than an import error
 from labcache.storage.s3 import S3Storage  # noqa: E402
 
 SECRET = "Sup3rS3cret-never-shown"
-FOREIGN_HOST = _workers.FOREIGN_HOST
+FOREIGN_HOST = workers.FOREIGN_HOST
 
 
 # -- helpers (module level, so spawned processes can import them) --------------------------
@@ -39,7 +39,7 @@ FOREIGN_HOST = _workers.FOREIGN_HOST
 
 def s3_square(x: int, log_dir: str) -> dict[str, Any]:
     """A cached body: logs each run, takes a moment."""
-    _workers.log_computation(log_dir)
+    workers.log_computation(log_dir)
     time.sleep(0.5)
     return {"square": x * x, "pid": os.getpid()}
 
@@ -374,13 +374,13 @@ def test_cached_computes_once_across_spawned_processes(
                               args=(s3_storage, 9, str(log_dir), barrier, queue)))
         results = collect(queue, 3)
     assert [value for _, _, value in results] == [81, 81, 81]
-    assert len(_workers.computations(log_dir)) == 1  # one computed, two waited and loaded
+    assert len(workers.computations(log_dir)) == 1  # one computed, two waited and loaded
     f = cached(storage=s3_storage, ttl=60)(s3_square)
     assert f.is_cached(9, str(log_dir))
     assert f(9, str(log_dir))["square"] == 81
     assert f(4, str(log_dir))["square"] == 16
     assert f(4, str(log_dir))["square"] == 16
-    assert len(_workers.computations(log_dir)) == 2
+    assert len(workers.computations(log_dir)) == 2
     assert s3_storage.list_locks() == []
 
 

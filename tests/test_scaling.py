@@ -1,6 +1,6 @@
 """A script's ``__main__`` cached function on process pools (real processes).
 
-``tests/_scale_script.py`` is copied into a temp folder and run as a script:
+``tests/support/scale_script.py`` is copied into a temp folder and run as a script:
 its ``@cached`` function cannot be imported by any worker, so it travels by
 value.  For each pool: the workers compute each key once for the whole run,
 key calls exactly as the caller does, and the caller's own later calls are
@@ -15,7 +15,7 @@ import cloudpickle
 import pytest
 
 from labcache import LocalStorage, cached
-from tests._scripts import check_report, run_script
+from tests.support.scripts import check_report, run_script
 
 
 @pytest.mark.parametrize("backend", ["loky", "multiprocessing"])

@@ -23,7 +23,7 @@ from labcache.entry import encode
 from labcache.errors import CorruptEntryError
 from labcache.storage._fs import PlantedLinkError
 
-from .services_redis import RedisServer, free_port
+from .support.services_redis import RedisServer, free_port
 
 TEAM = "team-secret-for-tests-0123456789"
 OTHER = "not-the-team-secret-9876543210"
@@ -526,7 +526,7 @@ def test_s3_keys_never_show_on_an_unreachable_endpoint(monkeypatch: pytest.Monke
 
 def test_s3_keys_never_show_in_server_errors(s3_url: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from .services_s3 import moto_endpoint
+    from .support.services_s3 import moto_endpoint
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)  # from the environment too
     storage = _s3(moto_endpoint())

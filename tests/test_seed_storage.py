@@ -7,6 +7,7 @@ must still compute once, share failures and recover from expired locks.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -15,6 +16,8 @@ import pytest
 
 from labcache import cached
 from labcache.base import BaseLockingStorage, BaseStorage
+
+from .support.waits import wait_until, waiting_threads
 
 
 class MemoryStorage(BaseStorage):
@@ -92,7 +95,8 @@ def test_seed_style_storage_caches(request):
     assert store.locks == {}
 
 
-def test_seed_style_storage_computes_once_under_contention(request):
+def test_seed_style_storage_computes_once_under_contention(request, caplog):
+    caplog.set_level(logging.INFO, logger="labcache")
     store = MemoryLockingStorage(request.node.name)
     runs = []
     start = threading.Barrier(6)
@@ -100,7 +104,8 @@ def test_seed_style_storage_computes_once_under_contention(request):
     @cached(storage=store)
     def slow(x):
         runs.append(x)
-        time.sleep(0.3)
+        wait_until(lambda: waiting_threads(caplog) == 5, "the 5 other callers to wait",
+                   timeout=15)
         return x + 1
 
     results = []
@@ -118,7 +123,8 @@ def test_seed_style_storage_computes_once_under_contention(request):
     assert runs == [1]
 
 
-def test_seed_style_storage_shares_the_holders_failure(request):
+def test_seed_style_storage_shares_the_holders_failure(request, caplog):
+    caplog.set_level(logging.INFO, logger="labcache")
     store = MemoryLockingStorage(request.node.name)
     runs = []
     start = threading.Barrier(4)
@@ -126,7 +132,9 @@ def test_seed_style_storage_shares_the_holders_failure(request):
     @cached(storage=store)
     def broken(x):
         runs.append(x)
-        time.sleep(0.3)
+        # Fail only once the others wait on this call: they must share its failure.
+        wait_until(lambda: waiting_threads(caplog) == 3, "the 3 other callers to wait",
+                   timeout=15)
         raise ArithmeticError("bad input")
 
     errors = []

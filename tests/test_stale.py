@@ -21,9 +21,9 @@ from labcache.errors import CacheWarning
 from labcache.listing import lock_rows
 from labcache.lock_record import this_host, this_user
 
-from . import _net_workers
-from ._procs import CTX, PATIENCE, collect, reaping
-from ._workers import computations
+from .support import net_workers
+from .support.procs import CTX, PATIENCE, collect, reaping
+from .support.workers import computations
 
 STALE_AFTER = 0.2
 
@@ -56,7 +56,7 @@ def wait_until_stale(fn: Any, *args: Any) -> None:
 
 def test_a_stale_entry_is_returned_at_once_while_one_refresh_runs(
         storage: LocalStorage, dirs: dict[str, Path]) -> None:
-    fn = cached(storage=storage, stale_after=STALE_AFTER)(_net_workers.gated_numbered)
+    fn = cached(storage=storage, stale_after=STALE_AFTER)(net_workers.gated_numbered)
     args = (1, str(dirs["log"]), str(dirs["gate"]))
     dirs["gate"].touch()
     assert fn(*args) == 1
@@ -75,7 +75,7 @@ def test_a_stale_entry_is_returned_at_once_while_one_refresh_runs(
 
 def test_a_failed_refresh_keeps_the_old_entry_and_warns(
         storage: LocalStorage, dirs: dict[str, Path]) -> None:
-    fn = cached(storage=storage, stale_after=STALE_AFTER)(_net_workers.gated_numbered)
+    fn = cached(storage=storage, stale_after=STALE_AFTER)(net_workers.gated_numbered)
     args = (1, str(dirs["log"]), str(dirs["gate"]), str(dirs["fail"]))
     dirs["gate"].touch()
     assert fn(*args) == 1
@@ -93,7 +93,7 @@ def test_a_failed_refresh_keeps_the_old_entry_and_warns(
 
 def test_expires_after_stays_a_hard_miss(storage: LocalStorage, dirs: dict[str, Path]) -> None:
     fn = cached(storage=storage, stale_after=STALE_AFTER, expires_after=STALE_AFTER)(
-        _net_workers.gated_numbered)
+        net_workers.gated_numbered)
     args = (1, str(dirs["log"]), str(dirs["gate"]))
     dirs["gate"].touch()
     assert fn(*args) == 1
@@ -103,7 +103,7 @@ def test_expires_after_stays_a_hard_miss(storage: LocalStorage, dirs: dict[str, 
 
 
 def test_a_fresh_entry_is_not_refreshed(storage: LocalStorage, dirs: dict[str, Path]) -> None:
-    fn = cached(storage=storage, stale_after=3600)(_net_workers.gated_numbered)
+    fn = cached(storage=storage, stale_after=3600)(net_workers.gated_numbered)
     args = (1, str(dirs["log"]), str(dirs["gate"]))
     dirs["gate"].touch()
     assert [fn(*args) for _ in range(3)] == [1, 1, 1]
@@ -111,7 +111,7 @@ def test_a_fresh_entry_is_not_refreshed(storage: LocalStorage, dirs: dict[str, P
 
 
 async def gated_async(x: int, log_dir: str, gate: str) -> int:
-    return _net_workers.gated_numbered(x, log_dir, gate)
+    return net_workers.gated_numbered(x, log_dir, gate)
 
 
 def test_async_functions_refresh_in_the_background_too(
@@ -132,14 +132,14 @@ def test_one_refresh_among_several_processes(redis_server: Any, dirs: dict[str, 
     """Four processes call a stale entry at once: all get it at once, exactly
     one refreshes, and it finishes its refresh before it exits."""
     url = redis_server.url
-    fn = cached(storage=url, stale_after=STALE_AFTER)(_net_workers.gated_numbered)
+    fn = cached(storage=url, stale_after=STALE_AFTER)(net_workers.gated_numbered)
     args = (1, str(dirs["log"]), str(dirs["gate"]))
     dirs["gate"].touch()
     assert fn(*args) == 1
     dirs["gate"].unlink()
     queue = CTX.Queue()
     with reaping(grace=PATIENCE) as start:
-        workers = [start(CTX.Process(target=_net_workers.stale_caller, args=(
+        workers = [start(CTX.Process(target=net_workers.stale_caller, args=(
             url, str(dirs["log"]), str(dirs["gate"]), str(dirs["start"]), STALE_AFTER,
             queue))) for _ in range(4)]
         collect(queue, 4)  # all ready

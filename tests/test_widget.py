@@ -22,7 +22,7 @@ from labcache.lock_record import this_host, this_user
 from labcache.names import lock_name_for
 from labcache.report import stats
 from labcache.transfer import FAILURES_CONTEXT
-from tests._workers import FOREIGN_HOST, plant_stale_lock
+from tests.support.workers import FOREIGN_HOST, plant_stale_lock
 
 FRESH_KEY = "f" * 32
 STALE_KEY = "0" * 32

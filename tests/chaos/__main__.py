@@ -104,7 +104,7 @@ def _storages(name: str, scratch: Path) -> Iterator[Callable[[int], Any]]:
         yield lambda round_: LocalStorage(scratch / f"local-store-{round_}")
     elif name == "redis":
         from labcache import RedisStorage
-        from tests.services_redis import RedisServer
+        from tests.support.services_redis import RedisServer
 
         folder = scratch / "redis"
         folder.mkdir()
@@ -116,7 +116,7 @@ def _storages(name: str, scratch: Path) -> Iterator[Callable[[int], Any]]:
             server.stop()
     else:
         from labcache.storage.s3 import S3Storage
-        from tests.services_s3 import CREDENTIALS, moto_endpoint, raw_client
+        from tests.support.services_s3 import CREDENTIALS, moto_endpoint, raw_client
 
         endpoint = moto_endpoint()
         bucket = f"labcache-chaos-{uuid.uuid4().hex[:12]}"

@@ -24,7 +24,7 @@ from typing import Any
 
 from labcache import entry
 
-from .._procs import CTX, reaping
+from ..support.procs import CTX, reaping
 from . import _worker
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from labcache import LocalStorage, cached
 from labcache.base import BaseStorage
-from labcache.locks import LockRecord
+from labcache.lock_record import LockRecord
 
 #: How long a body or worker waits for a signal file before giving up.
 SIGNAL_TIMEOUT = 60.0

@@ -13,7 +13,7 @@ import pytest
 
 from labcache.locks import _pid_alive
 
-from . import _workers
+from . import workers
 
 CTX = multiprocessing.get_context("spawn")
 #: Generous bound for things that must *eventually* happen (spawn, imports).
@@ -64,7 +64,7 @@ def collect(queue: Any, count: int, timeout: float = PATIENCE,
 
 def dead_pid() -> int:
     """The pid of a process of ours that has exited and been reaped."""
-    process = CTX.Process(target=_workers.exit_at_once)
+    process = CTX.Process(target=workers.exit_at_once)
     process.start()
     process.join(PATIENCE)
     assert process.exitcode == 0

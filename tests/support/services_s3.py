@@ -5,7 +5,7 @@ fresh bucket per test.  Everything goes over real HTTP, so spawned processes
 reach the same server.  Without moto the fixtures skip, unless
 ``LABCACHE_REQUIRE_SERVICES=1`` (CI), where they fail.
 
-Use them with ``from tests.services_s3 import s3_url, s3_storage  # noqa: F401``.
+Use them with ``from tests.support.services_s3 import s3_url, s3_storage  # noqa: F401``.
 """
 
 from __future__ import annotations

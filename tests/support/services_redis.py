@@ -2,11 +2,13 @@
 
 Locally a missing ``redis-server`` skips the Redis tests with the reason;
 with ``LABCACHE_REQUIRE_SERVICES=1`` (CI) it fails them instead, so a
-backend is never silently left untested.
+backend is never silently left untested.  ``missing_service`` and ``require``
+do the same for any service or package a test needs.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
@@ -29,6 +31,16 @@ def missing_service(reason: str) -> None:
     if os.environ.get("LABCACHE_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{reason} (LABCACHE_REQUIRE_SERVICES=1: CI must provide it)")
     pytest.skip(reason)
+
+
+def require(*modules: str, extra: str = "test") -> None:
+    """Skip (fail with LABCACHE_REQUIRE_SERVICES=1) unless ``modules`` import;
+    the message names the extra of pyproject.toml that installs them."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing_service(f"{name} is not installed (pip install -e '.[{extra}]')")
 
 
 class RedisServer:

@@ -39,7 +39,7 @@ def fit_like_labchain(storage: Any, model_path: str, model_hash: str,
                 return storage.download_file("model", context)
             with open(os.path.join(log_dir, uuid.uuid4().hex), "x"):
                 pass  # one file per training
-            time.sleep(0.3)
+            time.sleep(0.3)  # training takes a while: the other worker usually finds it locked
             model = Model([0.5, 1.5])
             storage.upload_file(file=pickle.dumps(model), file_name="model", context=context)
             return model

@@ -1,6 +1,6 @@
 """A worker that keeps a storage busy: entries and a lock appear and vanish.
 
-Module level so spawned processes import it by name (see tests/_procs.py).
+Module level so spawned processes import it by name (see tests/support/procs.py).
 """
 
 from __future__ import annotations

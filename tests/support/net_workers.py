@@ -15,7 +15,7 @@ import numpy as np
 
 from labcache import cached, open_storage
 
-from ._workers import computations, log_computation, wait_for_file
+from .workers import computations, log_computation, wait_for_file
 
 
 def numbered_array(x: int, log_dir: str) -> Any:

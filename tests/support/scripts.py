@@ -1,4 +1,4 @@
-"""Running ``tests/_scale_script.py`` as a user's script, and what it must show."""
+"""Running ``tests/support/scale_script.py`` as a user's script, and what it must show."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent
+REPO_ROOT = HERE.parents[1]
 
 
 def run_script(tmp_path: Path, *args: str,
                timeout: float = 90) -> tuple[dict[str, Any], Counter[str]]:
     """Run the script with ``args``; its JSON output and computations per key."""
     script = tmp_path / "job.py"
-    shutil.copy(HERE / "_scale_script.py", script)
+    shutil.copy(HERE / "scale_script.py", script)
     marks = tmp_path / "marks"
     marks.mkdir()
     env = dict(os.environ, MARKS=str(marks), STORE=str(tmp_path / "store"),

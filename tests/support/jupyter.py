@@ -8,7 +8,6 @@ labcache and packages this test process does, never another interpreter's.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import queue
@@ -21,9 +20,7 @@ from typing import Any
 
 import pytest
 
-from .services_redis import missing_service
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO_ROOT / "notebooks"
 #: The MIME type of an ipywidgets view in a cell's outputs.
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -31,15 +28,6 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 #: Seconds a kernel may take to start (a loaded CI machine is slow to import).
 KERNEL_START = 60.0
-
-
-def require(*modules: str) -> None:
-    """Skip (fail with LABCACHE_REQUIRE_SERVICES=1) unless ``modules`` import."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing_service(f"{name} is not installed (pip install -e '.[dev]')")
 
 
 def isolate_jupyter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
