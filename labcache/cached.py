@@ -8,10 +8,11 @@ import functools
 import inspect
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from . import entry, keys
+from . import keys
 from .base import BaseStorage
 from .call import Call
 from .explain import Explanation, entry_metadata, explain_call
@@ -19,7 +20,7 @@ from .names import context_for
 from .options import CacheOptions
 from .protocol import run_async, run_sync
 from .report import reporter_for
-from .transfer import MISS, load_entry, open_entry
+from .transfer import MISS, load_entry
 
 __all__ = ["CachedFunction", "cached"]
 
@@ -266,14 +267,9 @@ class CachedFunction(Generic[R]):
         refresh_if_won(call, self.__wrapped__, args, kwargs, self._is_async)
 
     def _expired(self, storage: BaseStorage, key: str, expires_after: float) -> bool:
-        import time
-
         try:
-            with open_entry(storage, key, self.context) as source:
-                if source is None:
-                    return True
-                created = entry.read_header(source).meta.get("created", 0.0)
-        except (OSError, ValueError):
+            created = storage.read_entry_header(key, self.context).meta.get("created", 0.0)
+        except (OSError, ValueError):  # gone, unreadable, damaged metadata
             return True
         return bool(time.time() - created > expires_after)
 

@@ -20,8 +20,8 @@ from .call import Call
 from .errors import CorruptEntryError, LabcacheError, warn
 from .report import Reporter, reporter_for
 
-__all__ = ["FAILURES_CONTEXT", "MISS", "load", "load_entry", "open_entry",
-           "read_failure", "record_failure", "store"]
+__all__ = ["FAILURES_CONTEXT", "MISS", "load", "load_entry", "read_failure", "record_failure",
+           "store"]
 
 logger = logging.getLogger("labcache")
 
@@ -106,7 +106,7 @@ def load_entry(storage: BaseStorage, key: str, context: str, function: str,
 
 
 @contextlib.contextmanager
-def open_entry(storage: BaseStorage, key: str, context: str) -> Iterator[Any]:
+def _opened(storage: BaseStorage, key: str, context: str) -> Iterator[Any]:
     """The stored entry as bytes or an open binary file (closed on exit),
     or None if there is none."""
     found = storage.open_entry(key, context)
@@ -155,7 +155,7 @@ def record_failure(call: Call, storage: BaseLockingStorage, error: BaseException
 def read_failure(call: Call, holder: LockInfo | None) -> BaseException | None:
     """The recorded exception of the holder this call waited on, if any."""
     try:
-        with open_entry(call.storage, call.key, FAILURES_CONTEXT) as source:
+        with _opened(call.storage, call.key, FAILURES_CONTEXT) as source:
             if source is None:
                 return None
             error, header = entry.decode(source)
