@@ -36,6 +36,8 @@ import base64
 import os
 import re
 import stat
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,14 +61,59 @@ _INSTALL = "install it with: pip install 'labcache[sign]'"
 
 
 def env(name: str) -> str | None:
-    """An environment variable, None when unset or empty (read on every hit,
-    so a variable set or unset while the kernel runs takes effect at once).
+    """An environment variable, None when unset or empty.
+
+    Hits ask several times per call, and ``os.environ.get`` of an unset name
+    costs about 0.6 µs (a KeyError raised and caught), a third of a hit.  So
+    values are remembered, and forgotten whenever the environment changes:
+    ``os.environ[...] = ...`` and ``del os.environ[...]`` raise the audit
+    events ``os.putenv`` / ``os.unsetenv`` (PEP 578), which one audit hook
+    counts.  A variable set or unset while the kernel runs takes effect at
+    the next call.  The hook fires just *before* ``os.environ`` changes, so
+    values read within a moment of a change are not remembered.
 
     Examples:
         >>> env("LABCACHE_SURELY_UNSET_VARIABLE") is None
         True
+        >>> os.environ["LABCACHE_EXAMPLE_VARIABLE"] = "on"
+        >>> env("LABCACHE_EXAMPLE_VARIABLE")
+        'on'
+        >>> del os.environ["LABCACHE_EXAMPLE_VARIABLE"]
+        >>> env("LABCACHE_EXAMPLE_VARIABLE") is None
+        True
     """
-    return os.environ.get(name) or None
+    if _changes.seen == _remembered_at[0] and name in _remembered:
+        return _remembered[name]
+    value = os.environ.get(name) or None
+    if time.monotonic() - _changes.last > _SETTLED:
+        if _changes.seen != _remembered_at[0]:
+            _remembered.clear()
+            _remembered_at[0] = _changes.seen
+        _remembered[name] = value
+    return value
+
+
+class _EnvironmentChanges:
+    """Counts changes of the environment, seen through audit events."""
+
+    EVENTS = frozenset({"os.putenv", "os.unsetenv"})
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.last = -float("inf")  # what os.environ held at import is settled
+        sys.addaudithook(self)
+
+    def __call__(self, event: str, args: tuple[Any, ...]) -> None:
+        if event in self.EVENTS:  # called for every audit event: kept to one test
+            self.seen += 1
+            self.last = time.monotonic()
+
+
+#: A change this recent may not be in ``os.environ`` yet (seconds).
+_SETTLED = 1.0
+_changes = _EnvironmentChanges()
+_remembered: dict[str, str | None] = {}
+_remembered_at = [-1]  # the change count the remembered values belong to
 
 
 def signing_key_set() -> bool:

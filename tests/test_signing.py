@@ -519,3 +519,23 @@ def test_an_unusable_signing_key_fails_before_computing(
     assert calls == []
     key.chmod(0o600)
     assert slow(1) == 1 and calls == [1]
+
+
+def test_environment_changes_reach_the_next_read_from_any_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from labcache import signing
+
+    name = "LABCACHE_TEST_ENV_CHANGE"
+    monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(signing, "_SETTLED", 0.0)  # remember values at once
+    assert signing.env(name) is None and signing.env(name) is None  # now remembered
+    setter = threading.Thread(target=lambda: os.environ.__setitem__(name, "on"))
+    setter.start()
+    setter.join()
+    try:
+        assert signing.env(name) == "on"
+    finally:
+        del os.environ[name]
+    assert signing.env(name) is None
