@@ -37,7 +37,6 @@ import os
 import re
 import stat
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,12 +64,11 @@ def env(name: str) -> str | None:
 
     Hits ask several times per call, and ``os.environ.get`` of an unset name
     costs about 0.6 µs (a KeyError raised and caught), a third of a hit.  So
-    values are remembered, and forgotten whenever the environment changes:
+    values are remembered, and kept right by one audit hook (PEP 578):
     ``os.environ[...] = ...`` and ``del os.environ[...]`` raise the audit
-    events ``os.putenv`` / ``os.unsetenv`` (PEP 578), which one audit hook
-    counts.  A variable set or unset while the kernel runs takes effect at
-    the next call.  The hook fires just *before* ``os.environ`` changes, so
-    values read within a moment of a change are not remembered.
+    events ``os.putenv`` / ``os.unsetenv`` with the name and the new value,
+    and the hook writes that value down.  A variable set or unset while the
+    kernel runs, from any thread, takes effect at the next call.
 
     Examples:
         >>> env("LABCACHE_SURELY_UNSET_VARIABLE") is None
@@ -82,38 +80,34 @@ def env(name: str) -> str | None:
         >>> env("LABCACHE_EXAMPLE_VARIABLE") is None
         True
     """
-    if _changes.seen == _remembered_at[0] and name in _remembered:
+    try:
         return _remembered[name]
-    value = os.environ.get(name) or None
-    if time.monotonic() - _changes.last > _SETTLED:
-        if _changes.seen != _remembered_at[0]:
-            _remembered.clear()
-            _remembered_at[0] = _changes.seen
-        _remembered[name] = value
-    return value
+    except KeyError:
+        value = os.environ.get(name) or None
+        # setdefault, never an assignment: the hook may have written the new
+        # value while this read still saw the old one (the event comes first).
+        return _remembered.setdefault(name, value)
 
 
-class _EnvironmentChanges:
-    """Counts changes of the environment, seen through audit events."""
+def _note_environment_change(event: str, args: tuple[Any, ...]) -> None:
+    """The audit hook: called for every audit event, so it tests one thing first."""
+    if event not in _ENVIRONMENT_EVENTS:
+        return
+    try:
+        name = os.fsdecode(args[0])
+        value = os.fsdecode(args[1]) if event == "os.putenv" else ""
+    except (IndexError, TypeError, UnicodeError):
+        _remembered.clear()
+        return
+    if "=" in name or "\0" in name or "\0" in value:  # putenv will refuse it
+        _remembered.pop(name, None)
+    else:
+        _remembered[name] = value or None
 
-    EVENTS = frozenset({"os.putenv", "os.unsetenv"})
 
-    def __init__(self) -> None:
-        self.seen = 0
-        self.last = -float("inf")  # what os.environ held at import is settled
-        sys.addaudithook(self)
-
-    def __call__(self, event: str, args: tuple[Any, ...]) -> None:
-        if event in self.EVENTS:  # called for every audit event: kept to one test
-            self.seen += 1
-            self.last = time.monotonic()
-
-
-#: A change this recent may not be in ``os.environ`` yet (seconds).
-_SETTLED = 1.0
-_changes = _EnvironmentChanges()
+_ENVIRONMENT_EVENTS = frozenset({"os.putenv", "os.unsetenv"})
 _remembered: dict[str, str | None] = {}
-_remembered_at = [-1]  # the change count the remembered values belong to
+sys.addaudithook(_note_environment_change)
 
 
 def signing_key_set() -> bool:

@@ -529,7 +529,6 @@ def test_environment_changes_reach_the_next_read_from_any_thread(
 
     name = "LABCACHE_TEST_ENV_CHANGE"
     monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(signing, "_SETTLED", 0.0)  # remember values at once
     assert signing.env(name) is None and signing.env(name) is None  # now remembered
     setter = threading.Thread(target=lambda: os.environ.__setitem__(name, "on"))
     setter.start()
@@ -539,3 +538,4 @@ def test_environment_changes_reach_the_next_read_from_any_thread(
     finally:
         del os.environ[name]
     assert signing.env(name) is None
+
