@@ -348,6 +348,22 @@ def open_for_hit(path: str) -> int:
         raise
 
 
+#: Entries up to this size are read whole on a hit, bigger ones streamed.
+SMALL_ENTRY = 1 << 20
+
+
+def hit_source(fd: int, size: int) -> Any:
+    """What a hit reads from an open entry (the descriptor is taken over): its
+    bytes when small (one read, no buffered file object, no separate reads
+    for header and payload), else a file object the reader closes."""
+    if size > SMALL_ENTRY:
+        return os.fdopen(fd, "rb")
+    try:
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
 def temp_name(name: str) -> str:
     """A hidden, unpredictable name beside ``name`` for a file being written."""
     return f".{name}.{secrets.token_hex(8)}.tmp"

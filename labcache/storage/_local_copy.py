@@ -43,6 +43,7 @@ import xxhash
 
 from ..errors import CorruptEntryError, StorageError
 from ..formatting import parse_size
+from ._fs import hit_source
 
 __all__ = ["DEFAULT_LIMIT", "URL_OPTIONS", "CheckedCopy", "KeepsLocalCopies", "LocalCopies",
            "copy_stream", "default_copy_root", "network_options", "remote_digest",
@@ -52,8 +53,6 @@ logger = logging.getLogger("labcache")
 
 #: Size limit of a local copy folder unless ``local_copy_limit`` says otherwise.
 DEFAULT_LIMIT = 10 * 10**9
-#: Copies up to this size are returned as bytes (one read), bigger ones as files.
-_SMALL = 1 << 20
 #: A hit re-marks its copy's access time only when the mark is older than this.
 _MARK_USED_EVERY = 60.0
 #: Temp files older than this were left by a process that died while writing.
@@ -283,13 +282,7 @@ class LocalCopies:
     @staticmethod
     def as_source(fd: int) -> Any:
         """What a hit reads (and closes): bytes for small copies, a file for big ones."""
-        size = os.fstat(fd).st_size
-        if size > _SMALL:
-            return os.fdopen(fd, "rb")
-        try:
-            return os.read(fd, size)
-        finally:
-            os.close(fd)
+        return hit_source(fd, os.fstat(fd).st_size)
 
     @staticmethod
     def as_mapping(fd: int, mode: str) -> Any:

@@ -34,7 +34,7 @@ from ..errors import CorruptEntryError
 from ..locks import RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
 from . import _local_orphans
-from ._fs import Tree, open_for_hit
+from ._fs import Tree, hit_source, open_for_hit
 
 __all__ = ["LocalStorage", "default_root"]
 
@@ -46,8 +46,6 @@ _LOCK_DIR = "locks"
 _LOCKS = (_LOCK_DIR,)
 #: How many validated entry paths an instance remembers (then it starts over).
 _REMEMBERED_PATHS = 4096
-#: Entries up to this size are read in one call on a hit.
-_SMALL_ENTRY = 1 << 20
 #: A hit re-marks an entry's access time only when the mark is older than this,
 #: so most hits cost one float comparison (relatime/noatime mounts make the
 #: kernel's own atime unreliable, hence the explicit mark).
@@ -142,19 +140,11 @@ class LocalStorage(RecordLockingStorage):
     def open_entry(self, hashcode: str, context: str) -> Any:
         """The entry for a hit: its bytes if small, else the open file; None
         if there is none."""
-        # A hit on a small entry is open + fstat + one read: no buffered file
-        # object, no separate reads for header and payload.
         try:
             fd = self._open_hit(hashcode, context, entry_verifying())
         except FileNotFoundError:
             return None
-        size = _note_use(fd).st_size
-        if size > _SMALL_ENTRY:
-            return os.fdopen(fd, "rb")
-        try:
-            return os.read(fd, size)
-        finally:
-            os.close(fd)
+        return hit_source(fd, _note_use(fd).st_size)
 
     def open_mapped(self, hashcode: str, context: str, mode: str = "r") -> Any:
         """The entry memory-mapped (``"r"`` read-only, ``"c"`` copy on write),
