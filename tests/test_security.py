@@ -11,6 +11,7 @@ import pickle
 import stat
 import subprocess
 import sys
+import traceback
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -450,10 +451,15 @@ def _shows(storage: Any, *secrets: str) -> list[str]:
     return [text for text in texts for secret in secrets if secret in text]
 
 
-def _storage_error(call: Any) -> str:
+def _storage_error(call: Any, *secrets: str) -> str:
+    """The message of the StorageError ``call`` raises.  Its cause is kept
+    (the library's exception, or a scrubbed copy of it), and nothing its
+    traceback shows, causes included, holds any of ``secrets``."""
     with pytest.raises(StorageError) as caught:
         call()
-    assert caught.value.__cause__ is None  # the library's message is not chained in
+    assert caught.value.__cause__ is not None
+    shown = "".join(traceback.format_exception(caught.value))
+    assert not [secret for secret in secrets if secret in shown], shown
     return str(caught.value)
 
 
@@ -468,7 +474,7 @@ def test_redis_password_never_shows_on_an_unreachable_server(
 
     storage = RedisStorage(url, prefix=f"p{form}")
     assert _shows(storage, PASSWORD) == []
-    message = _storage_error(lambda: storage.check_if_exists("key", "ctx"))
+    message = _storage_error(lambda: storage.check_if_exists("key", "ctx"), PASSWORD)
     assert "Redis" in message and PASSWORD not in message
     caplog.set_level(logging.DEBUG, logger="labcache")
 
@@ -493,7 +499,7 @@ def test_redis_password_never_shows_with_a_real_server(redis_server: RedisServer
     assert _shows(good, PASSWORD) == []
     wrong = "Wr0ng-pass-abc"
     bad = RedisStorage(f"redis://:{wrong}@127.0.0.1:{redis_server.port}/0", prefix="bad")
-    message = _storage_error(lambda: bad.check_if_exists("key", "ctx"))
+    message = _storage_error(lambda: bad.check_if_exists("key", "ctx"), wrong, PASSWORD)
     assert "Redis" in message and wrong not in message and PASSWORD not in message
     assert _shows(bad, wrong) == []
 
@@ -519,7 +525,8 @@ def test_s3_keys_never_show_on_an_unreachable_endpoint(monkeypatch: pytest.Monke
     endpoint = f"http://user:{PASSWORD}@127.0.0.1:{free_port()}"
     storage = _s3(endpoint)
     assert _shows(storage, KEY_ID, SECRET_KEY, PASSWORD) == []
-    message = _storage_error(lambda: storage.check_if_exists("key", "ctx"))
+    message = _storage_error(lambda: storage.check_if_exists("key", "ctx"),
+                             KEY_ID, SECRET_KEY, PASSWORD)
     assert "S3" in message
     assert not [s for s in (KEY_ID, SECRET_KEY, PASSWORD) if s in message], message
 
@@ -530,7 +537,7 @@ def test_s3_keys_never_show_in_server_errors(s3_url: str,
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)  # from the environment too
     storage = _s3(moto_endpoint())
-    message = _storage_error(lambda: storage.upload_file(b"x", "key", "ctx"))
+    message = _storage_error(lambda: storage.upload_file(b"x", "key", "ctx"), KEY_ID, SECRET_KEY)
     assert "NoSuchBucket" in message
     assert not [s for s in (KEY_ID, SECRET_KEY) if s in message], message
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import CorruptEntryError, StorageError
 
-__all__ = ["PlantedLinkError", "Tree", "open_for_hit"]
+__all__ = ["PlantedLinkError", "Tree", "file_system_advice", "open_for_hit"]
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -45,6 +45,34 @@ _SHARED_DIR_BITS = stat.S_ISGID | 0o070
 # What opening a link with O_NOFOLLOW (and O_DIRECTORY) reports on Linux and BSDs.
 _LINK_ERRNOS = {errno.ELOOP, errno.ENOTDIR, getattr(errno, "EMLINK", -1),
                 getattr(errno, "EFTYPE", -1)}
+_NO_ROOM = ("The disk is full or a quota or file size limit (ulimit -f) is reached: free "
+            "space (labcache gc removes old entries) or use a folder on another disk")
+_NO_ACCESS = ("This user may not read or write there: check the folder's owner and "
+              "permissions (ls -ld), or use another folder")
+#: What to do about a failed file operation, by errno.
+_ADVICE = {
+    errno.EACCES: _NO_ACCESS, errno.EPERM: _NO_ACCESS,
+    errno.EROFS: "The file system is read-only: use a writable folder (LABCACHE_DIR, or a "
+                 "file:// storage URL)",
+    errno.ENOSPC: _NO_ROOM, errno.EFBIG: _NO_ROOM, getattr(errno, "EDQUOT", -1): _NO_ROOM,
+    errno.ENOTDIR: "A file sits where a folder is expected: move it away or use another folder",
+    errno.EISDIR: "A folder sits where a file is expected: move it away",
+    errno.ELOOP: "A symbolic link on the way to the folder loops: fix or remove it",
+    errno.ENAMETOOLONG: "The path is too long for this file system: use a shorter folder path",
+    errno.EMFILE: "This process has too many files open: raise the limit (ulimit -n)",
+    errno.ENFILE: "The system has too many files open: try again later",
+    errno.EIO: "The disk or network file system reported an I/O error: check it (dmesg)",
+}
+
+
+def file_system_advice(exc: BaseException) -> str:
+    """What to do about a failed file operation, in words, from its errno.
+
+    Examples:
+        >>> file_system_advice(PermissionError(errno.EACCES, "Permission denied"))[:40]
+        'This user may not read or write there: c'
+    """
+    return _ADVICE.get(getattr(exc, "errno", None) or 0, "Check the folder and the disk it is on")
 
 
 class PlantedLinkError(StorageError):

@@ -1,6 +1,6 @@
 """The redis-py side of RedisStorage: a client from a URL, checked before any
-I/O and never showing its password, the server's eviction policy, and a file
-over an entry's chunks."""
+I/O and never showing its password, the server's eviction policy, what to do
+about its errors, and a file over an entry's chunks."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from urllib.parse import SplitResult, quote, unquote_plus, urlsplit, urlunsplit
 import redis
 
 from .._redact import redact_url, scrub
-from ..errors import StorageError
+from ._errors import Boundary
 
-__all__ = ["DEFAULT_PREFIX", "Chunks", "check_prefix", "check_url", "client_from_url",
+__all__ = ["DEFAULT_PREFIX", "Chunks", "advice", "check_prefix", "check_url", "client_from_url",
            "configured", "eviction_policy", "eviction_risk", "glob_escape", "password_of",
            "url_of"]
 
@@ -136,6 +136,28 @@ def url_of(client: redis.Redis) -> str:
     return f"redis://{auth}{host}:{port}/{db}"
 
 
+def advice(exc: BaseException) -> str:
+    """What to do about a failed Redis command, in words.
+
+    Examples:
+        >>> advice(redis.ConnectionError("Error 111 connecting to db:6379"))
+        'Check that the server is running and reachable from this machine'
+    """
+    answer = str(exc)
+    if isinstance(exc, redis.AuthenticationError) or answer.startswith(("WRONGPASS", "NOAUTH")):
+        return "Check the user name and password in the storage URL"
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return "Check that the server is running and reachable from this machine"
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return "This Redis user may not run labcache's commands (ACL): grant them, or use another"
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return "This server is a read-only replica: give labcache the primary's URL"
+    if answer.startswith("OOM"):
+        return ("The server is out of memory (maxmemory): free memory on it, raise the "
+                "limit, or remove old entries (labcache gc)")
+    return "See the server's answer above; check the server and the storage URL"
+
+
 def eviction_policy(client: Any) -> str | None:
     """The server's ``maxmemory-policy``, or None where ``CONFIG`` is refused
     (disabled, renamed or not permitted, as on many managed servers)."""
@@ -170,10 +192,11 @@ def eviction_risk(policy: str | None) -> str | None:
 
 class Chunks:
     """A read-only binary file over an entry's chunks, fetched one at a time
-    so a load never holds the whole entry twice."""
+    so a load never holds the whole entry twice; ``errors`` is the storage's
+    error boundary, which the fetches cross."""
 
-    def __init__(self, client: Any, keys: list[str], first: Any = b"") -> None:
-        self._client, self._keys = client, list(keys)
+    def __init__(self, client: Any, errors: Boundary, keys: list[str], first: Any = b"") -> None:
+        self._client, self._errors, self._keys = client, errors, list(keys)
         self._current = memoryview(first)
 
     def readinto(self, target: Any) -> int:
@@ -202,11 +225,9 @@ class Chunks:
     def _next_chunk(self) -> bool:
         if not self._keys:
             return False
-        try:
-            value = self._client.get(self._keys.pop(0))
-        except redis.RedisError as exc:
-            raise StorageError(scrub(f"Redis failed while reading an entry: {exc}",
-                                     [password_of(self._client)])) from None
+        key = self._keys.pop(0)
+        with self._errors("read chunk {} of an entry", key):
+            value = self._client.get(key)
         self._current = memoryview(value or b"")  # a vanished chunk reads as truncation
         return value is not None
 

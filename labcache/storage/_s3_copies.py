@@ -14,16 +14,19 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from .._compress import open_frame
 from ._local_copy import CheckedCopy, LocalCopies, copy_stream
+from ._s3_errors import missing, not_modified
 from ._s3_streams import Body
 
 __all__ = ["current_copy", "open_for_load"]
 
 #: Local copies above this size are read while their version is checked.
 READ_WHILE_CHECKING = 1 << 20
+# What a conditional GET can answer instead of the entry.
+_CURRENT, _MISSING = object(), object()
 
 
 def open_for_load(storage: Any, copies: LocalCopies, hashcode: str, context: str) -> Any:
@@ -46,21 +49,15 @@ def current_copy(storage: Any, copies: LocalCopies, hashcode: str, context: str)
     ``FileNotFoundError`` if there is no entry."""
     key = storage._entry_key(hashcode, context)
     held = copies.versions(context, hashcode)
-    params = {"IfNoneMatch": held[0]} if held else {}
-    try:
-        response = storage._s3().get_object(Bucket=storage.bucket, Key=key, **params)
-    except ClientError as exc:
-        if held and _not_modified(exc):
-            fd = copies.open(context, hashcode, held[0])
-            if fd is not None:
-                return fd
-            return current_copy(storage, copies, hashcode, context)  # evicted meanwhile
-        if _missing(exc):
-            copies.forget(context, hashcode)
-            raise storage._not_found(key) from None
-        raise storage._error("get_object", key, exc) from None
-    except BotoCoreError as exc:
-        raise storage._error("get_object", key, exc) from None
+    response = _get(storage, key, held[0] if held else None)
+    if response is _MISSING:
+        copies.forget(context, hashcode)
+        raise storage._not_found(key)
+    if response is _CURRENT:
+        fd = copies.open(context, hashcode, held[0])
+        if fd is not None:
+            return fd
+        return current_copy(storage, copies, hashcode, context)  # evicted meanwhile
 
     def fill(target: Any) -> None:
         with open_frame(Body(storage, key, response)) as stream:
@@ -70,19 +67,33 @@ def current_copy(storage: Any, copies: LocalCopies, hashcode: str, context: str)
     return storage.get_file_by_hashcode(hashcode, context) if fd is None else fd
 
 
+def _get(storage: Any, key: str, etag: str | None) -> Any:
+    """GET the entry, unless ``etag`` (a copy held) is still its version:
+    the response, or ``_CURRENT``, or ``_MISSING``."""
+    with storage._errors("get_object s3://{}/{}", storage.bucket, key):
+        try:
+            return storage._s3().get_object(Bucket=storage.bucket, Key=key,
+                                            **({"IfNoneMatch": etag} if etag else {}))
+        except ClientError as exc:
+            if missing(exc):
+                return _MISSING
+            if etag and not_modified(exc):
+                return _CURRENT
+            raise
+
+
 def is_current(storage: Any, hashcode: str, context: str, etag: str) -> bool:
     """Whether the stored entry is still the version ``etag`` (one HEAD)."""
     key = storage._entry_key(hashcode, context)
-    try:
-        storage._s3().head_object(Bucket=storage.bucket, Key=key, IfNoneMatch=etag)
-    except ClientError as exc:
-        if _not_modified(exc):
-            return True
-        if _missing(exc):
-            return False
-        raise storage._error("head_object", key, exc) from None
-    except BotoCoreError as exc:
-        raise storage._error("head_object", key, exc) from None
+    with storage._errors("head_object s3://{}/{}", storage.bucket, key):
+        try:
+            storage._s3().head_object(Bucket=storage.bucket, Key=key, IfNoneMatch=etag)
+        except ClientError as exc:
+            if not_modified(exc):
+                return True
+            if missing(exc):
+                return False
+            raise
     return False  # 200: another version
 
 
@@ -96,13 +107,3 @@ def _checker(storage: Any) -> Any:
             pool = ThreadPoolExecutor(4, thread_name_prefix="labcache-s3-check")
             storage._copy_checks, storage._copy_checks_pid = pool, os.getpid()
         return pool
-
-
-def _not_modified(exc: ClientError) -> bool:
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    return status == 304 or code in ("304", "NotModified")
-
-
-def _missing(exc: ClientError) -> bool:
-    return str(exc.response.get("Error", {}).get("Code", "")) in ("NoSuchKey", "NotFound", "404")

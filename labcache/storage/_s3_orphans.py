@@ -14,9 +14,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from ..base import Orphan
+from ._s3_errors import code
 from ._s3_streams import http_date
 
 __all__ = ["find", "remove"]
@@ -25,34 +26,33 @@ __all__ = ["find", "remove"]
 def find(storage: Any) -> list[Orphan]:
     """Every incomplete multipart upload under the storage's prefix (the
     whole bucket when it has none)."""
-    client, bucket = storage._s3(), storage.bucket
-    try:
+    bucket = storage.bucket
+    with storage._errors("list_multipart_uploads s3://{}/{}", bucket, storage._base):
+        client = storage._s3()
         pages = client.get_paginator("list_multipart_uploads").paginate(
             Bucket=bucket, Prefix=storage._base)
         uploads = [upload for page in pages for upload in page.get("Uploads", ())]
         found = (_describe(client, bucket, u["Key"], u["UploadId"], u.get("Initiated"))
                  for u in uploads)
         return [orphan for orphan in found if orphan is not None]
-    except (ClientError, BotoCoreError) as exc:
-        raise storage._error("list_multipart_uploads", storage._base, exc) from None
 
 
 def remove(storage: Any, orphan: Orphan, older_than: float) -> bool:
     """Abort the upload if it is still there and has sent no part since
     ``older_than`` seconds."""
-    client, bucket = storage._s3(), storage.bucket
+    bucket = storage.bucket
     key, upload_id, initiated = orphan.handle
-    try:
+    with storage._errors("abort_multipart_upload s3://{}/{}", bucket, key):
+        client = storage._s3()
         now = _describe(client, bucket, key, upload_id, initiated)
         if now is None or now.age is None or now.age < older_than:
             return False
-        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-    except ClientError as exc:
-        if _no_such_upload(exc):  # completed or aborted meanwhile
-            return False
-        raise storage._error("abort_multipart_upload", key, exc) from None
-    except BotoCoreError as exc:
-        raise storage._error("abort_multipart_upload", key, exc) from None
+        try:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if not _no_such_upload(exc):
+                raise
+            return False  # completed or aborted meanwhile
     return True
 
 
@@ -89,4 +89,4 @@ def _server_time(response: dict[str, Any]) -> float | None:
 
 
 def _no_such_upload(exc: ClientError) -> bool:
-    return str(exc.response.get("Error", {}).get("Code", "")) in ("NoSuchUpload", "404")
+    return code(exc) in ("NoSuchUpload", "404")

@@ -16,10 +16,11 @@ import os
 import re
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from .._reader import ForwardStream
 from ..errors import StorageError
+from ._s3_errors import code, missing, status
 from ._s3_streams import Body
 
 __all__ = ["RangedBody", "open_object"]
@@ -32,19 +33,18 @@ _TOTAL = re.compile(r"bytes \d+-\d+/(\d+)")
 def open_object(storage: Any, key: str, part: int) -> Any:
     """The object as a binary stream: a :class:`Body` when one part holds
     it, else a :class:`RangedBody`; ``FileNotFoundError`` if missing."""
-    try:
-        response = storage._s3().get_object(Bucket=storage.bucket, Key=key,
-                                            Range=f"bytes=0-{part - 1}")
-    except ClientError as exc:
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("NoSuchKey", "NotFound", "404"):
-            raise storage._not_found(key) from None
-        if status == 416 or code == "InvalidRange":  # an empty object has no byte 0
-            return _whole(storage, key)
-        raise storage._error("get_object", key, exc) from None
-    except BotoCoreError as exc:
-        raise storage._error("get_object", key, exc) from None
+    with storage._errors("get_object s3://{}/{}", storage.bucket, key):
+        try:
+            response = storage._s3().get_object(Bucket=storage.bucket, Key=key,
+                                                Range=f"bytes=0-{part - 1}")
+        except ClientError as exc:
+            if missing(exc):
+                raise storage._not_found(key) from None
+            if status(exc) != 416 and code(exc) != "InvalidRange":
+                raise
+            response = None  # an empty object has no byte 0
+    if response is None:
+        return _whole(storage, key)
     found = _TOTAL.fullmatch(str(response.get("ContentRange", "")))
     total = int(found.group(1)) if found else None
     if total is None or total <= part:
@@ -118,19 +118,18 @@ class RangedBody(ForwardStream):
 
     def _fetch(self, start: int, end: int) -> bytes:
         storage, key = self._storage, self._key
-        try:
-            response = storage._s3().get_object(Bucket=storage.bucket, Key=key,
-                                                Range=f"bytes={start}-{end}", IfMatch=self._etag)
-            with Body(storage, key, response) as body:
-                data = body.read()
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 412:
+        with storage._errors("get_object s3://{}/{}", storage.bucket, key):
+            try:
+                response = storage._s3().get_object(
+                    Bucket=storage.bucket, Key=key, Range=f"bytes={start}-{end}",
+                    IfMatch=self._etag)
+            except ClientError as exc:
+                if status(exc) != 412:
+                    raise
                 raise StorageError(f"S3 object s3://{storage.bucket}/{key} was replaced while "
-                                   "it was being read; the next call reads the new one") from None
-            raise storage._error("get_object", key, exc) from None
-        except BotoCoreError as exc:
-            raise storage._error("get_object", key, exc) from None
+                                   "it was being read; the next call reads the new one") from exc
+        with Body(storage, key, response) as body:
+            data = body.read()
         if len(data) != end - start + 1:
             raise StorageError(f"S3 sent {len(data)} bytes of s3://{storage.bucket}/{key} "
                                f"for a range of {end - start + 1}; the next call tries again")

@@ -1,7 +1,7 @@
 """The two file-like objects S3Storage streams through: one that feeds an
 upload from an entry's buffers without joining them, and one over a
-download whose network errors become ``StorageError``; and the reading of
-the dates in S3's responses."""
+download whose network errors cross the storage's error boundary (they
+become ``StorageError``); and the reading of the dates in S3's responses."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from collections.abc import Iterable
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
-
-from botocore.exceptions import BotoCoreError
 
 __all__ = ["Body", "ChunkReader", "http_date"]
 
@@ -63,10 +61,8 @@ class Body(io.RawIOBase):
     def _io(self, method: str, argument: Any) -> Any:
         if self._probe != self._pos:
             raise io.UnsupportedOperation("an S3 object is read front to back only")
-        try:
+        with self._storage._errors("read s3://{}/{}", self._storage.bucket, self._key):
             result = getattr(self._stream, method)(argument)
-        except (BotoCoreError, OSError) as exc:
-            raise self._storage._error("read", self._key, exc) from None
         self._pos = self._probe = self._pos + (result if isinstance(result, int) else len(result))
         return result
 

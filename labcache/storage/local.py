@@ -30,11 +30,12 @@ import xxhash
 from ..base import ORPHAN_AGE, EntryStat, Orphan
 from ..entry import Encoded, Header, read_header, upload_chunks
 from ..entry import verifying as entry_verifying
-from ..errors import CorruptEntryError
+from ..errors import CorruptEntryError, LabcacheError
 from ..locks import RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
 from . import _local_orphans
-from ._fs import Tree, hit_source, open_for_hit
+from ._errors import Boundary
+from ._fs import Tree, file_system_advice, hit_source, open_for_hit
 
 __all__ = ["LocalStorage", "default_root"]
 
@@ -104,6 +105,10 @@ class LocalStorage(RecordLockingStorage):
         self._parts: dict[str, tuple[str, ...]] = {}  # context -> validated folder parts
         self._paths: dict[tuple[str, str], str] = {}  # (context, name) -> entry path
         self._tidied: set[tuple[str, ...]] = set()  # folders swept by this process
+        # The file system's errors become StorageError here (see _errors.py).
+        # FileExistsError stays: only a file planted at a fresh temp name raises it.
+        self._errors = Boundary(f"Local folder {self.root}", (OSError,), file_system_advice,
+                                keep=(LabcacheError, FileNotFoundError, FileExistsError))
 
     def __repr__(self) -> str:
         shared = ", shared=True" if self.shared else ""
@@ -125,26 +130,32 @@ class LocalStorage(RecordLockingStorage):
         size = file.size if isinstance(file, Encoded) else None  # reserve its blocks first
         parts, name = self._where(file_name, context)
         self._tidy(parts)
-        # Entries are never changed in place: written without any write bit.
-        self._tree.write_atomically(parts, name, upload_chunks(file), size, read_only=True)
+        with self._errors("store entry {!r} of {!r}", file_name, context):
+            # Entries are never changed in place: written without any write bit.
+            self._tree.write_atomically(parts, name, upload_chunks(file), size, read_only=True)
         return file_name
 
     def download_file(self, hashcode: str, context: str) -> bytes:
         """The stored bytes; ``FileNotFoundError`` if there is no such entry."""
-        return self._tree.read(*self._where(hashcode, context))
+        where = self._where(hashcode, context)
+        with self._errors("read entry {!r} of {!r}", hashcode, context):
+            return self._tree.read(*where)
 
     def get_file_by_hashcode(self, hashcode: str, context: str) -> Any:
         """The entry opened for binary reading (the caller closes it)."""
-        return os.fdopen(self._tree.open_read(*self._where(hashcode, context)), "rb")
+        where = self._where(hashcode, context)
+        with self._errors("open entry {!r} of {!r}", hashcode, context):
+            return os.fdopen(self._tree.open_read(*where), "rb")
 
     def open_entry(self, hashcode: str, context: str) -> Any:
         """The entry for a hit: its bytes if small, else the open file; None
         if there is none."""
-        try:
-            fd = self._open_hit(hashcode, context, entry_verifying())
-        except FileNotFoundError:
-            return None
-        return hit_source(fd, _note_use(fd).st_size)
+        with self._errors("read entry {!r} of {!r}", hashcode, context):
+            try:
+                fd = self._open_hit(hashcode, context, entry_verifying())
+            except FileNotFoundError:
+                return None
+            return hit_source(fd, _note_use(fd).st_size)
 
     def open_mapped(self, hashcode: str, context: str, mode: str = "r") -> Any:
         """The entry memory-mapped (``"r"`` read-only, ``"c"`` copy on write),
@@ -155,18 +166,19 @@ class LocalStorage(RecordLockingStorage):
         of older versions had in shared folders) is read, not mapped.
         """
         access = mmap.ACCESS_READ if mode == "r" else mmap.ACCESS_COPY
-        try:
-            fd = self._open_hit(hashcode, context, verified=True)
-        except FileNotFoundError:
-            return None
-        with os.fdopen(fd, "rb") as f:
-            st = _note_use(fd)
-            if st.st_mode & _OTHERS_WRITE:
-                return f.read()
+        with self._errors("map entry {!r} of {!r}", hashcode, context):
             try:
-                return mmap.mmap(fd, 0, access=access)
-            except ValueError:  # an empty file cannot be mapped
-                return b""
+                fd = self._open_hit(hashcode, context, verified=True)
+            except FileNotFoundError:
+                return None
+            with os.fdopen(fd, "rb") as f:
+                st = _note_use(fd)
+                if st.st_mode & _OTHERS_WRITE:
+                    return f.read()
+                try:
+                    return mmap.mmap(fd, 0, access=access)
+                except ValueError:  # an empty file cannot be mapped
+                    return b""
 
     def _open_hit(self, hashcode: str, context: str, verified: bool) -> int:
         """A descriptor on an entry for a hit.  A hit that will be trusted
@@ -179,27 +191,34 @@ class LocalStorage(RecordLockingStorage):
 
     def check_if_exists(self, hashcode: str, context: str) -> bool:
         """Whether the entry exists."""
-        return self._tree.is_file(*self._where(hashcode, context))
+        where = self._where(hashcode, context)
+        with self._errors("look for entry {!r} of {!r}", hashcode, context):
+            return self._tree.is_file(*where)
 
     def delete_file(self, hashcode: str, context: str) -> None:
         """Remove the entry; ``FileNotFoundError`` if it is not there."""
-        self._tree.unlink(*self._where(hashcode, context))
+        where = self._where(hashcode, context)
+        with self._errors("delete entry {!r} of {!r}", hashcode, context):
+            self._tree.unlink(*where)
 
     def list_stored_files(self, context: str) -> list[str]:
         """Names of the entries in ``context``, sorted; temp files left out."""
-        return sorted(name for name, st in self._tree.scan(self._context_parts(context))
+        found = self._scan(self._context_parts(context), f"the entries of {context!r}")
+        return sorted(name for name, st in found
                       if not name.startswith(".") and stat_module.S_ISREG(st.st_mode))
 
     lists_contexts = True
 
     def list_contexts(self) -> list[str]:
         """Folders under the root that hold entries (``locks`` left out)."""
-        return sorted(name for name, st in self._tree.scan(()) if name != _LOCK_DIR
+        found = self._scan((), "the functions (context folders)")
+        return sorted(name for name, st in found if name != _LOCK_DIR
                       and not name.startswith(".") and stat_module.S_ISDIR(st.st_mode))
 
     def describe_entries(self, context: str) -> list[EntryStat]:
         """Names, sizes and mtimes from one directory scan (no file is opened)."""
-        stats = [(name, st) for name, st in self._tree.scan(self._context_parts(context))
+        found = self._scan(self._context_parts(context), f"the entries of {context!r}")
+        stats = [(name, st) for name, st in found
                  if not name.startswith(".") and stat_module.S_ISREG(st.st_mode)]
         stats.sort(key=_first)  # by name: cheaper than comparing whole EntryStats
         return [EntryStat(name, st.st_size, st.st_mtime, st.st_atime) for name, st in stats]
@@ -207,12 +226,13 @@ class LocalStorage(RecordLockingStorage):
     def read_entry_header(self, hashcode: str, context: str) -> Header:
         """The entry's header, read without counting as a use of the entry."""
         where = self._where(hashcode, context)
-        try:  # O_NOATIME: listing entries must not reorder least-recently-used eviction
-            fd = self._tree.open_read(*where, getattr(os, "O_NOATIME", 0))
-        except PermissionError:  # O_NOATIME needs the file's owner
-            fd = self._tree.open_read(*where)
-        with os.fdopen(fd, "rb") as source:
-            return read_header(source)
+        with self._errors("read the header of entry {!r} of {!r}", hashcode, context):
+            try:  # O_NOATIME: listing entries must not reorder least-recently-used eviction
+                fd = self._tree.open_read(*where, getattr(os, "O_NOATIME", 0))
+            except PermissionError:  # O_NOATIME needs the file's owner
+                fd = self._tree.open_read(*where)
+            with os.fdopen(fd, "rb") as source:
+                return read_header(source)
 
     def entry_path(self, hashcode: str, context: str) -> Path:
         """Where an entry lives on disk (for memory-mapped loads and tools)."""
@@ -224,11 +244,13 @@ class LocalStorage(RecordLockingStorage):
         """Temp files of interrupted stores under every context folder and
         ``locks/``, clock probes, and claims on lock records long gone; the
         age is the time since the file was last written."""
-        return _local_orphans.find(self._tree, _fs_now(self._tree), self._lock_version)
+        with self._errors("look for leftovers of interrupted stores"):
+            return _local_orphans.find(self._tree, _fs_now(self._tree), self._lock_version)
 
     def _remove_orphan(self, orphan: Orphan, older_than: float) -> bool:
-        return _local_orphans.remove(self._tree, orphan, _fs_now(self._tree), older_than,
-                                     self._lock_version)
+        with self._errors("remove the leftover {}", orphan.where):
+            return _local_orphans.remove(self._tree, orphan, _fs_now(self._tree), older_than,
+                                         self._lock_version)
 
     def _lock_version(self, name: str) -> str | None:
         raw = self._lock_read(name)
@@ -242,6 +264,11 @@ class LocalStorage(RecordLockingStorage):
         self._tidied.add(parts)
         with contextlib.suppress(OSError):  # housekeeping never fails a store
             _local_orphans.tidy_folder(self._tree, parts, _fs_now(self._tree), ORPHAN_AGE)
+
+    def _scan(self, parts: tuple[str, ...], what: str) -> list[tuple[str, os.stat_result]]:
+        """The items of one folder (see :meth:`Tree.scan`): ``what`` it holds."""
+        with self._errors("list {}", what):
+            return self._tree.scan(parts)
 
     def _where(self, hashcode: str, context: str) -> tuple[tuple[str, ...], str]:
         """(folder parts, file name) of an entry, both validated."""
@@ -273,53 +300,60 @@ class LocalStorage(RecordLockingStorage):
 
     def _lock_create(self, name: str, data: bytes) -> str | None:
         self._tidy(_LOCKS)
-        # Linked into place from a written file: never visible empty.
-        if not self._tree.link_new(_LOCKS, self._lock_leaf(name), data):
-            return None
+        leaf = self._lock_leaf(name)
+        with self._errors("take lock {!r}", name):
+            # Linked into place from a written file: never visible empty.
+            if not self._tree.link_new(_LOCKS, leaf, data):
+                return None
         return _version(data)
 
     def _lock_read(self, name: str) -> RawLock | None:
         leaf = self._lock_leaf(name)
-        try:
-            fd = self._tree.open_read(_LOCKS, leaf)
-        except FileNotFoundError:
-            return None
-        except CorruptEntryError:  # a link planted as the record: stale, so replaced
+        with self._errors("read lock {!r}", name):
             try:
-                st = self._tree.lstat(_LOCKS, leaf)
-            except FileNotFoundError:  # removed since: no lock
+                fd = self._tree.open_read(_LOCKS, leaf)
+            except FileNotFoundError:
                 return None
-            return RawLock(b"", 0.0, f"link-{st.st_ino}-{st.st_mtime_ns}")
-        with os.fdopen(fd, "rb") as f:
-            beat = os.fstat(f.fileno()).st_mtime
-            data = f.read()
+            except CorruptEntryError:  # a link planted as the record: stale, so replaced
+                try:
+                    st = self._tree.lstat(_LOCKS, leaf)
+                except FileNotFoundError:  # removed since: no lock
+                    return None
+                return RawLock(b"", 0.0, f"link-{st.st_ino}-{st.st_mtime_ns}")
+            with os.fdopen(fd, "rb") as f:
+                beat = os.fstat(f.fileno()).st_mtime
+                data = f.read()
         return RawLock(data, beat, _version(data))
 
     def _lock_replace(self, name: str, version: str, data: bytes) -> str | None:
-        with self._claim(name, version) as claimed:
+        leaf = self._lock_leaf(name)
+        with self._errors("take over lock {!r}", name), self._claim(name, version) as claimed:
             if not claimed or not self._still(name, version):
                 return None
-            self._tree.write_atomically(_LOCKS, self._lock_leaf(name), [data])
+            self._tree.write_atomically(_LOCKS, leaf, [data])
         return _version(data)
 
     def _lock_delete(self, name: str, version: str) -> bool:
-        with self._claim(name, version) as claimed:
+        leaf = self._lock_leaf(name)
+        with self._errors("release lock {!r}", name), self._claim(name, version) as claimed:
             if not claimed or not self._still(name, version):
                 return False
-            self._tree.unlink(_LOCKS, self._lock_leaf(name), missing_ok=True)
+            self._tree.unlink(_LOCKS, leaf, missing_ok=True)
         return True
 
     def _lock_touch(self, name: str, version: str) -> str | None:
-        try:
-            self._tree.touch(_LOCKS, self._lock_leaf(name))
-        except FileNotFoundError:
-            return None
+        leaf = self._lock_leaf(name)
+        with self._errors("refresh lock {!r}", name):
+            try:
+                self._tree.touch(_LOCKS, leaf)
+            except FileNotFoundError:
+                return None
         # If the record was replaced we touched the new holder's file, which
         # only refreshes a lock that is alive anyway.
         return version if self._still(name, version) else None
 
     def _lock_names(self) -> list[str]:
-        return [found[: -len(".lock")] for found, _ in self._tree.scan(_LOCKS)
+        return [found[: -len(".lock")] for found, _ in self._scan(_LOCKS, "the locks")
                 if found.endswith(".lock") and not found.startswith(".")]
 
     def storage_time(self) -> float:

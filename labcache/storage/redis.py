@@ -22,8 +22,8 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote, unquote
 
 import redis
@@ -32,22 +32,19 @@ import xxhash
 from .. import entry
 from .._compress import HEAD_SPAN, frame_chunks, open_frame, unframe_head
 from .._redact import redact_url as _redact
-from .._redact import scrub
 from ..base import EntryStat, Orphan
-from ..errors import StorageError
 from ..lock_record import LockRecord
 from ..locks import MISSED_BEATS, UNREADABLE_LOCK_TTL, RawLock, RecordLockingStorage
 from ..names import check_entry_context, check_name
 from . import _redis_chunks
 from . import _redis_client as _client
+from ._errors import Boundary
 from ._local_copy import KeepsLocalCopies, LocalCopies, copy_stream, network_options, remote_digest
 from ._local_copy import split_url_options as _split_url_options
 from ._redis_client import Chunks, check_url, client_from_url, password_of, url_of
 from ._redis_client import glob_escape as _glob_escape
 
 __all__ = ["RedisStorage"]
-
-T = TypeVar("T")
 
 _CHUNK = 16 << 20  # measured faster than 64 MB through redis-py, and a smaller spike
 
@@ -81,22 +78,6 @@ _PROBE = "local head = redis.call('GETRANGE', KEYS[1], 0, 127) " \
          "return {0, redis.call('GET', KEYS[1])} end return {1, head}"
 #: Values up to this size are fetched whole on a hit, never copied locally.
 _COPY_MIN = 32 * 1024
-
-
-def _translated(method: Callable[..., T]) -> Callable[..., T]:
-    """Turn redis-py's errors into StorageError naming the server (not its password)."""
-
-    @functools.wraps(method)
-    def wrapper(self: RedisStorage, *args: Any, **kwargs: Any) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        except redis.RedisError as exc:
-            raise StorageError(scrub(
-                f"Redis at {self.get_root_path()} failed: {type(exc).__name__}: {exc}. "
-                "Check that the server is running and reachable", [password_of(self.client)]
-            )) from None
-
-    return wrapper
 
 
 class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
@@ -167,6 +148,10 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
             self.prefix = _client.check_prefix(_client.DEFAULT_PREFIX if prefix is None else prefix)
             self.client, self.url = url, url_of(url)
         self.chunk_size = chunk_size
+        # redis-py's errors become StorageError here (see _errors.py).
+        password = password_of(self.client)
+        self._errors = Boundary(f"Redis at {self.get_root_path()}", (redis.RedisError,),
+                                _client.advice, secrets=(password,) if password else ())
         self._scripts = {name: self.client.register_script(source) for name, source in
                          (("replace", _REPLACE), ("delete", _DELETE), ("extend", _EXTEND),
                           ("idle", _IDLE), ("cap", _CAP), ("publish", _redis_chunks.PUBLISH),
@@ -191,11 +176,11 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
         """The server and key prefix, without any password."""
         return f"{_redact(self.url)} prefix {self.prefix}"
 
-    @_translated
     def server_settings(self) -> dict[str, str | None]:
         """``maxmemory_policy``: how the server evicts keys when full (None if
         it refuses ``CONFIG GET``)."""
-        return {"maxmemory_policy": _client.eviction_policy(self.client)}
+        with self._errors("read the server's settings"):
+            return {"maxmemory_policy": _client.eviction_policy(self.client)}
 
     def lock_warnings(self) -> list[str]:
         """A warning when the server's memory policy may evict held locks."""
@@ -204,7 +189,6 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
 
     # -- entries -----------------------------------------------------------------
 
-    @_translated
     def upload_file(self, file: object, file_name: str, context: str,
                     direct_stream: bool = False) -> str | None:
         """Store an entry; big ones in chunks, made visible all at once."""
@@ -216,6 +200,13 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
             size += len(piece)
             if size > _redis_chunks.INLINE_LIMIT:
                 break
+        with self._errors("store entry {!r} of {!r}", file_name, context):
+            self._publish(key, file_name, context, head, size, pieces)
+        return file_name
+
+    def _publish(self, key: str, file_name: str, context: str, head: list[memoryview],
+                 size: int, pieces: Iterator[memoryview]) -> None:
+        """Write the entry inline, or its chunks and then its manifest."""
         generation, chunks = "", list[str]()
         try:
             if size <= _redis_chunks.INLINE_LIMIT:
@@ -231,36 +222,35 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
                 args=[value, file_name, size, generation, self._chunk_prefix(),
                       _redis_chunks.LINGER_SECONDS])
         except BaseException:
-            with contextlib.suppress(redis.RedisError):  # else they expire by themselves
+            # Cleaning up must not hide the failure; left behind, they expire by themselves.
+            with contextlib.suppress(redis.RedisError):
                 if chunks:
                     self.client.delete(*chunks)
             raise
-        return file_name
 
-    @_translated
     def download_file(self, hashcode: str, context: str) -> bytes:
         """The entry's bytes; ``FileNotFoundError`` if missing."""
         with self.get_file_by_hashcode(hashcode, context) as stream:
             return stream.read()  # type: ignore[no-any-return]
 
-    @_translated
     def get_file_by_hashcode(self, hashcode: str, context: str) -> Any:
         """The entry as a file object that fetches chunks as they are read
         (and decompresses what was sent compressed)."""
-        value = self.client.get(self._entry_key(hashcode, context))
-        if value is None:
-            raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
-        return open_frame(self._chunks(value))
+        key = self._entry_key(hashcode, context)
+        with self._errors("read entry {!r} of {!r}", hashcode, context):
+            value = self.client.get(key)
+            if value is None:
+                raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+            return open_frame(self._chunks(value))
 
     def _chunks(self, value: bytes) -> Chunks:
         """The stored bytes behind an entry's value (inline, or its chunks)."""
         if value[:1] == _redis_chunks.INLINE:
-            return Chunks(self.client, [], memoryview(value)[1:])
-        return Chunks(self.client, self._chunk_keys(value))
+            return Chunks(self.client, self._errors, [], memoryview(value)[1:])
+        return Chunks(self.client, self._errors, self._chunk_keys(value))
 
     # -- local copies (see _local_copy.py) ----------------------------------------
 
-    @_translated
     def open_entry(self, hashcode: str, context: str) -> Any:
         """A hit: with a local copy, one small read tells whether the copy
         is still the stored version; only a new version is fetched."""
@@ -268,19 +258,20 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
         try:
             if copies is None:
                 return self.get_file_by_hashcode(hashcode, context)
-            fd = self._copy_fd(copies, hashcode, context)
+            with self._errors("read entry {!r} of {!r}", hashcode, context):
+                fd = self._copy_fd(copies, hashcode, context)
         except FileNotFoundError:
             return None
         return fd if not isinstance(fd, int) else copies.as_source(fd)
 
-    @_translated
     def open_mapped(self, hashcode: str, context: str, mode: str = "r") -> Any:
         """The entry's local copy memory-mapped (``mmap_mode``), or None if
         there is no entry.  Without a local copy: the entry read into memory."""
         copies = self.local_copy
         try:
-            fd = self._copy_fd(copies, hashcode, context) if copies else \
-                self.get_file_by_hashcode(hashcode, context)
+            with self._errors("read entry {!r} of {!r}", hashcode, context):
+                fd = self._copy_fd(copies, hashcode, context) if copies else \
+                    self.get_file_by_hashcode(hashcode, context)
         except FileNotFoundError:
             return None
         if isinstance(fd, int):
@@ -314,12 +305,12 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
         fd = copies.keep_or_none(context, hashcode, _version(value), fill)
         return open_frame(self._chunks(value)) if fd is None else fd
 
-    @_translated
     def check_if_exists(self, hashcode: str, context: str) -> bool:
         """Whether the entry exists."""
-        return bool(self.client.exists(self._entry_key(hashcode, context)))
+        key = self._entry_key(hashcode, context)
+        with self._errors("look for entry {!r} of {!r}", hashcode, context):
+            return bool(self.client.exists(key))
 
-    @_translated
     def delete_file(self, hashcode: str, context: str) -> None:
         """Remove the entry; ``FileNotFoundError`` if it is not there."""
         self._delete(hashcode, context, linger=False)
@@ -330,35 +321,38 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
         args = [hashcode, self._chunk_prefix(), _redis_chunks.LINGER_SECONDS if linger else 0]
         if self.local_copy is not None:
             self.local_copy.forget(context, hashcode)
-        if not self._scripts["remove"](keys=keys, args=args):
+        with self._errors("delete entry {!r} of {!r}", hashcode, context):
+            removed = self._scripts["remove"](keys=keys, args=args)
+        if not removed:
             raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
 
-    @_translated
     def evict_entry(self, hashcode: str, context: str) -> None:
         """Delete for eviction: a chunked entry's chunks linger a minute, so a
         reader already streaming them still gets the whole value."""
         self._delete(hashcode, context, linger=True)
 
-    @_translated
     def list_stored_files(self, context: str) -> list[str]:
         """Entry names in ``context``, found with SCAN (never KEYS)."""
         start = self._entry_prefix(context)
-        pattern = _glob_escape(start) + "*"
         return sorted(key[len(start):].decode() for key in
-                      self.client.scan_iter(match=pattern, count=1000))
+                      self._scan(start, "the entries of {!r}", context))
+
+    def _scan(self, start: str, doing: str, *names: object) -> list[bytes]:
+        """Every key that begins with ``start`` (SCAN, never KEYS); ``doing``
+        says what the listing is for."""
+        with self._errors("list " + doing, *names):
+            return list(self.client.scan_iter(match=_glob_escape(start) + "*", count=1000))
 
     lists_contexts = True
 
-    @_translated
     def list_contexts(self) -> list[str]:
         """Contexts that hold entries, from one SCAN over entry keys."""
         start = f"{self.prefix}:e:"
         # The context is quoted (no ':'), the entry name may hold one: cut at the first.
-        found = {key.decode()[len(start):].partition(":")[0] for key in
-                 self.client.scan_iter(match=_glob_escape(start) + "*", count=1000)}
+        found = {key.decode()[len(start):].partition(":")[0]
+                 for key in self._scan(start, "the functions (contexts)")}
         return sorted(unquote(name) for name in found)
 
-    @_translated
     def describe_entries(self, context: str) -> list[EntryStat]:
         """Names, sizes and last access (``OBJECT IDLETIME``, which touches
         nothing, from one Lua call per 5,000 keys); modification times unknown."""
@@ -367,12 +361,15 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
             return []
         start = self._entry_prefix(context)  # names from SCAN are valid already
         keys = [start + name for name in names]
-        idles: list[int] = []
-        for at in range(0, len(keys), _IDLE_BATCH):
-            idles += self._scripts["idle"](keys=keys[at : at + _IDLE_BATCH])
-        now = time.time()
-        sizes = dict(zip(names, self.client.hmget(self._sizes_key(context), names), strict=True))
-        sizes.update(self._measure([name for name in names if sizes[name] is None], context))
+        with self._errors("describe the entries of {!r}", context):
+            idles: list[int] = []
+            for at in range(0, len(keys), _IDLE_BATCH):
+                idles += self._scripts["idle"](keys=keys[at : at + _IDLE_BATCH])
+            now = time.time()
+            sizes = dict(zip(names, self.client.hmget(self._sizes_key(context), names),
+                             strict=True))
+            sizes.update(self._measure([name for name in names if sizes[name] is None],
+                                       context))
         return [EntryStat(name, int(sizes[name]), None,
                           now - idle if idle >= 0 else None)  # None: LFU policy or gone
                 for name, idle in zip(names, idles, strict=True)
@@ -401,19 +398,19 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
             self.client.hset(self._sizes_key(context), mapping=sizes)
         return sizes
 
-    @_translated
     def read_entry_header(self, hashcode: str, context: str) -> entry.Header:
         """The header from the first bytes of the entry (never the whole value)."""
         key = self._entry_key(hashcode, context)
-        head = self._untouched("getrange", key, 0, HEAD_SPAN)
-        if not head:
-            raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
-        if head[:1] == _redis_chunks.MANIFEST:
-            value = self._untouched("get", key)
-            if value is None:  # deleted since the first read
+        with self._errors("read the header of entry {!r} of {!r}", hashcode, context):
+            head = self._untouched("getrange", key, 0, HEAD_SPAN)
+            if not head:
                 raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
-            first_chunk = self._chunk_keys(value)[0]
-            head = b"_" + self.client.getrange(first_chunk, 0, HEAD_SPAN)
+            if head[:1] == _redis_chunks.MANIFEST:
+                value = self._untouched("get", key)
+                if value is None:  # deleted since the first read
+                    raise FileNotFoundError(f"no entry {hashcode!r} in context {context!r}")
+                first_chunk = self._chunk_keys(value)[0]
+                head = b"_" + self.client.getrange(first_chunk, 0, HEAD_SPAN)
         return entry.read_header(unframe_head(head[1:]))
 
     def _untouched(self, command: str, *args: Any) -> Any:
@@ -459,74 +456,76 @@ class RedisStorage(KeepsLocalCopies, RecordLockingStorage):
 
     # -- leftovers of killed writers ----------------------------------------------------
 
-    @_translated
     def find_orphans(self) -> list[Orphan]:
         """Chunks no entry names: a writer killed before publishing (they
         also expire by themselves), or an entry evicted or deleted by hand."""
-        return _redis_chunks.find(self)
+        with self._errors("look for chunks of interrupted stores"):
+            return _redis_chunks.find(self)
 
-    @_translated
     def _remove_orphan(self, orphan: Orphan, older_than: float) -> bool:
-        return _redis_chunks.remove(self, orphan, older_than)
+        with self._errors("remove the leftover {}", orphan.where):
+            return _redis_chunks.remove(self, orphan, older_than)
 
     # -- lock primitives ------------------------------------------------------------
 
-    @_translated
     def _lock_create(self, name: str, data: bytes) -> str | None:
-        created = self.client.set(self._lock_key(name), data, nx=True, px=_expiry_ms(data))
+        key = self._lock_key(name)
+        with self._errors("take lock {!r}", name):
+            created = self.client.set(key, data, nx=True, px=_expiry_ms(data))
         return data.decode("latin-1") if created else None
 
-    @_translated
     def _lock_read(self, name: str) -> RawLock | None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.get(self._lock_key(name))
-        pipe.pttl(self._lock_key(name))
-        data, remaining_ms = pipe.execute()
-        if data is None:
-            return None
-        record = LockRecord.parse(data)
-        if record is None and not 0 <= remaining_ms <= _UNREADABLE_MS:
-            remaining_ms = self._scripts["cap"](keys=[self._lock_key(name)],
-                                               args=[data, _UNREADABLE_MS])
+        key = self._lock_key(name)
+        with self._errors("read lock {!r}", name):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.get(key)
+            pipe.pttl(key)
+            data, remaining_ms = pipe.execute()
+            if data is None:
+                return None
+            record = LockRecord.parse(data)
+            if record is None and not 0 <= remaining_ms <= _UNREADABLE_MS:
+                remaining_ms = self._scripts["cap"](keys=[key], args=[data, _UNREADABLE_MS])
         return RawLock(data, _last_beat(record, remaining_ms), data.decode("latin-1"))
 
-    @_translated
     def _lock_replace(self, name: str, version: str, data: bytes) -> str | None:
-        done = self._scripts["replace"](keys=[self._lock_key(name)],
-                                        args=[version.encode("latin-1"), data, _expiry_ms(data)])
+        key = self._lock_key(name)
+        with self._errors("take over lock {!r}", name):
+            done = self._scripts["replace"](
+                keys=[key], args=[version.encode("latin-1"), data, _expiry_ms(data)])
         return data.decode("latin-1") if done else None
 
-    @_translated
     def _lock_delete(self, name: str, version: str) -> bool:
         keys = [self._lock_key(name), self._channel(name)]
-        return bool(self._scripts["delete"](keys=keys, args=[version.encode("latin-1")]))
+        with self._errors("release lock {!r}", name):
+            return bool(self._scripts["delete"](keys=keys, args=[version.encode("latin-1")]))
 
-    @_translated
     def _lock_touch(self, name: str, version: str) -> str | None:
-        data = version.encode("latin-1")
-        done = self._scripts["extend"](keys=[self._lock_key(name)], args=[data, _expiry_ms(data)])
+        key, data = self._lock_key(name), version.encode("latin-1")
+        with self._errors("refresh lock {!r}", name):
+            done = self._scripts["extend"](keys=[key], args=[data, _expiry_ms(data)])
         return version if done else None
 
-    @_translated
     def _lock_names(self) -> list[str]:
         start = f"{self.prefix}:locks/"
-        keys = self.client.scan_iter(match=_glob_escape(start) + "*.lock", count=1000)
-        return [key.decode()[len(start):-len(".lock")] for key in keys]
+        return [key.decode()[len(start):-len(".lock")]
+                for key in self._scan(start, "the locks") if key.endswith(b".lock")]
 
-    @_translated
     def wait_for_release(self, lock_name: str, seconds: float) -> None:
         """Sleep until the lock's release is published, or ``seconds`` pass."""
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.subscribe(self._channel(lock_name))
-            if not self.client.exists(self._lock_key(lock_name)):
-                return  # released before we subscribed
-            deadline = time.monotonic() + seconds
-            while (left := deadline - time.monotonic()) > 0:
-                if pubsub.get_message(timeout=left) is not None:
-                    return
-        finally:
-            pubsub.close()
+        channel, key = self._channel(lock_name), self._lock_key(lock_name)
+        with self._errors("wait for lock {!r}", lock_name):
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(channel)
+                if not self.client.exists(key):
+                    return  # released before we subscribed
+                deadline = time.monotonic() + seconds
+                while (left := deadline - time.monotonic()) > 0:
+                    if pubsub.get_message(timeout=left) is not None:
+                        return
+            finally:
+                pubsub.close()
 
     def _lock_key(self, name: str) -> str:
         return f"{self.prefix}:{self._get_lock_path(check_name(name, 'lock name'))}"

@@ -7,7 +7,8 @@
   ETag is the version :mod:`labcache.locks` compares and swaps on.
 * Only "no such key" and "precondition failed" mean "absent" and "lost the
   race"; any other answer (access denied, no such bucket, endpoint down) is a
-  one-line :class:`~labcache.errors.StorageError`, never "unlocked".
+  one-line :class:`~labcache.errors.StorageError` (see ``_errors.py``), never
+  "unlocked".
 """
 
 from __future__ import annotations
@@ -24,19 +25,18 @@ from functools import partial
 from typing import Any
 
 import boto3
-from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from .. import entry
 from .._compress import HEAD_SPAN, frame_chunks, open_frame, unframe_head
-from .._redact import redact_url, scrub
+from .._redact import redact_url
 from ..base import EntryStat, Orphan
-from ..errors import StorageError
 from ..locks import RawLock, RecordLockingStorage
 from ..names import check_context, check_entry_context, check_name
-from . import _s3_copies, _s3_orphans, _s3_ranged
+from . import _s3_copies, _s3_errors, _s3_orphans, _s3_ranged
+from ._errors import Boundary
 from ._local_copy import (
     KeepsLocalCopies,
     LocalCopies,
@@ -114,6 +114,13 @@ class S3Storage(KeepsLocalCopies, RecordLockingStorage):
         self._client_pid, self._client_guard = os.getpid(), threading.Lock()
         self._base = f"{self.prefix}/" if self.prefix else ""
         self._contexts: dict[str, str] = {}  # context -> validated key prefix
+        # boto3's errors become StorageError here (see _errors.py); keys given
+        # as options are masked (the environment's always are).
+        self._errors = Boundary(
+            f"S3 at {redact_url(self.endpoint_url) if self.endpoint_url else 'AWS'}, "
+            f"bucket {self.bucket}", _s3_errors.ERRORS, _s3_errors.advice,
+            secrets=tuple(str(self._options[k]) for k in _SECRETS if self._options.get(k)),
+            describe=_s3_errors.describe)
         #: Where loaded entries are kept on this machine (None: nowhere).
         self.local_copy = None if folder is None else LocalCopies(folder, remote_digest(
             "s3", redact_url(self.endpoint_url or ""), self.bucket, self.prefix), limit)
@@ -148,10 +155,8 @@ class S3Storage(KeepsLocalCopies, RecordLockingStorage):
                                 multipart_chunksize=self.multipart_chunksize,
                                 max_concurrency=4, preferred_transfer_client="classic")
         config.max_in_memory_upload_chunks = 4  # parts read ahead are copies: bound them
-        try:
+        with self._errors("upload s3://{}/{}", self.bucket, key):
             self._s3().upload_fileobj(stream, self.bucket, key, Config=config)
-        except (ClientError, BotoCoreError, Boto3Error) as exc:
-            raise self._error("upload", key, exc) from None
         return file_name
 
     def download_file(self, hashcode: str, context: str) -> bytes:
@@ -192,13 +197,8 @@ class S3Storage(KeepsLocalCopies, RecordLockingStorage):
 
     def list_contexts(self) -> list[str]:
         """Top-level "folders" under the prefix (``locks`` left out)."""
-        try:
-            pages = self._s3().get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._base, Delimiter="/")
-            found = [item["Prefix"][len(self._base):].rstrip("/") for page in pages
-                     for item in page.get("CommonPrefixes", ())]
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error("list_objects_v2", self._base, exc) from None
+        found = [item["Prefix"][len(self._base):].rstrip("/")
+                 for item in self._listing(self._base, "CommonPrefixes")]
         return sorted(name for name in found if name != _LOCK_DIR and not name.startswith("."))
 
     def describe_entries(self, context: str) -> list[EntryStat]:
@@ -206,20 +206,12 @@ class S3Storage(KeepsLocalCopies, RecordLockingStorage):
         listing of the use markers (see ``open_entry``)."""
         prefix, marks = self._context_prefix(context), self._marker_key("", context)
         used = {item["Key"][len(marks):]: item["LastModified"].timestamp()
-                for item in self._objects(marks)}
+                for item in self._listing(marks)}
         return sorted(EntryStat(item["Key"][len(prefix):], int(item["Size"]),
                                 item["LastModified"].timestamp(),
                                 used.get(item["Key"][len(prefix):]))
-                      for item in self._objects(prefix)
+                      for item in self._listing(prefix)
                       if not item["Key"][len(prefix):].startswith("."))
-
-    def _objects(self, prefix: str) -> list[dict[str, Any]]:
-        try:
-            pages = self._s3().get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix, Delimiter="/")
-            return [item for page in pages for item in page.get("Contents", ())]
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error("list_objects_v2", prefix, exc) from None
 
     def open_entry(self, hashcode: str, context: str) -> Any:
         """A hit: the entry's stream, and a use marker when this process has
@@ -244,7 +236,7 @@ class S3Storage(KeepsLocalCopies, RecordLockingStorage):
             if len(marked) > 100_000:  # a long-lived process: forget, re-mark later
                 marked.clear()
             marked[(context, hashcode)] = now
-            with contextlib.suppress(ClientError, BotoCoreError):
+            with contextlib.suppress(*_s3_errors.ERRORS):  # a hit never fails for its marker
                 self._s3().put_object(Bucket=self.bucket, Body=b"",
                                       Key=self._marker_key(hashcode, context))
 
@@ -365,52 +357,38 @@ class S3Storage(KeepsLocalCopies, RecordLockingStorage):
             return self._client
 
     def _new_client(self) -> Any:
+        """A boto3 client (its errors are translated by the caller's boundary)."""
         options = dict(self._options)
         # Fail in seconds, not minutes, when the endpoint is down.
         config = Config(connect_timeout=3, read_timeout=30,
                         retries={"max_attempts": 2, "mode": "standard"})
         options["config"] = config.merge(options["config"]) if options.get("config") else config
-        try:
-            session = boto3.session.Session(profile_name=options.pop("profile_name", None))
-            return session.client("s3", endpoint_url=self.endpoint_url, **options)
-        except (BotoCoreError, Boto3Error) as exc:
-            raise self._error("client setup", "", exc) from None
+        session = boto3.session.Session(profile_name=options.pop("profile_name", None))
+        return session.client("s3", endpoint_url=self.endpoint_url, **options)
 
     def _call(self, operation: str, key: str, expect: tuple[str, ...] = (),
               **params: Any) -> Any:
         """One S3 request: its response, or which of the ``expect``-ed failures it met."""
-        try:
-            return getattr(self._s3(), operation)(Bucket=self.bucket, Key=key, **params)
-        except ClientError as exc:
-            kind = _kind(exc)
-            if kind is not None and kind in expect:
+        with self._errors("{} s3://{}/{}", operation, self.bucket, key):
+            try:
+                return getattr(self._s3(), operation)(Bucket=self.bucket, Key=key, **params)
+            except ClientError as exc:
+                kind = _kind(exc)
+                if kind is None or kind not in expect:
+                    raise
                 return kind
-            raise self._error(operation, key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error(operation, key, exc) from None
 
-    def _list(self, prefix: str) -> list[str]:
-        """Object names directly under ``prefix`` (``Delimiter='/'`` hides deeper ones)."""
-        try:
+    def _listing(self, prefix: str, field: str = "Contents") -> list[dict[str, Any]]:
+        """The ``field`` items of a listing of ``prefix`` (its objects, or its
+        "folders" for ``CommonPrefixes``); ``Delimiter='/'`` hides deeper ones."""
+        with self._errors("list_objects_v2 s3://{}/{}", self.bucket, prefix):
             pages = self._s3().get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix, Delimiter="/")
-            return [item["Key"][len(prefix):] for page in pages
-                    for item in page.get("Contents", ())]
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error("list_objects_v2", prefix, exc) from None
+            return [item for page in pages for item in page.get(field, ())]
 
-    def _error(self, operation: str, key: str, exc: Exception) -> StorageError:
-        """A one-line StorageError naming the request, the object and the cause."""
-        cause = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, ClientError):
-            error, meta = exc.response.get("Error", {}), exc.response.get("ResponseMetadata", {})
-            cause = (f"{error.get('Code', '?')} (HTTP {meta.get('HTTPStatusCode', '?')}): "
-                     f"{error.get('Message', '')}")
-        message = f"S3 {operation} of s3://{self.bucket}/{key} at " \
-                  f"{self.endpoint_url or 'the AWS endpoint'} failed: {cause}"
-        # Never echo a credential, given as an option or found in the environment.
-        message = scrub(message, map(self._options.get, _SECRETS))
-        return StorageError(" ".join(message.split()))
+    def _list(self, prefix: str) -> list[str]:
+        """Object names directly under ``prefix``."""
+        return [item["Key"][len(prefix):] for item in self._listing(prefix)]
 
     def _not_found(self, key: str) -> FileNotFoundError:
         return FileNotFoundError(errno.ENOENT, "no such entry", f"s3://{self.bucket}/{key}")
@@ -448,11 +426,10 @@ def _env_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def _kind(exc: Any) -> str | None:
+def _kind(exc: ClientError) -> str | None:
     """What a failed request means to the lock rules, if anything."""
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if code in ("NoSuchKey", "NotFound", "404"):  # a HEAD's 404 is only "404"
+    code, status = _s3_errors.code(exc), _s3_errors.status(exc)
+    if _s3_errors.missing(exc):
         return _MISSING
     # 409 ConditionalRequestConflict: a concurrent conditional write won.
     if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
