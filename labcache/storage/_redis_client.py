@@ -152,7 +152,7 @@ def advice(exc: BaseException) -> str:
         return "This Redis user may not run labcache's commands (ACL): grant them, or use another"
     if isinstance(exc, redis.exceptions.ReadOnlyError):
         return "This server is a read-only replica: give labcache the primary's URL"
-    if answer.startswith("OOM"):
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or "maxmemory" in answer:
         return ("The server is out of memory (maxmemory): free memory on it, raise the "
                 "limit, or remove old entries (labcache gc)")
     return "See the server's answer above; check the server and the storage URL"

@@ -10,7 +10,7 @@ from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as EndpointError
 
-__all__ = ["ERRORS", "advice", "code", "describe", "missing", "not_modified", "status"]
+__all__ = ["ERRORS", "advice", "answer", "code", "describe", "missing", "not_modified", "status"]
 
 #: What boto3 raises.  A raw OSError is a socket failing under a response
 #: stream: the boundaries stand around requests and streams only, never
@@ -22,15 +22,26 @@ _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Expir
 _BUSY = {"SlowDown", "ServiceUnavailable", "RequestTimeout", "InternalError", "503", "500"}
 
 
+def answer(exc: BaseException) -> ClientError | None:
+    """S3's answer behind an error: the ClientError itself, or the one a
+    boto3 upload failed with (``S3UploadFailedError`` has it as its context)."""
+    found: BaseException | None = exc
+    for _ in range(4):  # a short chain; never a loop
+        if found is None or isinstance(found, ClientError):
+            return found
+        found = found.__cause__ or found.__context__
+    return None
+
+
 def code(exc: BaseException) -> str:
     """The error code of S3's answer (``"NoSuchKey"``, ``"404"``), or ``""``."""
-    response: Any = getattr(exc, "response", None) or {}
+    response: Any = getattr(answer(exc), "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
 
 
 def status(exc: BaseException) -> int | None:
     """The HTTP status of S3's answer, if there was one."""
-    response: Any = getattr(exc, "response", None) or {}
+    response: Any = getattr(answer(exc), "response", None) or {}
     found = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return found if isinstance(found, int) else None
 
@@ -48,10 +59,11 @@ def not_modified(exc: BaseException) -> bool:
 def describe(exc: BaseException) -> str:
     """S3's answer as ``Code (HTTP status): message``; other errors as their
     type and text."""
-    if isinstance(exc, ClientError):
-        message = exc.response.get("Error", {}).get("Message", "")
-        return f"{code(exc) or '?'} (HTTP {status(exc) or '?'}): {message}".strip()
-    return f"{type(exc).__name__}: {exc}"
+    found = answer(exc)
+    if found is None:
+        return f"{type(exc).__name__}: {exc}"
+    message = found.response.get("Error", {}).get("Message", "")
+    return f"{code(found) or '?'} (HTTP {status(found) or '?'}): {message}".strip()
 
 
 def advice(exc: BaseException) -> str:

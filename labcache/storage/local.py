@@ -109,6 +109,9 @@ class LocalStorage(RecordLockingStorage):
         # FileExistsError stays: only a file planted at a fresh temp name raises it.
         self._errors = Boundary(f"Local folder {self.root}", (OSError,), file_system_advice,
                                 keep=(LabcacheError, FileNotFoundError, FileExistsError))
+        # Built once for the hit path (~0.25 us less per hit than one per call);
+        # the file system's error names the entry's path.
+        self._hit_errors = self._errors("read an entry for a cache hit")
 
     def __repr__(self) -> str:
         shared = ", shared=True" if self.shared else ""
@@ -150,7 +153,7 @@ class LocalStorage(RecordLockingStorage):
     def open_entry(self, hashcode: str, context: str) -> Any:
         """The entry for a hit: its bytes if small, else the open file; None
         if there is none."""
-        with self._errors("read entry {!r} of {!r}", hashcode, context):
+        with self._hit_errors:
             try:
                 fd = self._open_hit(hashcode, context, entry_verifying())
             except FileNotFoundError:
