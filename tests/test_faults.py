@@ -182,6 +182,8 @@ def test_disk_full_with_raise_says_what_failed(tmp_path: Path) -> None:
         [(tag, _, message)] = collect(queue, 1)
     assert tag == "raised"
     assert "storage failed" in message and "File too large" in message, message
+    assert f"Local folder {root}: storage failed to store entry" in message, message
+    assert "file size limit (ulimit -f)" in message, message  # what to do about it
     assert entry_files(root) == []
     assert LocalStorage(root).list_locks() == []
 
