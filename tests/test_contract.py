@@ -18,7 +18,7 @@ import pytest
 from labcache import LocalStorage, cached, entry
 from labcache.base import BaseLockingStorage, BaseSingleton, EntryStat
 from labcache.locks import RawLock, RecordLockingStorage
-from tests.test_seed_storage import MemoryLockingStorage, MemoryStorage
+from tests.support.memory import MemoryFiles, MemoryLockingStorage, MemoryStorage
 
 
 def test_seed_style_storage_gets_every_contract_default() -> None:
@@ -110,7 +110,7 @@ def test_instances_built_at_once_in_threads_are_one(tmp_path: Path) -> None:
     assert len({id(store) for store in found}) == 1
 
 
-class _ForgetfulRecords(RecordLockingStorage):
+class _ForgetfulRecords(MemoryFiles, RecordLockingStorage):
     """A third-party backend whose __init__ calls no base __init__ at all."""
 
     def __init__(self, name: str) -> None:
@@ -118,29 +118,6 @@ class _ForgetfulRecords(RecordLockingStorage):
         self.files: dict[tuple[str, str], bytes] = {}
         self.records: dict[str, RawLock] = {}
         self.versions = itertools.count()
-
-    def get_root_path(self) -> str:
-        return f"memory://{self.name}"
-
-    def upload_file(self, file: object, file_name: str, context: str,
-                    direct_stream: bool = False) -> str | None:
-        self.files[(context, file_name)] = bytes(file)  # type: ignore[call-overload]
-        return file_name
-
-    def download_file(self, hashcode: str, context: str) -> Any:
-        return self.files[(context, hashcode)]
-
-    def list_stored_files(self, context: str) -> list[Any]:
-        return [name for ctx, name in self.files if ctx == context]
-
-    def get_file_by_hashcode(self, hashcode: str, context: str) -> Any:
-        return self.download_file(hashcode, context)
-
-    def check_if_exists(self, hashcode: str, context: str) -> bool:
-        return (context, hashcode) in self.files
-
-    def delete_file(self, hashcode: str, context: str) -> None:
-        del self.files[(context, hashcode)]
 
     def _lock_create(self, name: str, data: bytes) -> str | None:
         if name in self.records:

@@ -318,7 +318,7 @@ def test_lock_names_split_into_function_and_key(storage):
 
 
 def test_seed_style_storage(tmp_path, panels, monkeypatch):
-    from tests.test_seed_storage import MemoryLockingStorage
+    from tests.support.memory import MemoryLockingStorage
 
     seed = MemoryLockingStorage(str(tmp_path))
 
