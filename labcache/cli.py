@@ -542,7 +542,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(OSError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
-        return _fail(scrub(" ".join(f"{type(exc).__name__}: {exc}".split()), _password_of(url)), 2)
+        # A ValueError is a message written for the user (a bad URL, option or
+        # name); other errors keep their type, which says what kind of failure.
+        said = str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
+        return _fail(scrub(" ".join(said.split()), _password_of(url)), 2)
     except KeyboardInterrupt:
         return 130
 

@@ -268,6 +268,15 @@ def test_open_storage_rejects_urls_listing_known_schemes(url: str) -> None:
         assert url in message
 
 
+def test_a_bare_folder_path_is_refused_with_the_url_that_names_it(tmp_path: Path) -> None:
+    folder = tmp_path / "team cache"
+    with pytest.raises(ValueError) as caught:
+        open_storage(str(folder))
+    assert folder.as_uri() in str(caught.value)
+    assert open_storage(folder.as_uri()).get_root_path() == str(folder)
+    assert not folder.exists()
+
+
 @pytest.mark.parametrize("url", ["file://host/x", "file://"])
 def test_open_storage_rejects_bad_file_urls(url: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="file:///"):

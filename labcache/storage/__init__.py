@@ -15,6 +15,7 @@ import importlib
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -68,10 +69,17 @@ def open_storage(url: str) -> BaseStorage:
     if not isinstance(url, str) or "://" not in url:
         raise ValueError(
             f"storage URL {redact_url(url)!r} has no scheme; write it as scheme://..., "
-            f"with a scheme among: {', '.join(known_schemes())}"
+            f"with a scheme among: {', '.join(known_schemes())}{_folder_hint(url)}"
         )
     scheme = url.split("://", 1)[0].lower()
     return _opener(scheme, url)(url)
+
+
+def _folder_hint(url: object) -> str:
+    # A bare path is the commonest slip: show the URL that names that folder.
+    if isinstance(url, str) and url and ":" not in url:
+        return f" (for a folder: {Path(url).expanduser().absolute().as_uri()})"
+    return ""
 
 
 def default_storage() -> BaseStorage:
