@@ -4,7 +4,6 @@ subprocess against Local, Redis and S3 storages."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,41 +17,8 @@ from labcache.lock_record import LockRecord, this_host, this_user
 from labcache.names import lock_name_for
 
 from .support import cli_workers
+from .support.cli import one_error_line, run, run_json, target
 from .support.procs import CTX, PATIENCE, collect, dead_pid, reaping
-
-
-def run(*args: str, url: str | None = None,
-        check: int | None = 0) -> subprocess.CompletedProcess[str]:
-    """``labcache ARGS [--storage URL]``; asserts the exit code unless ``check`` is None."""
-    command = [sys.executable, "-m", "labcache", *args]
-    if url is not None:
-        command += ["--storage", url]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=PATIENCE,
-                          env={**os.environ, "COLUMNS": "200"})
-    if check is not None:
-        assert done.returncode == check, (done.stdout, done.stderr)
-    return done
-
-
-def run_json(*args: str, url: str | None = None) -> Any:
-    return json.loads(run(*args, "--json", url=url).stdout)
-
-
-def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("labcache: error: "), done.stderr
-    assert "Traceback" not in done.stderr
-    return lines[0]
-
-
-def target(any_storage: Any) -> tuple[Any, str]:
-    """The storage the CLI will open, and its URL."""
-    kind = type(any_storage).__name__
-    if kind == "LocalStorage":
-        return any_storage, f"file://{any_storage.root}"
-    if kind == "RedisStorage":  # the key prefix travels in the URL
-        return any_storage, f"{any_storage.url}?prefix={any_storage.prefix}"
-    return any_storage, any_storage.url  # S3: endpoint and credentials are in the environment
 
 
 def _square(x: int, label: str = "sq") -> int:
@@ -190,7 +156,7 @@ def test_unlock_breaks_a_stale_lock_without_force(storage: LocalStorage) -> None
 
 
 def test_gc_evicts_least_recently_used_and_skips_a_locked_key(any_storage: Any) -> None:
-    from tests.test_eviction import CONTEXT, PAYLOAD, make_used_order
+    from .support.used_order import CONTEXT, PAYLOAD, make_used_order
 
     store, url = target(any_storage)
     make_used_order(store, ("a", "b", "c", "d"), reread="d")
@@ -205,7 +171,7 @@ def test_gc_evicts_least_recently_used_and_skips_a_locked_key(any_storage: Any) 
 
 
 def test_gc_dry_run_older_than_and_text(storage: LocalStorage) -> None:
-    from tests.test_eviction import CONTEXT, make_used_order
+    from .support.used_order import CONTEXT, make_used_order
 
     make_used_order(storage, ("a", "b"), reread="b")
     url = f"file://{storage.root}"
@@ -271,7 +237,7 @@ def test_console_script_is_installed() -> None:
 
 def test_every_command_in_the_cli_page_runs(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.test_docs_examples import DOCS, fenced_blocks
+    from .support.markdown import DOCS, fenced_blocks
 
     blocks = list(fenced_blocks(DOCS / "cli.md"))
     script = next(b for b in blocks if b.runnable)
@@ -352,7 +318,7 @@ def test_clear_by_a_non_ascii_name_clears_only_that_function(
     """`計算` and `処理` once shared one context; each is found by its own name."""
     from labcache.cli import main
 
-    from .test_names import 処理, 計算
+    from .support.unicode_names import 処理, 計算
 
     one, two = cached(storage=storage)(計算), cached(storage=storage)(処理)
     one(1), two(1), two(2)

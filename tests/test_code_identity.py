@@ -19,21 +19,9 @@ import pytest
 from labcache import LocalStorage, cached
 from labcache.keys import function_identity
 
+from .support.notebook import Notebook
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-class Notebook:
-    """One ``__main__`` namespace that cells run in, like a kernel's."""
-
-    def __init__(self, storage: LocalStorage) -> None:
-        self.ns: dict[str, object] = {"__name__": "__main__", "cached": cached,
-                                      "storage": storage}
-
-    def run(self, cell: str) -> None:
-        exec(compile(textwrap.dedent(cell), "<cell>", "exec"), self.ns)
-
-    def key(self, call: str = "f.key(3)") -> str:
-        return str(eval(call, self.ns))
 
 
 @pytest.fixture

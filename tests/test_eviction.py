@@ -16,8 +16,7 @@ from labcache.eviction import evict
 from labcache.formatting import parse_age, parse_size
 from labcache.names import lock_name_for
 
-CONTEXT = "tests.eviction"
-PAYLOAD = b"x" * 1000
+from .support.used_order import CONTEXT, PAYLOAD, make_used_order
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -54,25 +53,6 @@ def test_evict_needs_a_limit(storage: LocalStorage) -> None:
 
 
 # -- LRU order on each backend ----------------------------------------------------------
-
-
-def make_used_order(store: Any, names: tuple[str, ...], reread: str) -> None:
-    """Store ``names`` in order, then read ``reread`` later, as each backend can tell it."""
-    for name in names:
-        store.upload_file(PAYLOAD, name, CONTEXT)
-    kind = type(store).__name__
-    if kind == "LocalStorage":  # stored an hour ago, oldest first
-        for age, name in enumerate(names):
-            path = store.entry_path(name, CONTEXT)
-            then = time.time() - 3600 + age
-            os.utime(path, (then, then))
-    elif kind == "RedisStorage":
-        time.sleep(2.1)  # OBJECT IDLETIME counts whole seconds
-    else:
-        time.sleep(1.1)  # S3 times (LastModified of entries and use markers) are whole seconds
-    found = store.open_entry(reread, CONTEXT)  # a hit's read path
-    if hasattr(found, "close"):
-        found.close()
 
 
 def test_least_recently_used_goes_first(any_storage: Any) -> None:

@@ -10,7 +10,7 @@ from labcache import cached
 from labcache.jupyter.status import CellStatus
 from labcache.report import Reporter, stats
 
-from .test_code_identity import Notebook
+from .support.notebook import Notebook
 
 CELLS = """
 SCALE = 2

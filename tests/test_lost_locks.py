@@ -13,9 +13,9 @@ import pytest
 
 from labcache.lock_record import LockRecord, this_user
 
+from .support.cli import run, run_json
 from .support.procs import PATIENCE
 from .support.services_redis import RedisServer
-from .test_cli import run, run_json
 
 FOREIGN = LockRecord(this_user(), "elsewhere", "", 4242, "t0k3n", time.time(), 3600.0, None)
 

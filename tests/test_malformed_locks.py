@@ -28,7 +28,7 @@ from labcache.lock_record import LockRecord, this_user
 from labcache.locks import UNREADABLE_LOCK_TTL
 from labcache.names import lock_name_for
 
-from .test_cli import one_error_line, run, run_json, target
+from .support.cli import one_error_line, run, run_json, target
 
 #: A valid record of a holder on another host; the cases below spoil one thing.
 GOOD = {"user": this_user(), "host": "elsewhere", "boot": "", "pid": 4242, "token": "t0k",

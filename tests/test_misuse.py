@@ -11,7 +11,7 @@ import pytest
 
 from labcache import CacheWarning, LocalStorage, cached
 
-from .test_cli import one_error_line, run
+from .support.cli import one_error_line, run
 
 
 @pytest.fixture

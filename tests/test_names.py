@@ -15,6 +15,8 @@ import labcache
 from labcache import InvalidNameError, LocalStorage
 from labcache.names import MAX_NAME_BYTES, check_context, check_name, context_for
 
+from .support.unicode_names import cafè, café, 処理, 計算
+
 BAD_NAMES = ["", ".", "..", "../x", "a/b", "a\\b", "a\x00b", "x" * 300, "/abs"]
 BAD_CONTEXTS = ["", "..", "a/../b", "/etc", "a\x00b", "locks", "locks/sub", "./x", "a//b",
                 ".used/x", "a/.hidden", ".x"]
@@ -177,22 +179,6 @@ def test_names_that_sanitize_alike_get_different_contexts(one: str, two: str) ->
 def test_context_for_gives_each_name_its_own_context(one: str, two: str) -> None:
     if one != two:
         assert context_for("mod", one) != context_for("mod", two)
-
-
-def 計算(x: int) -> int:
-    return x + 1
-
-
-def 処理(x: int) -> int:
-    return x + 2
-
-
-def café(x: int) -> int:
-    return x + 3
-
-
-def cafè(x: int) -> int:
-    return x + 4
 
 
 @pytest.mark.parametrize("pair", [(計算, 処理), (café, cafè)])
