@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from labcache import CacheWarning, LocalStorage, cached, open_storage
@@ -547,6 +547,10 @@ URLS = st.one_of(
 
 @FUZZ
 @given(url=st.one_of(URLS, st.none(), st.integers(), st.binary(max_size=10)))
+# Bare paths get a file:// hint: one that cannot be encoded, or that carries a secret.
+@example(url="\ud800")
+@example(url=f"/srv/cache?password={SECRET_WORD}")
+@example(url="cache\x00dir")
 def test_any_storage_url_opens_or_is_a_clear_value_error(url: Any) -> None:
     try:
         storage = open_storage(url)

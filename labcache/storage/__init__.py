@@ -76,10 +76,14 @@ def open_storage(url: str) -> BaseStorage:
 
 
 def _folder_hint(url: object) -> str:
-    # A bare path is the commonest slip: show the URL that names that folder.
-    if isinstance(url, str) and url and ":" not in url:
+    # A bare path is the commonest slip: show the URL that names that folder,
+    # unless the text looks like it carries a credential or is no path at all.
+    if not isinstance(url, str) or not url or ":" in url or "\0" in url or redact_url(url) != url:
+        return ""
+    try:
         return f" (for a folder: {Path(url).expanduser().absolute().as_uri()})"
-    return ""
+    except (ValueError, UnicodeError, OSError):  # a NUL byte, a lone surrogate
+        return ""
 
 
 def default_storage() -> BaseStorage:
