@@ -27,9 +27,7 @@ class MemoryFiles:
 
     def upload_file(self, file: object, file_name: str, context: str,
                     direct_stream: bool = False) -> str | None:
-        # The seed passes a file object; some callers hand over bytes directly.
-        read = getattr(file, "read", None)
-        self.files[(context, file_name)] = read() if read else bytes(file)  # type: ignore[call-overload]
+        self.files[(context, file_name)] = file.read()  # type: ignore[attr-defined]
         return file_name
 
     def download_file(self, hashcode: str, context: str) -> Any:
@@ -56,6 +54,7 @@ class MemoryStorage(MemoryFiles, BaseStorage):
     def __init__(self, name: str) -> None:
         self.name = name
         self.files = {}
+
 
 class MemoryLockingStorage(MemoryStorage, BaseLockingStorage):
     """The seed's lock methods, TTL-only, as a LabChain user would write them."""
