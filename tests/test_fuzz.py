@@ -551,6 +551,7 @@ URLS = st.one_of(
 @example(url="\ud800")
 @example(url=f"/srv/cache?password={SECRET_WORD}")
 @example(url="cache\x00dir")
+@example(url="~nosuchuser/cache")
 def test_any_storage_url_opens_or_is_a_clear_value_error(url: Any) -> None:
     try:
         storage = open_storage(url)

@@ -82,7 +82,7 @@ def _folder_hint(url: object) -> str:
         return ""
     try:
         return f" (for a folder: {Path(url).expanduser().absolute().as_uri()})"
-    except (ValueError, UnicodeError, OSError):  # a NUL byte, a lone surrogate
+    except (UnicodeError, RuntimeError, OSError):  # a lone surrogate, ~nosuchuser, no cwd
         return ""
 
 
